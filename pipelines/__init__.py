@@ -1,0 +1,3 @@
+"""Beam pipelines and the `emer` command line."""
+
+__version__ = "0.1.0"

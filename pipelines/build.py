@@ -1,0 +1,323 @@
+"""`emer build`: the Beam pipeline from a folder of videos to Parquet + WebDataset shards.
+
+match -> decode -> transcript -> faces -> acoustics -> [plug-ins] -> record + split
+      -> plan shards per split (by key, bounded by count and bytes) -> write shards
+failures of any stage -> failures.parquet. The driver then writes the manifest and the card,
+and swaps the finished build into OUT only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.card import write_card
+from pipelines.config import BuildConfig
+from pipelines.errors import UserError
+from pipelines.manifest import MANIFEST, write_manifest
+from pipelines.progress import Progress, ProgressLog
+from pipelines.stages import build_stages, finish_record, provenance, record_schema
+from schemas import RecordSchema, SchemaError
+from schemas.v1 import FAILURE_SCHEMA
+from transforms.clip import Clip, ClipError, Stage
+from transforms.keys import VideoInput, match_videos
+from transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
+from transforms.split import SplitAssigner
+
+FAILED = "failed"
+OUTPUTS = ("data", "media", MANIFEST, "failures.parquet", "README.md")
+
+
+def failure_row(key: str, source_path: str, stage: str, error: BaseException) -> dict[str, str]:
+    message = str(error) if isinstance(error, (ClipError, SchemaError)) else f"{type(error).__name__}: {error}"
+    return {"key": key, "source_path": source_path, "stage": stage, "error_class": type(error).__name__, "message": message[:2000]}
+
+
+class StageFn(beam.DoFn):
+    """Thin Beam wrapper of one stage: models load in `setup`, once per worker process."""
+
+    def __init__(self, stage: Stage, progress_dir: str):
+        self.stage, self.progress_dir = stage, progress_dir
+
+    def setup(self) -> None:
+        self.stage.setup()
+        self.progress = ProgressLog(self.progress_dir)
+
+    def process(self, clip: Clip) -> Iterable[Any]:
+        try:
+            self.stage.process(clip)
+        except Exception as e:  # noqa: BLE001 - any failure of one clip must not stop the build
+            self.progress.mark("failed")
+            yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, self.stage.name, e))
+            return
+        yield clip
+
+
+class RecordFn(beam.DoFn):
+    """Assemble, validate and split-assign the record; decoded samples are dropped here."""
+
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], config: BuildConfig, progress_dir: str):
+        self.schema, self.prov, self.config, self.progress_dir = schema, prov, config, progress_dir
+
+    def setup(self) -> None:
+        s = self.config.split
+        self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed)
+        self.progress = ProgressLog(self.progress_dir)
+
+    def process(self, clip: Clip) -> Iterable[Any]:
+        clip.drop_decoded()
+        try:
+            record = finish_record(clip, self.schema, self.prov)
+            record["split"] = self.assign(record)
+            self.schema.validate(record)
+        except Exception as e:  # noqa: BLE001
+            self.progress.mark("failed")
+            yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, "record", e))
+            return
+        self.progress.mark("ok")
+        yield record["key"], (record, clip.media_files)
+
+
+def _shard_assignments(split_sizes: tuple[str, Iterable[tuple[str, int]]], max_records: int, max_bytes: int) -> Iterable[tuple[str, tuple[str, int, int]]]:
+    split, sizes = split_sizes
+    shards = plan_shards(sizes, max_records, max_bytes)
+    for index, keys in enumerate(shards):
+        for key in keys:
+            yield key, (split, index, len(shards))
+
+
+class WriteShardFn(beam.DoFn):
+    """Write one Parquet file and one tar with the same keys, named `{split}-{i}-of-{n}`."""
+
+    def __init__(self, staging: str, schema: RecordSchema, row_group_size: int):
+        self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
+
+    def process(self, shard: tuple[tuple[str, int, int], Iterable[tuple[dict[str, Any], dict[str, bytes]]]]) -> Iterable[str]:
+        (split, index, count), samples = shard
+        samples = sorted(samples, key=lambda s: s[0]["key"])
+        name = shard_name(split, index, count)
+        write_parquet(Path(self.staging, "data", f"{name}.parquet"), [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)
+        write_tar(Path(self.staging, "media", f"{name}.tar"), samples)
+        yield name
+
+
+def _write_failures(rows: list[dict[str, str]], path: str) -> None:
+    rows = sorted(rows, key=lambda r: (r["source_path"], r["stage"]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), path, compression="zstd")
+
+
+def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
+    """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
+    options = PipelineOptions(beam_args)
+    if any(a.startswith("--runner") for a in beam_args):
+        return options, None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    local = PipelineOptions([*beam_args, "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
+    if workers <= 1:
+        local = PipelineOptions([*beam_args, "--direct_running_mode=in_memory"])
+    return local, FnApiRunner()
+
+
+def run_pipeline(inputs: list[VideoInput], early_failures: list[dict[str, str]], staging: Path, config: BuildConfig, workers: int, beam_args: list[str]) -> None:
+    schema = record_schema(config)
+    stages = build_stages(config, workers)
+    prov = provenance(stages, config.config_hash())
+    progress_dir = str(staging / ".progress")
+    options, runner = pipeline_options(beam_args, workers)
+    sh = config.shards
+    with beam.Pipeline(runner=runner, options=options) as p:
+        clips = (
+            p
+            | "Inputs" >> beam.Create([(i.key, i.path, i.source_path) for i in inputs])
+            | "Spread" >> beam.Reshuffle()
+            | "Clip" >> beam.MapTuple(lambda key, path, rel: Clip(key, path, rel))
+        )
+        failures = [p | "KeyFailures" >> beam.Create(early_failures)]
+        for stage in stages:
+            result = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, progress_dir)).with_outputs(FAILED, main="clips")
+            clips = result.clips
+            failures.append(result[FAILED])
+        records = clips | "Record" >> beam.ParDo(RecordFn(schema, prov, config, progress_dir)).with_outputs(FAILED, main="records")
+        failures.append(records[FAILED])
+        keyed = records.records
+        plan = (
+            keyed
+            | "Sizes" >> beam.MapTuple(lambda key, rm: (rm[0]["split"], (key, sample_bytes(*rm))))
+            | "BySplit" >> beam.GroupByKey()
+            | "Plan" >> beam.FlatMap(_shard_assignments, sh.max_records, sh.max_bytes)
+        )
+        (
+            {"plan": plan, "samples": keyed}
+            | "Join" >> beam.CoGroupByKey()
+            | "ToShard" >> beam.FlatMapTuple(lambda key, g: [(g["plan"][0], s) for s in g["samples"]])
+            | "ByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(WriteShardFn(str(staging), schema, sh.parquet_row_group_size))
+        )
+        (
+            failures
+            | "AllFailures" >> beam.Flatten()
+            | "FailureList" >> beam.combiners.ToList()
+            | "WriteFailures" >> beam.Map(_write_failures, str(staging / "failures.parquet"))
+        )
+
+
+@dataclass
+class BuildSummary:
+    out: str
+    inputs: int
+    records_per_split: dict[str, int]
+    failures_by_stage: dict[str, int]
+    skipped_files: list[str]
+    clips_with_faces: int
+    languages: dict[str, int]
+    audio_hours: float
+    wall_s: float
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return sum(self.records_per_split.values())
+
+    @property
+    def failures(self) -> int:
+        return sum(self.failures_by_stage.values())
+
+    def text(self) -> str:
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(self.records_per_split.items())) or "none"
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures_by_stage.items())) or "none"
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items())) or "none"
+        lines = [
+            f"built {self.records} records from {self.inputs} inputs in {self.wall_s:.1f} s -> {self.out}",
+            f"  splits: {splits}",
+            f"  failures: {self.failures} ({fails}); details in failures.parquet",
+            f"  faces found in {self.clips_with_faces}/{self.records} clips; languages: {langs}; audio {self.audio_hours * 3600:.1f} s ({self.audio_hours:.4f} h)",
+        ]
+        if self.skipped_files:
+            shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
+            lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
+        return "\n".join(lines)
+
+
+def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"output {out} exists and is not a folder")
+    entries = [e for e in out.iterdir() if not e.name.startswith(".emer-staging")]
+    if not entries or overwrite:
+        return
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"output {out} is not empty and holds no emer build; choose another --out or pass --overwrite")
+    try:
+        old = json.loads(manifest_path.read_text())
+    except ValueError:
+        raise UserError(f"output {out} holds an unreadable manifest; pass --overwrite to replace it") from None
+    if old.get("config_hash") != config.config_hash() or old.get("videos_dir") != str(videos_dir):
+        raise UserError(f"output {out} holds a different build (other inputs or config); pass --overwrite to replace it")
+
+
+def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
+    """Replace the previous build's outputs with the new ones; only our own files are touched."""
+    if overwrite:
+        for entry in out.iterdir():
+            if entry != staging:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for name in OUTPUTS:
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+        if (staging / name).exists():
+            (staging / name).rename(old)
+    shutil.rmtree(staging)
+
+
+def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any]) -> BuildSummary:
+    failures = pq.read_table(out / "failures.parquet").to_pylist()
+    faces = 0
+    languages: Counter[str] = Counter()
+    seconds = 0.0
+    for path in sorted((out / "data").glob("*.parquet")):
+        for row in pq.read_table(path, columns=["media", "transcript", "faces"]).to_pylist():
+            seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
+            faces += bool(row["faces"]["crops"])
+            if row["transcript"]["language"]:
+                languages[row["transcript"]["language"]] += 1
+    return BuildSummary(
+        out=str(out),
+        inputs=inputs,
+        records_per_split=dict(manifest["splits"]),
+        failures_by_stage=dict(Counter(f["stage"] for f in failures)),
+        skipped_files=skipped,
+        clips_with_faces=faces,
+        languages=dict(languages),
+        audio_hours=round(seconds / 3600, 6),
+        wall_s=wall_s,
+        manifest=manifest,
+    )
+
+
+def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = None, workers: int = 2, beam_args: list[str] | None = None, overwrite: bool = False, show_progress: bool = True) -> BuildSummary:
+    """Build a dataset from every video under `videos_dir` into `out`; returns the summary."""
+    config = config or BuildConfig()
+    videos = Path(videos_dir).absolute()
+    out_path = Path(out).absolute()
+    if not videos.is_dir():
+        raise UserError(f"input folder not found: {videos_dir}")
+    if out_path == videos or videos in out_path.parents:
+        raise UserError("--out must not be inside the input folder (the build would read its own output)")
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    _check_out(out_path, videos, config, overwrite)
+    record_schema(config)  # fail early on broken plug-ins
+    SplitAssigner(config.split.ratios, config.split.group_by, config.split.group_pattern, config.split.split_table, config.split.seed)
+
+    inputs, collisions, skipped = match_videos(videos)
+    early = [
+        failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
+        for c in collisions
+    ]
+    total = len(inputs) + len(collisions)
+    if total == 0:
+        raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(_ext_list()))})")
+
+    staging = out_path / f".emer-staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for sub in ("data", "media", ".progress"):
+        (staging / sub).mkdir(parents=True)
+    started = time.monotonic()
+    progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
+    try:
+        with progress:
+            run_pipeline(inputs, early, staging, config, workers, beam_args or [])
+        shutil.rmtree(staging / ".progress")
+        wall = round(time.monotonic() - started, 2)
+        manifest = write_manifest(staging, videos, config, record_schema(config), inputs=total, skipped=skipped)
+        write_card(staging, manifest, record_schema(config), config)
+        _swap_into_place(staging, out_path, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logging.getLogger(__name__).info("build finished")
+    return summarise(out_path, total, skipped, wall, manifest)
+
+
+def _ext_list() -> list[str]:
+    from transforms.keys import VIDEO_EXTENSIONS
+
+    return list(VIDEO_EXTENSIONS)

@@ -1,0 +1,67 @@
+"""The `emer` command: a thin layer over importable functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipelines import __version__
+from pipelines.errors import UserError
+
+
+def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.build import build
+    from pipelines.config import load_config
+
+    summary = build(args.videos_dir, args.out, load_config(args.config), workers=args.workers, beam_args=beam_args, overwrite=args.overwrite, show_progress=not args.quiet)
+    print(summary.text())
+    return 0
+
+
+def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.models import install_offline_models
+
+    for name, where in install_offline_models().items():
+        print(f"{name}: {where}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emer", description="Build Explainable Multimodal Emotion Recognition datasets from raw videos.")
+    p.add_argument("--version", action="version", version=f"emer-builder {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="videos -> WebDataset + Parquet dataset", description="Anything after `--` is passed to Apache Beam as pipeline options.")
+    b.add_argument("videos_dir", help="folder of video clips (searched recursively)")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--config", help="build config YAML (see README)")
+    b.add_argument("--workers", type=int, default=2, help="worker processes for the local runner (default 2)")
+    b.add_argument("--overwrite", action="store_true", help="replace an output folder that holds a different build")
+    b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.set_defaults(func=_build)
+    m = sub.add_parser("models", help="prepare the offline default models (idempotent)")
+    m.set_defaults(func=_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1 :]
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("EMER_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, beam_args)
+    except UserError as e:
+        print(f"emer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emer: interrupted; the output folder was left as it was", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Build configuration: a YAML file mapped onto frozen dataclasses, hashed for provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import UserError
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    sample_fps: float = 2.0  # frames per second sampled for face analysis
+    frame_max_side: int = 640  # sampled frames are scaled down so their longer side fits
+    min_duration_s: float = 0.3  # shorter clips become failures: too short for any feature
+
+
+@dataclass(frozen=True)
+class TranscriptConfig:
+    model: str = "base"  # offline names: base (multilingual), tiny.en; or a CTranslate2 folder, or a hub id
+    language: str | None = None  # None: detect; else an ISO 639-1 code to force
+    vad_filter: bool = True
+    beam_size: int = 5
+    device: str = "auto"  # auto: cuda with float16 when a GPU is present, else cpu with int8
+    cpu_threads: int = 0  # 0: the cores divided among the workers
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    detector: str = "opencv"  # DeepFace detector backend; opencv works offline
+    crop_size: int = 224
+    max_crops: int = 16  # crops kept per clip, evenly spaced over the main face's track
+    expression_model: str = "auto"  # auto: DeepFace Emotion when its weights exist, else fer-tflite
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    group_by: str = "key"  # record field (dotted path) whose value keeps a group in one split
+    group_pattern: str | None = None  # regex applied to that value; its first group is the group key
+    split_table: str | None = None  # CSV with columns key,split: overrides the hash for listed keys
+    seed: str = "emer"
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    max_records: int = 1000
+    max_bytes: int = 512 * 1024 * 1024
+    parquet_row_group_size: int = 100  # small row groups keep the Hub viewer fast
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    # Extra stages, "module:Class", each adding its own field group (see README, "Adding a field group").
+    extra_stages: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_from_dict(data: dict[str, Any]) -> BuildConfig:
+    """Build a config from plain data, rejecting unknown keys with the path that was wrong."""
+    return _build(BuildConfig, data or {}, "")
+
+
+def load_config(path: str | Path | None) -> BuildConfig:
+    if path is None:
+        return BuildConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping at the top level")
+    return config_from_dict(data)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"config section {where or 'top level'} must be a mapping")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, f"{where}{name}.")
+        elif isinstance(default, tuple):
+            values[name] = tuple(value or ())
+        else:
+            values[name] = value
+    return cls(**values)

@@ -1,0 +1,74 @@
+"""OUT/manifest.json: counts, every file's sha256 and size, versions, the config and its hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipelines import __version__
+from pipelines.config import BuildConfig
+from pipelines.stages import build_stages, provenance
+from schemas import RecordSchema
+
+MANIFEST = "manifest.json"
+PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: RecordSchema, inputs: int, skipped: list[str]) -> dict[str, Any]:
+    """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests."""
+    splits: dict[str, int] = {}
+    shards: dict[str, int] = {}
+    languages: set[str] = set()
+    for path in sorted((root / "data").glob("*.parquet")):
+        split = path.name.split("-")[0]
+        splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
+        shards[split] = shards.get(split, 0) + 1
+        transcripts = pq.read_table(path, columns=["transcript"]).column("transcript").to_pylist()
+        languages.update(t["language"] for t in transcripts if t and t["language"])
+    failures = pq.ParquetFile(root / "failures.parquet").metadata.num_rows
+    files = {
+        p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in (MANIFEST, "README.md")
+    }
+    manifest = {
+        "tool": f"emer-builder {__version__}",
+        "schema_version": schema.version,
+        "field_groups": [g.name for g in schema.groups],
+        "videos_dir": str(videos_dir),
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "models": provenance(build_stages(config), config.config_hash()),
+        "packages": package_versions(),
+        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": failures, "skipped_files": len(skipped)},
+        "skipped_files": skipped,
+        "languages": sorted(languages),
+        "splits": splits,
+        "shards": shards,
+        "files": files,
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return manifest

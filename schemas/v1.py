@@ -1,0 +1,246 @@
+"""Record schema v1: one row per clip.
+
+Field groups, one per stage: media (probe), transcript (faster-whisper), faces (DeepFace +
+expression model), acoustics (openSMILE eGeMAPSv02), provenance. A group whose input is absent
+(no audio track, no face) keeps its `reason` and leaves its values null: a valid result, not a failure.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
+
+VERSION = "1.0.0"
+
+EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+EGEMAPS_V02_FUNCTIONALS: tuple[str, ...] = (
+    "F0semitoneFrom27.5Hz_sma3nz_amean",
+    "F0semitoneFrom27.5Hz_sma3nz_stddevNorm",
+    "F0semitoneFrom27.5Hz_sma3nz_percentile20.0",
+    "F0semitoneFrom27.5Hz_sma3nz_percentile50.0",
+    "F0semitoneFrom27.5Hz_sma3nz_percentile80.0",
+    "F0semitoneFrom27.5Hz_sma3nz_pctlrange0-2",
+    "F0semitoneFrom27.5Hz_sma3nz_meanRisingSlope",
+    "F0semitoneFrom27.5Hz_sma3nz_stddevRisingSlope",
+    "F0semitoneFrom27.5Hz_sma3nz_meanFallingSlope",
+    "F0semitoneFrom27.5Hz_sma3nz_stddevFallingSlope",
+    "loudness_sma3_amean",
+    "loudness_sma3_stddevNorm",
+    "loudness_sma3_percentile20.0",
+    "loudness_sma3_percentile50.0",
+    "loudness_sma3_percentile80.0",
+    "loudness_sma3_pctlrange0-2",
+    "loudness_sma3_meanRisingSlope",
+    "loudness_sma3_stddevRisingSlope",
+    "loudness_sma3_meanFallingSlope",
+    "loudness_sma3_stddevFallingSlope",
+    "spectralFlux_sma3_amean",
+    "spectralFlux_sma3_stddevNorm",
+    "mfcc1_sma3_amean",
+    "mfcc1_sma3_stddevNorm",
+    "mfcc2_sma3_amean",
+    "mfcc2_sma3_stddevNorm",
+    "mfcc3_sma3_amean",
+    "mfcc3_sma3_stddevNorm",
+    "mfcc4_sma3_amean",
+    "mfcc4_sma3_stddevNorm",
+    "jitterLocal_sma3nz_amean",
+    "jitterLocal_sma3nz_stddevNorm",
+    "shimmerLocaldB_sma3nz_amean",
+    "shimmerLocaldB_sma3nz_stddevNorm",
+    "HNRdBACF_sma3nz_amean",
+    "HNRdBACF_sma3nz_stddevNorm",
+    "logRelF0-H1-H2_sma3nz_amean",
+    "logRelF0-H1-H2_sma3nz_stddevNorm",
+    "logRelF0-H1-A3_sma3nz_amean",
+    "logRelF0-H1-A3_sma3nz_stddevNorm",
+    "F1frequency_sma3nz_amean",
+    "F1frequency_sma3nz_stddevNorm",
+    "F1bandwidth_sma3nz_amean",
+    "F1bandwidth_sma3nz_stddevNorm",
+    "F1amplitudeLogRelF0_sma3nz_amean",
+    "F1amplitudeLogRelF0_sma3nz_stddevNorm",
+    "F2frequency_sma3nz_amean",
+    "F2frequency_sma3nz_stddevNorm",
+    "F2bandwidth_sma3nz_amean",
+    "F2bandwidth_sma3nz_stddevNorm",
+    "F2amplitudeLogRelF0_sma3nz_amean",
+    "F2amplitudeLogRelF0_sma3nz_stddevNorm",
+    "F3frequency_sma3nz_amean",
+    "F3frequency_sma3nz_stddevNorm",
+    "F3bandwidth_sma3nz_amean",
+    "F3bandwidth_sma3nz_stddevNorm",
+    "F3amplitudeLogRelF0_sma3nz_amean",
+    "F3amplitudeLogRelF0_sma3nz_stddevNorm",
+    "alphaRatioV_sma3nz_amean",
+    "alphaRatioV_sma3nz_stddevNorm",
+    "hammarbergIndexV_sma3nz_amean",
+    "hammarbergIndexV_sma3nz_stddevNorm",
+    "slopeV0-500_sma3nz_amean",
+    "slopeV0-500_sma3nz_stddevNorm",
+    "slopeV500-1500_sma3nz_amean",
+    "slopeV500-1500_sma3nz_stddevNorm",
+    "spectralFluxV_sma3nz_amean",
+    "spectralFluxV_sma3nz_stddevNorm",
+    "mfcc1V_sma3nz_amean",
+    "mfcc1V_sma3nz_stddevNorm",
+    "mfcc2V_sma3nz_amean",
+    "mfcc2V_sma3nz_stddevNorm",
+    "mfcc3V_sma3nz_amean",
+    "mfcc3V_sma3nz_stddevNorm",
+    "mfcc4V_sma3nz_amean",
+    "mfcc4V_sma3nz_stddevNorm",
+    "alphaRatioUV_sma3nz_amean",
+    "hammarbergIndexUV_sma3nz_amean",
+    "slopeUV0-500_sma3nz_amean",
+    "slopeUV500-1500_sma3nz_amean",
+    "spectralFluxUV_sma3nz_amean",
+    "loudnessPeaksPerSec",
+    "VoicedSegmentsPerSec",
+    "MeanVoicedSegmentLengthSec",
+    "StddevVoicedSegmentLengthSec",
+    "MeanUnvoicedSegmentLength",
+    "StddevUnvoicedSegmentLength",
+    "equivalentSoundLevel_dBp",
+)
+
+
+def _expression_scores(name: str, doc: str) -> Field:
+    return struct(name, doc, [Field(c, pa.float32(), f"probability of `{c}`") for c in EXPRESSION_CLASSES])
+
+
+MEDIA = FieldGroup(
+    "media",
+    "What ffprobe says about the file, and what was sampled from it.",
+    (
+        Field("container", pa.string(), "container format as ffprobe names it, e.g. `mov,mp4,m4a,3gp,3g2,mj2`"),
+        Field("size_bytes", pa.int64(), "file size in bytes"),
+        Field("sha256", pa.string(), "sha256 of the file bytes (hex)"),
+        Field("duration_s", pa.float64(), "duration in seconds"),
+        Field("video_codec", pa.string(), "codec of the first video stream"),
+        Field("width", pa.int32(), "frame width in pixels"),
+        Field("height", pa.int32(), "frame height in pixels"),
+        Field("fps", pa.float64(), "average frame rate of the video stream"),
+        Field("has_audio", pa.bool_(), "whether the file has an audio stream"),
+        Field("audio_codec", pa.string(), "codec of the first audio stream, null without audio"),
+        Field("audio_sample_rate", pa.int32(), "sample rate of the source audio in Hz, null without audio"),
+        Field("sampled_fps", pa.float64(), "rate at which frames were sampled for face analysis"),
+        Field("frames_sampled", pa.int32(), "number of frames sampled"),
+    ),
+)
+
+TRANSCRIPT = FieldGroup(
+    "transcript",
+    "Speech recognition by faster-whisper (CTranslate2) on the 16 kHz mono track.",
+    (
+        Field("reason", pa.string(), "why the values are null (e.g. `no audio track`), else null"),
+        Field("model", pa.string(), "Whisper model id or path"),
+        Field("language", pa.string(), "ISO 639-1 code, detected or forced"),
+        Field("language_probability", pa.float32(), "probability of the detected language (1.0 when forced)"),
+        Field("text", pa.string(), "full transcript, empty when no speech was found"),
+        Field("word_count", pa.int32(), "words in `text` (CJK characters count as words)"),
+        list_of(
+            "segments",
+            "decoded segments in time order",
+            [
+                Field("start_s", pa.float32(), "segment start in seconds"),
+                Field("end_s", pa.float32(), "segment end in seconds"),
+                Field("text", pa.string(), "segment text"),
+                Field("avg_logprob", pa.float32(), "mean token log-probability"),
+                Field("no_speech_prob", pa.float32(), "probability that the segment holds no speech"),
+            ],
+        ),
+    ),
+)
+
+FACES = FieldGroup(
+    "faces",
+    "The main face over time: DeepFace detection and alignment on sampled frames, tracked across frames.",
+    (
+        Field("reason", pa.string(), "why `crops` is empty (e.g. `no face in 9 sampled frames`), else null"),
+        Field("detector", pa.string(), "DeepFace detector backend"),
+        Field("expression_model", pa.string(), "facial-expression model that scored the crops"),
+        Field("frames_with_face", pa.int32(), "sampled frames in which any face was detected"),
+        Field("tracks", pa.int32(), "distinct faces (tracks) found over the clip"),
+        Field("crop_size", pa.int32(), "side of the square JPEG crops in pixels"),
+        list_of(
+            "crops",
+            "one crop of the main face per sampled frame where it was found; image `face_NNN.jpg` in the tar",
+            [
+                Field("index", pa.int32(), "crop number NNN of `face_NNN.jpg`"),
+                Field("time_s", pa.float32(), "frame time in seconds"),
+                struct(
+                    "box",
+                    "face box in source-frame pixels",
+                    [Field(n, pa.int32(), d) for n, d in (("x", "left"), ("y", "top"), ("w", "width"), ("h", "height"))],
+                ),
+                Field("confidence", pa.float32(), "detector confidence"),
+                _expression_scores("expression", "facial-expression probabilities, 7 basic classes"),
+            ],
+        ),
+        _expression_scores("expression_mean", "mean of the crops' expression probabilities, null without crops"),
+    ),
+)
+
+ACOUSTICS = FieldGroup(
+    "acoustics",
+    "openSMILE eGeMAPSv02 functionals and a prosody summary of the 16 kHz mono track.",
+    (
+        Field("reason", pa.string(), "why the values are null (e.g. `no audio track`), else null"),
+        Field("feature_set", pa.string(), "openSMILE feature set and version"),
+        struct(
+            "egemaps",
+            "the 88 eGeMAPSv02 functionals, named as openSMILE names them",
+            [Field(n, pa.float32(), "eGeMAPSv02 functional") for n in EGEMAPS_V02_FUNCTIONALS],
+        ),
+        struct(
+            "prosody",
+            "summary of pitch, loudness and tempo",
+            [
+                Field("f0_mean_semitone", pa.float32(), "mean F0 over voiced frames, semitones above 27.5 Hz"),
+                Field("f0_std_semitone", pa.float32(), "standard deviation of F0 over voiced frames, semitones"),
+                Field("f0_range_semitone", pa.float32(), "5th to 95th percentile range of F0, semitones"),
+                Field("loudness_mean", pa.float32(), "mean loudness (openSMILE sone-like units)"),
+                Field("voiced_ratio", pa.float32(), "share of 10 ms frames with a pitch"),
+                Field("speech_rate_wps", pa.float32(), "transcript words per second of transcribed speech"),
+            ],
+        ),
+    ),
+)
+
+PROVENANCE = FieldGroup(
+    "provenance",
+    "How this record was made.",
+    (
+        Field("tool", pa.string(), "`emer-builder` and its version"),
+        Field("schema_version", pa.string(), "record schema version"),
+        Field("config_hash", pa.string(), "sha256 of the canonical build config"),
+        Field("whisper_model", pa.string(), "Whisper model used for the transcript"),
+        Field("face_detector", pa.string(), "DeepFace detector backend"),
+        Field("expression_model", pa.string(), "facial-expression model"),
+        Field("opensmile", pa.string(), "openSMILE package version and feature set"),
+    ),
+)
+
+SCHEMA = RecordSchema(
+    VERSION,
+    [
+        Field("key", pa.string(), "clip key, from the path relative to the input folder; the WebDataset `__key__`", nullable=False),
+        Field("split", pa.string(), "`train`, `validation` or `test`", nullable=False),
+        Field("source_path", pa.string(), "path of the video relative to the input folder", nullable=False),
+    ],
+    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, PROVENANCE],
+)
+
+# One row per input that could not become a record (OUT/failures.parquet).
+FAILURE_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("source_path", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("error_class", pa.string()),
+        pa.field("message", pa.string()),
+    ]
+)

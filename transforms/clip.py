@@ -1,0 +1,52 @@
+"""What flows between stages: one clip, decoded once, gaining a field group per stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from schemas import FieldGroup
+
+
+@dataclass
+class Clip:
+    """One input video on its way to becoming a record."""
+
+    key: str
+    path: str  # absolute path of the video
+    source_path: str  # path relative to the input folder
+    fields: dict[str, Any] = field(default_factory=dict)  # field group name -> values
+    audio: np.ndarray | None = None  # 16 kHz mono float32, None without an audio track
+    frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)
+    media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
+
+    def drop_decoded(self) -> None:
+        """Free the decoded samples once every stage has run; only fields and media files travel on."""
+        self.audio = None
+        self.frames = []
+
+
+class ClipError(Exception):
+    """A clip cannot become a record; the message is the reason shown in failures.parquet."""
+
+
+class Stage:
+    """A step that adds one field group to a clip.
+
+    Subclasses set `name` and `group`, load models in `setup` (once per worker process) and fill
+    `clip.fields[name]` in `process`. Raising ClipError (or anything) sends the clip to failures.
+    """
+
+    name: ClassVar[str]
+    group: ClassVar[FieldGroup | None] = None  # None: the stage adds no field group (e.g. decode)
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, clip: Clip) -> None:
+        raise NotImplementedError
+
+    def model_id(self) -> str:
+        return ""

@@ -1,0 +1,68 @@
+"""Deterministic shards: a plan from (key, size) pairs, then Parquet and WebDataset tar files whose
+bytes depend only on the records (sorted members, pinned tar metadata)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}"
+
+
+def plan_shards(sizes: Iterable[tuple[str, int]], max_records: int, max_bytes: int) -> list[list[str]]:
+    """Keys in key order cut into shards bounded by record count and bytes (a lone oversize record gets its own)."""
+    shards: list[list[str]] = []
+    current: list[str] = []
+    current_bytes = 0
+    for key, size in sorted(sizes):
+        if current and (len(current) >= max_records or current_bytes + size > max_bytes):
+            shards.append(current)
+            current, current_bytes = [], 0
+        current.append(key)
+        current_bytes += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def record_json(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def sample_members(record: dict[str, Any], media_files: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """Tar members of one sample: `{key}.{suffix}` for each media file and the record json, sorted."""
+    key = record["key"]
+    members = [(f"{key}.{suffix}", data) for suffix, data in media_files.items()]
+    members.append((f"{key}.json", record_json(record)))
+    return sorted(members)
+
+
+def sample_bytes(record: dict[str, Any], media_files: dict[str, bytes]) -> int:
+    """Approximate tar bytes of a sample (data plus one 512-byte header per member)."""
+    return sum(len(d) + 1024 for d in media_files.values()) + len(record_json(record)) + 1024
+
+
+def write_tar(path: str | Path, samples: list[tuple[dict[str, Any], dict[str, bytes]]]) -> None:
+    """A WebDataset shard: samples in key order, members sorted, owner/time/mode pinned."""
+    with open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for record, media_files in sorted(samples, key=lambda s: s[0]["key"]):
+            for name, data in sample_members(record, media_files):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+
+
+def write_parquet(path: str | Path, records: list[dict[str, Any]], schema: pa.Schema, row_group_size: int) -> None:
+    rows = sorted(records, key=lambda r: r["key"])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    pq.write_table(table, path, row_group_size=row_group_size, compression="zstd")

@@ -1,0 +1,82 @@
+"""Split assignment: a stable hash of a group key, or a user's split table. Same inputs, same split."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+
+
+def group_value(record: dict[str, Any], group_by: str, pattern: str | None = None) -> str:
+    """The value that keeps a group together: a dotted field path, optionally narrowed by a regex."""
+    value: Any = record
+    for part in group_by.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"split.group_by field {group_by!r} is not in the record")
+        value = value[part]
+    text = "" if value is None else str(value)
+    if pattern:
+        m = re.search(pattern, text)
+        if m:
+            text = m.group(1) if m.groups() else m.group(0)
+    return text
+
+
+def hash_split(group: str, ratios: dict[str, float], seed: str = "emer") -> str:
+    """Map a group key to a split through sha256: uniform, stable across machines and Python versions."""
+    digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    total = sum(ratios.values())
+    cumulative = 0.0
+    names = list(ratios)
+    for name in names:
+        cumulative += ratios[name] / total
+        if position < cumulative:
+            return name
+    return names[-1]
+
+
+def load_split_table(path: str | Path) -> dict[str, str]:
+    """key -> split from a CSV with a header `key,split` (`name` is accepted for `key`, as MER tables use)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"split table not found: {p}")
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        key_col = "key" if "key" in fields else "name" if "name" in fields else None
+        if key_col is None or "split" not in fields:
+            raise UserError(f"split table {p} needs columns key (or name) and split; it has {fields}")
+        table = {}
+        for row in reader:
+            table[row[key_col].strip()] = row["split"].strip()
+    return table
+
+
+def validate_ratios(ratios: dict[str, float]) -> None:
+    if not ratios or any(not isinstance(v, (int, float)) or v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
+        raise UserError(f"split.ratios must be non-negative numbers with a positive sum, got {ratios}")
+    for name in ratios:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise UserError(f"split name {name!r} must be lowercase letters, digits and _")
+
+
+class SplitAssigner:
+    """Assigns `record['split']`; the split table wins for the keys it lists."""
+
+    def __init__(self, ratios: dict[str, float], group_by: str = "key", group_pattern: str | None = None, split_table: str | None = None, seed: str = "emer"):
+        validate_ratios(ratios)
+        self.ratios, self.group_by, self.group_pattern, self.seed = dict(ratios), group_by, group_pattern, seed
+        self.table = load_split_table(split_table) if split_table else {}
+        for key, split in self.table.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", split):
+                raise UserError(f"split table: key {key!r} has an invalid split name {split!r}")
+
+    def __call__(self, record: dict[str, Any]) -> str:
+        if record["key"] in self.table:
+            return self.table[record["key"]]
+        return hash_split(group_value(record, self.group_by, self.group_pattern), self.ratios, self.seed)
