@@ -14,9 +14,10 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -27,7 +28,7 @@ from pipelines.card import write_card
 from pipelines.config import BuildConfig
 from pipelines.errors import UserError
 from pipelines.manifest import MANIFEST, write_manifest
-from pipelines.progress import Progress, ProgressLog
+from pipelines.progress import Progress, ProgressLog, stage_times
 from pipelines.stages import build_stages, finish_record, provenance, record_schema
 from schemas import RecordSchema, SchemaError
 from schemas.v1 import FAILURE_SCHEMA
@@ -45,6 +46,12 @@ def failure_row(key: str, source_path: str, stage: str, error: BaseException) ->
     return {"key": key, "source_path": source_path, "stage": stage, "error_class": type(error).__name__, "message": message[:2000]}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it waited for (ffmpeg runs as a child)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class StageFn(beam.DoFn):
     """Thin Beam wrapper of one stage: models load in `setup`, once per worker process."""
 
@@ -56,12 +63,15 @@ class StageFn(beam.DoFn):
         self.progress = ProgressLog(self.progress_dir)
 
     def process(self, clip: Clip) -> Iterable[Any]:
+        cpu, wall = _cpu_seconds(), time.perf_counter()
         try:
             self.stage.process(clip)
         except Exception as e:  # noqa: BLE001 - any failure of one clip must not stop the build
             self.progress.mark("failed")
             yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, self.stage.name, e))
             return
+        finally:
+            self.progress.stage_time(self.stage.name, _cpu_seconds() - cpu, time.perf_counter() - wall)
         yield clip
 
 
@@ -185,6 +195,7 @@ class BuildSummary:
     languages: dict[str, int]
     audio_hours: float
     wall_s: float
+    stage_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -205,6 +216,10 @@ class BuildSummary:
             f"  failures: {self.failures} ({fails}); details in failures.parquet",
             f"  faces found in {self.clips_with_faces}/{self.records} clips; languages: {langs}; audio {self.audio_hours * 3600:.1f} s ({self.audio_hours:.4f} h)",
         ]
+        cpu_total = sum(t["cpu_s"] for t in self.stage_seconds.values())
+        if cpu_total > 0:
+            shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
+            lines.append(f"  stage CPU time {cpu_total:.1f} s: {shares}")
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
             lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
@@ -247,7 +262,7 @@ def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(staging)
 
 
-def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any]) -> BuildSummary:
+def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any], stage_seconds: dict[str, dict[str, float]]) -> BuildSummary:
     failures = pq.read_table(out / "failures.parquet").to_pylist()
     faces = 0
     languages: Counter[str] = Counter()
@@ -268,6 +283,7 @@ def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifes
         languages=dict(languages),
         audio_hours=round(seconds / 3600, 6),
         wall_s=wall_s,
+        stage_seconds=stage_seconds,
         manifest=manifest,
     )
 
@@ -305,6 +321,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     try:
         with progress:
             run_pipeline(inputs, early, staging, config, workers, beam_args or [])
+        seconds = stage_times(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)
         manifest = write_manifest(staging, videos, config, record_schema(config), inputs=total, skipped=skipped)
@@ -314,7 +331,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logging.getLogger(__name__).info("build finished")
-    return summarise(out_path, total, skipped, wall, manifest)
+    return summarise(out_path, total, skipped, wall, manifest, seconds)
 
 
 def _ext_list() -> list[str]:

@@ -22,8 +22,12 @@ EMER_CITATION = """@article{lian2023explainable,
 
 
 def media_features(schema: RecordSchema, max_crops: int) -> datasets.Features:
-    """Columns of a WebDataset sample: audio, up to `max_crops` face crops, the record json."""
-    feats: dict[str, Any] = {"__key__": datasets.Value("string"), "__url__": datasets.Value("string"), "flac": datasets.Audio()}
+    """Columns of a WebDataset sample: audio, up to `max_crops` face crops, the record json.
+
+    `flac` is declared as bytes: the `Audio` feature of `datasets` needs torch + torchcodec even to
+    store audio; users who have them can `cast_column("flac", datasets.Audio())`.
+    """
+    feats: dict[str, Any] = {"__key__": datasets.Value("string"), "__url__": datasets.Value("string"), "flac": datasets.Value("binary")}
     for i in range(max_crops):
         feats[f"face_{i:03d}.jpg"] = datasets.Image()
     feats["json"] = schema.features()
@@ -31,7 +35,7 @@ def media_features(schema: RecordSchema, max_crops: int) -> datasets.Features:
 
 
 def card_yaml(manifest: dict[str, Any], schema: RecordSchema, config: BuildConfig) -> dict[str, Any]:
-    splits = sorted(manifest["splits"], key=lambda s: ({"train": 0, "validation": 1, "test": 2}.get(s, 3), s))
+    splits = _ordered(manifest["splits"])
     languages = sorted(manifest.get("languages", []))
     n = manifest["counts"]["records"]
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
@@ -56,7 +60,23 @@ def card_yaml(manifest: dict[str, Any], schema: RecordSchema, config: BuildConfi
     return data
 
 
+def media_card_yaml(manifest: dict[str, Any], schema: RecordSchema, config: BuildConfig) -> dict[str, Any]:
+    """YAML of OUT/media/README.md, which makes `load_dataset(f"{OUT}/media")` read the shards."""
+    return {
+        "configs": [{"config_name": "default", "data_files": [{"split": s, "path": f"{s}-*.tar"} for s in _ordered(manifest["splits"])]}],
+        "dataset_info": {"features": datasets.DatasetInfo(features=media_features(schema, config.faces.max_crops))._to_yaml_dict()["features"]},
+    }
+
+
+def _ordered(splits: dict[str, int]) -> list[str]:
+    return sorted(splits, key=lambda s: ({"train": 0, "validation": 1, "test": 2}.get(s, 3), s))
+
+
 def write_card(root: Path, manifest: dict[str, Any], schema: RecordSchema, config: BuildConfig) -> None:
+    media_front = yaml.safe_dump(media_card_yaml(manifest, schema, config), sort_keys=False, allow_unicode=True)
+    (root / "media" / "README.md").write_text(
+        f"---\n{media_front}---\n\nWebDataset shards of this build: `datasets.load_dataset(\"<build>/media\")` loads them.\n"
+    )
     front = yaml.safe_dump(card_yaml(manifest, schema, config), sort_keys=False, allow_unicode=True)
     split_rows = "\n".join(f"| {s} | {n} | {manifest['shards'][s]} |" for s, n in sorted(manifest["splits"].items()))
     models = "\n".join(f"- {k}: `{v}`" for k, v in manifest["models"].items() if k != "config_hash")

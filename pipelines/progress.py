@@ -20,16 +20,34 @@ class ProgressLog:
         self.directory = Path(directory)
 
     def mark(self, status: str) -> None:
+        self._append("done", "F" if status == "failed" else ".")
+
+    def stage_time(self, stage: str, cpu_s: float, wall_s: float) -> None:
+        self._append("times", f"{stage} {cpu_s:.6f} {wall_s:.6f}\n")
+
+    def _append(self, kind: str, text: str) -> None:
         try:
-            with open(self.directory / str(os.getpid()), "a") as f:
-                f.write("F" if status == "failed" else ".")
+            with open(self.directory / f"{os.getpid()}.{kind}", "a") as f:
+                f.write(text)
         except OSError:
             pass  # progress is best-effort (remote workers cannot see the driver's disk)
 
 
+def stage_times(directory: Path) -> dict[str, dict[str, float]]:
+    """Per stage: CPU seconds (the worker process's, all threads) and wall seconds, summed over clips."""
+    totals: dict[str, dict[str, float]] = {}
+    for p in directory.glob("*.times"):
+        for line in p.read_text().splitlines():
+            stage, cpu, wall = line.split()
+            t = totals.setdefault(stage, {"cpu_s": 0.0, "wall_s": 0.0})
+            t["cpu_s"] += float(cpu)
+            t["wall_s"] += float(wall)
+    return {k: {m: round(v, 3) for m, v in t.items()} for k, t in sorted(totals.items())}
+
+
 def count_marks(directory: Path) -> tuple[int, int]:
     done = failed = 0
-    for p in directory.glob("*"):
+    for p in directory.glob("*.done"):
         try:
             text = p.read_text()
         except OSError:

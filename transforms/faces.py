@@ -158,7 +158,7 @@ def expression_model(name: str) -> FerTfliteExpression | DeepFaceExpression:
 
 def scores_dict(scores: np.ndarray) -> dict[str, float]:
     total = float(scores.sum()) or 1.0
-    return {c: round(float(s) / total, 4) for c, s in zip(EXPRESSION_CLASSES, scores)}
+    return {c: round(float(s) / total, 4) for c, s in zip(EXPRESSION_CLASSES, scores, strict=False)}
 
 
 def analyse_faces(frames: list[tuple[float, np.ndarray]], expression: Any, detector: str = "opencv", crop_size: int = 224, max_crops: int = 16) -> tuple[dict[str, Any], list[bytes]]:
@@ -179,7 +179,7 @@ def analyse_faces(frames: list[tuple[float, np.ndarray]], expression: Any, detec
         crops.append({
             "index": index,
             "time_s": d.time_s,
-            "box": dict(zip("xywh", d.box)),
+            "box": dict(zip("xywh", d.box, strict=False)),
             "confidence": d.confidence,
             "expression": scores_dict(expression.scores(d.aligned_face)),
         })

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

