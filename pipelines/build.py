@@ -92,6 +92,7 @@ class RecordFn(beam.DoFn):
             record = finish_record(clip, self.schema, self.prov)
             record["split"] = self.assign(record)
             self.schema.validate(record)
+            record = self.schema.conform(record)
         except Exception as e:  # noqa: BLE001
             self.progress.mark("failed")
             yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, "record", e))

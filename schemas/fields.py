@@ -91,6 +91,11 @@ class RecordSchema:
         for f in self.all_fields():
             _check(f.name, f.type, f.nullable, record[f.name])
 
+    def conform(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record as the Parquet table stores it (float32 values, key order), so the json in the
+        tar and the Parquet row are the same data."""
+        return pa.Table.from_pylist([record], schema=self.arrow_schema()).to_pylist()[0]
+
     def field_table(self) -> str:
         """Markdown table of every field, nested ones as dotted paths."""
         rows = ["| field | type | description |", "|---|---|---|"]

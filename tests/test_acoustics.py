@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from schemas.v1 import EGEMAPS_V02_FUNCTIONALS
+from transforms.acoustics import AcousticFeatures, AcousticsStage, speech_rate
+from transforms.clip import Clip
+
+
+@pytest.fixture(scope="module")
+def features() -> AcousticFeatures:
+    return AcousticFeatures()
+
+
+def test_egemaps_of_read_speech_are_in_physical_ranges(features: AcousticFeatures, librivox_dir: Path):
+    audio, _ = soundfile.read(librivox_dir / "sense_and_sensibility_01_austen_64kb-0870.wav", dtype="float32")
+    transcript = {"word_count": 24, "segments": [{"start_s": 0.0, "end_s": 6.8}]}
+    result = features.extract(audio, transcript)
+    egemaps = result["egemaps"]
+    assert tuple(egemaps) == EGEMAPS_V02_FUNCTIONALS
+    assert all(v is not None for v in egemaps.values())
+    # a male reader: F0 of 80-250 Hz is 17-39 semitones above 27.5 Hz
+    assert 17 < egemaps["F0semitoneFrom27.5Hz_sma3nz_amean"] < 39
+    assert 0 < egemaps["loudness_sma3_amean"] < 5
+    assert 0 < egemaps["jitterLocal_sma3nz_amean"] < 0.1
+    assert 200 < egemaps["F1frequency_sma3nz_amean"] < 1000 < egemaps["F2frequency_sma3nz_amean"] < 2500
+    assert -60 < egemaps["equivalentSoundLevel_dBp"] < 0
+    assert 1 < egemaps["VoicedSegmentsPerSec"] < 8
+    prosody = result["prosody"]
+    assert abs(prosody["f0_mean_semitone"] - egemaps["F0semitoneFrom27.5Hz_sma3nz_amean"]) < 1.0
+    assert 0.5 < prosody["f0_std_semitone"] < 10 and 2 < prosody["f0_range_semitone"] < 30
+    assert 0.3 < prosody["voiced_ratio"] < 0.9
+    assert prosody["speech_rate_wps"] == pytest.approx(24 / 6.8, abs=0.01)
+    assert result["feature_set"].startswith("opensmile ") and result["reason"] is None
+
+
+def test_silence_has_no_pitch(features: AcousticFeatures):
+    result = features.extract(np.zeros(16_000 * 2, dtype=np.float32), None)
+    assert result["prosody"]["voiced_ratio"] == 0.0 and result["prosody"]["f0_mean_semitone"] is None
+    assert result["prosody"]["speech_rate_wps"] is None
+
+
+def test_no_audio_track_is_a_null_group_with_reason():
+    clip = Clip("k", "/nonexistent", "k.mp4")
+    AcousticsStage().process(clip)
+    assert clip.fields["acoustics"] == {"reason": "no audio track", "feature_set": clip.fields["acoustics"]["feature_set"], "egemaps": None, "prosody": None}
+
+
+def test_speech_rate_from_segments():
+    assert speech_rate({"word_count": 10, "segments": [{"start_s": 0.0, "end_s": 2.0}, {"start_s": 3.0, "end_s": 5.0}]}) == 2.5
+    assert speech_rate({"word_count": 0, "segments": []}) is None
+    assert speech_rate(None) is None

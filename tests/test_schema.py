@@ -1,0 +1,59 @@
+import copy
+
+import pyarrow as pa
+import pytest
+
+from schemas import SCHEMA, FieldGroup, SchemaError
+from schemas.fields import Field
+from schemas.v1 import EGEMAPS_V02_FUNCTIONALS
+
+
+def test_egemaps_names_are_what_opensmile_produces():
+    import numpy as np
+    import opensmile
+
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+    names = tuple(smile.process_signal(np.zeros(16000, dtype=np.float32), 16000).columns)
+    assert names == EGEMAPS_V02_FUNCTIONALS
+    assert len(EGEMAPS_V02_FUNCTIONALS) == 88
+
+
+def test_derived_layouts_agree():
+    arrow = SCHEMA.arrow_schema()
+    assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "provenance"]
+    assert arrow.metadata[b"emer_schema_version"] == b"1.0.0"
+    features = SCHEMA.features()
+    assert list(features) == arrow.names
+    assert features.arrow_schema.field("acoustics").type.field("egemaps").type.num_fields == 88
+    table = SCHEMA.field_table()
+    assert "| `faces.crops[].box.x` |" in table
+    assert "| `acoustics.egemaps.F0semitoneFrom27.5Hz_sma3nz_amean` |" in table
+
+
+def test_plugin_group_extends_without_core_edits():
+    group = FieldGroup("brightness", "mean frame brightness", (Field("mean", pa.float32(), "mean luma 0-255"),))
+    extended = SCHEMA.with_group(group)
+    assert extended.arrow_schema().names[-1] == "brightness"
+    assert SCHEMA.arrow_schema().names[-1] == "provenance"  # the base schema is untouched
+    with pytest.raises(ValueError, match="already exists"):
+        extended.with_group(group)
+
+
+def test_validate_names_the_bad_field(demo_build):
+    import pyarrow.parquet as pq
+
+    out, _ = demo_build
+    record = pq.read_table(next((out / "data").glob("train-*.parquet"))).to_pylist()[0]
+    SCHEMA.validate(record)
+    bad = copy.deepcopy(record)
+    bad["media"]["width"] = "wide"
+    with pytest.raises(SchemaError, match="media.width: expected an integer"):
+        SCHEMA.validate(bad)
+    bad = copy.deepcopy(record)
+    bad["acoustics"]["egemaps"]["loudness_sma3_amean"] = float("nan")
+    with pytest.raises(SchemaError, match="loudness_sma3_amean: not a finite number"):
+        SCHEMA.validate(bad)
+    bad = copy.deepcopy(record)
+    del bad["faces"]
+    with pytest.raises(SchemaError, match="missing \\['faces'\\]"):
+        SCHEMA.validate(bad)
