@@ -95,7 +95,7 @@ def load_config(path: str | Path | None) -> BuildConfig:
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
-        raise UserError(f"config section {where or 'top level'} must be a mapping")
+        raise UserError(f"config section {where.rstrip('.') or 'top level'} must be a mapping")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:

