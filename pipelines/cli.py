@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, beam_args = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("EMER_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    # Libraries (Beam above all) log start-up chatter on the root logger; users see our own
+    # warnings and errors, and everything with EMER_LOG_LEVEL=INFO or DEBUG.
+    level = os.environ.get("EMER_LOG_LEVEL")
+    logging.basicConfig(level=level or "ERROR", format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("pipelines", "transforms", "schemas"):
+        logging.getLogger(ours).setLevel(level or "WARNING")
     try:
         return args.func(args, beam_args)
     except UserError as e:

