@@ -28,7 +28,7 @@ from pipelines.card import write_card
 from pipelines.config import BuildConfig
 from pipelines.errors import UserError
 from pipelines.manifest import MANIFEST, write_manifest
-from pipelines.progress import Progress, ProgressLog, stage_times
+from pipelines.progress import Progress, ProgressLog, model_loads, stage_times
 from pipelines.stages import build_stages, finish_record, provenance, record_schema
 from schemas import RecordSchema, SchemaError
 from schemas.v1 import FAILURE_SCHEMA
@@ -61,6 +61,7 @@ class StageFn(beam.DoFn):
     def setup(self) -> None:
         self.stage.setup()
         self.progress = ProgressLog(self.progress_dir)
+        self.progress.model_load(self.stage.name)
 
     def process(self, clip: Clip) -> Iterable[Any]:
         cpu, wall = _cpu_seconds(), time.perf_counter()
@@ -129,6 +130,17 @@ def _write_failures(rows: list[dict[str, str]], path: str) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), path, compression="zstd")
 
 
+def check_stages(config: BuildConfig) -> None:
+    """Set every stage up once in the driver, so a model that cannot load (a typo, no network
+    for a hub model, a bad language code) is one clear error before any worker starts."""
+    for stage in build_stages(config):
+        try:
+            stage.setup()
+        except Exception as e:  # noqa: BLE001
+            reason = " ".join(str(e).split())[:300]
+            raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {reason}") from None
+
+
 def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
     """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
     options = PipelineOptions(beam_args)
@@ -136,10 +148,8 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOption
         return options, None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    local = PipelineOptions([*beam_args, "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
-    if workers <= 1:
-        local = PipelineOptions([*beam_args, "--direct_running_mode=in_memory"])
-    return local, FnApiRunner()
+    mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
+    return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
 def run_pipeline(inputs: list[VideoInput], early_failures: list[dict[str, str]], staging: Path, config: BuildConfig, workers: int, beam_args: list[str]) -> None:
@@ -197,6 +207,7 @@ class BuildSummary:
     audio_hours: float
     wall_s: float
     stage_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    model_loads: dict[str, int] = field(default_factory=dict)  # stage -> setups over all workers
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -221,6 +232,8 @@ class BuildSummary:
         if cpu_total > 0:
             shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
             lines.append(f"  stage CPU time {cpu_total:.1f} s: {shares}")
+        if self.model_loads:
+            lines.append("  stage set-ups (model loads): " + ", ".join(f"{k} {v}" for k, v in self.model_loads.items()))
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
             lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
@@ -263,14 +276,16 @@ def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(staging)
 
 
-def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any], stage_seconds: dict[str, dict[str, float]]) -> BuildSummary:
+def summarise(
+    out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any], stage_seconds: dict[str, dict[str, float]], loads: dict[str, int]
+) -> BuildSummary:
     failures = pq.read_table(out / "failures.parquet").to_pylist()
     faces = 0
     languages: Counter[str] = Counter()
-    seconds = 0.0
+    audio_seconds = 0.0
     for path in sorted((out / "data").glob("*.parquet")):
         for row in pq.read_table(path, columns=["media", "transcript", "faces"]).to_pylist():
-            seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
+            audio_seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
             faces += bool(row["faces"]["crops"])
             if row["transcript"]["language"]:
                 languages[row["transcript"]["language"]] += 1
@@ -282,9 +297,10 @@ def summarise(out: Path, inputs: int, skipped: list[str], wall_s: float, manifes
         skipped_files=skipped,
         clips_with_faces=faces,
         languages=dict(languages),
-        audio_hours=round(seconds / 3600, 6),
+        audio_hours=round(audio_seconds / 3600, 6),
         wall_s=wall_s,
         stage_seconds=stage_seconds,
+        model_loads=loads,
         manifest=manifest,
     )
 
@@ -302,6 +318,8 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         raise UserError("--workers must be at least 1")
     _check_out(out_path, videos, config, overwrite)
     record_schema(config)  # fail early on broken plug-ins
+    if not any(a.startswith("--runner") for a in beam_args or []):
+        check_stages(config)
     SplitAssigner(config.split.ratios, config.split.group_by, config.split.group_pattern, config.split.split_table, config.split.seed)
 
     inputs, collisions, skipped = match_videos(videos)
@@ -322,7 +340,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     try:
         with progress:
             run_pipeline(inputs, early, staging, config, workers, beam_args or [])
-        seconds = stage_times(staging / ".progress")
+        seconds, loads = stage_times(staging / ".progress"), model_loads(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)
         manifest = write_manifest(staging, videos, config, record_schema(config), inputs=total, skipped=skipped)
@@ -332,7 +350,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logging.getLogger(__name__).info("build finished")
-    return summarise(out_path, total, skipped, wall, manifest, seconds)
+    return summarise(out_path, total, skipped, wall, manifest, seconds, loads)
 
 
 def _ext_list() -> list[str]:

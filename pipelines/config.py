@@ -19,6 +19,7 @@ class DecodeConfig:
     sample_fps: float = 2.0  # frames per second sampled for face analysis
     frame_max_side: int = 640  # sampled frames are scaled down so their longer side fits
     min_duration_s: float = 0.3  # shorter clips become failures: too short for any feature
+    max_duration_s: float = 600.0  # longer files become failures: sampled frames are held in memory
 
 
 @dataclass(frozen=True)

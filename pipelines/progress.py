@@ -22,6 +22,9 @@ class ProgressLog:
     def mark(self, status: str) -> None:
         self._append("done", "F" if status == "failed" else ".")
 
+    def model_load(self, stage: str) -> None:
+        self._append("setups", f"{stage}\n")
+
     def stage_time(self, stage: str, cpu_s: float, wall_s: float) -> None:
         self._append("times", f"{stage} {cpu_s:.6f} {wall_s:.6f}\n")
 
@@ -43,6 +46,15 @@ def stage_times(directory: Path) -> dict[str, dict[str, float]]:
             t["cpu_s"] += float(cpu)
             t["wall_s"] += float(wall)
     return {k: {m: round(v, 3) for m, v in t.items()} for k, t in sorted(totals.items())}
+
+
+def model_loads(directory: Path) -> dict[str, int]:
+    """How often each stage was set up (its models loaded), over all worker processes."""
+    counts: dict[str, int] = {}
+    for p in directory.glob("*.setups"):
+        for stage in p.read_text().split():
+            counts[stage] = counts.get(stage, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def count_marks(directory: Path) -> tuple[int, int]:

@@ -34,7 +34,7 @@ def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
     t = config.transcript
     threads = t.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     stages: list[Stage] = [
-        DecodeStage(config.decode.sample_fps, config.decode.frame_max_side, config.decode.min_duration_s),
+        DecodeStage(config.decode.sample_fps, config.decode.frame_max_side, config.decode.min_duration_s, config.decode.max_duration_s),
         TranscriptStage(model=t.model, language=t.language, vad_filter=t.vad_filter, beam_size=t.beam_size, device=t.device, cpu_threads=threads),
         FacesStage(config.faces.detector, config.faces.crop_size, config.faces.max_crops, config.faces.expression_model),
         AcousticsStage(),

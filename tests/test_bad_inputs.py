@@ -65,11 +65,17 @@ def test_valid_but_empty_inputs_keep_their_reasons(bad_build):
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--config", "{tmp}/bad.yaml"], "unknown config key(s) decode.fps"),
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--workers", "0"], "--workers must be at least 1"),
         (["build", "{tmp}/empty", "--out", "{tmp}/empty/out"], "must not be inside the input folder"),
+        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/lang.yaml"], "stage transcript cannot start: ValueError: transcript.language 'xx'"),
+        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/hub.yaml"], "stage transcript cannot start: "),
     ],
 )
 def test_user_errors_print_one_line_and_exit_non_zero(tmp_path: Path, args: list[str], message: str):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.yaml").write_text("decode:\n  fps: 3\n")
+    (tmp_path / "lang.yaml").write_text("transcript:\n  language: xx\n")
+    (tmp_path / "hub.yaml").write_text("transcript:\n  model: /no/such/model/folder\n")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "clip.mp4").write_bytes(b"not read: the check comes first")
     proc = subprocess.run([*EMER, *[a.format(tmp=tmp_path) for a in args]], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("emer: error: ") and message in proc.stderr, proc.stderr

@@ -47,6 +47,9 @@ def test_every_demo_clip_becomes_a_complete_record(demo_build, references):
     assert summary.clips_with_faces == 6 and summary.languages == {"en": 7}
     assert summary.audio_hours * 3600 == pytest.approx(39.6, abs=0.5)
     assert set(summary.stage_seconds) == {"decode", "transcript", "faces", "acoustics"}
+    # models load once per worker process (2 workers), never per clip
+    assert set(summary.model_loads) == {"acoustics", "decode", "faces", "transcript"}
+    assert all(1 <= n <= 2 for n in summary.model_loads.values()), summary.model_loads
 
 
 def test_parquet_and_tar_shards_hold_the_same_keys(demo_build):

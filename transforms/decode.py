@@ -120,13 +120,16 @@ class DecodeStage(Stage):
     name = "decode"
     group = MEDIA
 
-    def __init__(self, sample_fps: float = 2.0, frame_max_side: int = 640, min_duration_s: float = 0.3):
-        self.sample_fps, self.frame_max_side, self.min_duration_s = sample_fps, frame_max_side, min_duration_s
+    def __init__(self, sample_fps: float = 2.0, frame_max_side: int = 640, min_duration_s: float = 0.3, max_duration_s: float = 600.0):
+        self.sample_fps, self.frame_max_side = sample_fps, frame_max_side
+        self.min_duration_s, self.max_duration_s = min_duration_s, max_duration_s
 
     def process(self, clip: Clip) -> None:
         media = probe_media(clip.path)
         if media["duration_s"] < self.min_duration_s:
             raise ClipError(f"clip is {media['duration_s']:.2f} s long; the minimum is {self.min_duration_s} s (decode.min_duration_s)")
+        if media["duration_s"] > self.max_duration_s:
+            raise ClipError(f"clip is {media['duration_s']:.0f} s long; the maximum is {self.max_duration_s:.0f} s (decode.max_duration_s): cut it into clips")
         clip.audio, clip.frames = decode(clip.path, media, self.sample_fps, self.frame_max_side)
         if clip.audio is not None and clip.audio.size == 0:
             clip.audio = None

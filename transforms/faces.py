@@ -4,7 +4,6 @@ time, square JPEG crops of it, and 7-class facial-expression scores from a model
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ def detect_faces(frames: list[tuple[float, np.ndarray]], detector: str = "opencv
         )
         for r in results:
             area = r["facial_area"]
-            if r.get("confidence", 0) <= 0:
+            if not r.get("confidence"):  # None or 0: DeepFace's "no face" placeholder
                 continue
             face = np.asarray(r["face"])
             if face.dtype != np.uint8:
@@ -210,7 +209,6 @@ class FacesStage(Stage):
         self.expression: Any = None
 
     def setup(self) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         logging.getLogger("deepface").setLevel(logging.WARNING)
         self.expression = expression_model(self.expression_name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+SAFE_SUFFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -41,6 +44,9 @@ def record_json(record: dict[str, Any]) -> bytes:
 def sample_members(record: dict[str, Any], media_files: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """Tar members of one sample: `{key}.{suffix}` for each media file and the record json, sorted."""
     key = record["key"]
+    for suffix in media_files:
+        if not SAFE_SUFFIX.fullmatch(suffix):
+            raise ValueError(f"unsafe tar member suffix {suffix!r} for {key!r}")
     members = [(f"{key}.{suffix}", data) for suffix, data in media_files.items()]
     members.append((f"{key}.json", record_json(record)))
     return sorted(members)

@@ -31,7 +31,10 @@ class Transcriber:
     def __init__(self, model: str = "base", language: str | None = None, vad_filter: bool = True, beam_size: int = 5, device: str = "auto", cpu_threads: int = 2):
         import ctranslate2
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
 
+        if language is not None and language not in _LANGUAGE_CODES:
+            raise ValueError(f"transcript.language {language!r} is not a Whisper language code (en, zh, ...)")
         self.model_name = model
         path = resolve_whisper(model)
         if device == "auto":
