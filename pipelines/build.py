@@ -68,6 +68,7 @@ class StageFn(beam.DoFn):
         try:
             self.stage.process(clip)
         except Exception as e:  # noqa: BLE001 - any failure of one clip must not stop the build
+            logging.getLogger(__name__).debug("stage %s failed on %s", self.stage.name, clip.source_path, exc_info=True)
             self.progress.mark("failed")
             yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, self.stage.name, e))
             return
@@ -333,8 +334,11 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
 
     staging = out_path / f".emer-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    for sub in ("data", "media", ".progress"):
-        (staging / sub).mkdir(parents=True)
+    try:
+        for sub in ("data", "media", ".progress"):
+            (staging / sub).mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
     started = time.monotonic()
     progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
@@ -14,17 +13,10 @@ from pipelines import __version__
 from pipelines.config import BuildConfig
 from pipelines.stages import build_stages, provenance
 from schemas import RecordSchema
+from transforms.decode import sha256_file
 
 MANIFEST = "manifest.json"
 PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -50,7 +42,7 @@ def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: Re
         languages.update(t["language"] for t in transcripts if t and t["language"])
     failures = pq.ParquetFile(root / "failures.parquet").metadata.num_rows
     files = {
-        p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(str(p)), "bytes": p.stat().st_size}
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in (MANIFEST, "README.md")
     }

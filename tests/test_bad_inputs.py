@@ -65,6 +65,7 @@ def test_valid_but_empty_inputs_keep_their_reasons(bad_build):
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--config", "{tmp}/bad.yaml"], "unknown config key(s) decode.fps"),
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--workers", "0"], "--workers must be at least 1"),
         (["build", "{tmp}/empty", "--out", "{tmp}/empty/out"], "must not be inside the input folder"),
+        (["build", "{tmp}/one", "--out", "/proc/emer-out"], "cannot write to /proc/emer-out"),
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/lang.yaml"], "stage transcript cannot start: ValueError: transcript.language 'xx'"),
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/hub.yaml"], "stage transcript cannot start: "),
     ],
