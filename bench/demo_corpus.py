@@ -26,7 +26,7 @@ PACKAGES = ("kphotoalbum", "pocketsphinx-testdata", "alsa-utils")
 KPA = "usr/share/kphotoalbum/demo"
 LIBRIVOX = "usr/share/pocketsphinx/test/data/librivox"
 
-# (file name, photo or None for the film, speech wav, video codec, audio codec, extra output args)
+# (file name, kphotoalbum photo, speech wav, video codec, audio codec)
 CLIPS = (
     ("sample_00000870.mp4", "new_wave_2.jpg", "sense_and_sensibility_01_austen_64kb-0870.wav", "libx264", "aac"),
     ("sample_00000880.mkv", "anne_helene.jpg", "sense_and_sensibility_01_austen_64kb-0880.wav", "libx264", "libopus"),

@@ -33,12 +33,13 @@ from pipelines.stages import build_stages, finish_record, provenance, record_sch
 from schemas import RecordSchema, SchemaError
 from schemas.v1 import FAILURE_SCHEMA
 from transforms.clip import Clip, ClipError, Stage
-from transforms.keys import VideoInput, match_videos
+from transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
 from transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from transforms.split import SplitAssigner
 
 FAILED = "failed"
 OUTPUTS = ("data", "media", MANIFEST, "failures.parquet", "README.md")
+STAGING_PREFIX = ".emer-staging-"
 
 
 def failure_row(key: str, source_path: str, stage: str, error: BaseException) -> dict[str, str]:
@@ -142,21 +143,31 @@ def check_stages(config: BuildConfig) -> None:
             raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {reason}") from None
 
 
+def _names_runner(beam_args: list[str]) -> bool:
+    return any(a.startswith("--runner") for a in beam_args)
+
+
 def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
     """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
-    options = PipelineOptions(beam_args)
-    if any(a.startswith("--runner") for a in beam_args):
-        return options, None
+    if _names_runner(beam_args):
+        return PipelineOptions(beam_args), None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
-def run_pipeline(inputs: list[VideoInput], early_failures: list[dict[str, str]], staging: Path, config: BuildConfig, workers: int, beam_args: list[str]) -> None:
-    schema = record_schema(config)
-    stages = build_stages(config, workers)
-    prov = provenance(stages, config.config_hash())
+def run_pipeline(
+    inputs: list[VideoInput],
+    early_failures: list[dict[str, str]],
+    staging: Path,
+    config: BuildConfig,
+    schema: RecordSchema,
+    stages: list[Stage],
+    prov: dict[str, Any],
+    workers: int,
+    beam_args: list[str],
+) -> None:
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
     sh = config.shards
@@ -246,7 +257,7 @@ def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool
         return
     if not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
-    entries = [e for e in out.iterdir() if not e.name.startswith(".emer-staging")]
+    entries = [e for e in out.iterdir() if not e.name.startswith(STAGING_PREFIX)]
     if not entries or overwrite:
         return
     manifest_path = out / MANIFEST
@@ -260,8 +271,29 @@ def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool
         raise UserError(f"output {out} holds a different build (other inputs or config); pass --overwrite to replace it")
 
 
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of builds that were killed (their process is gone) hold partial output only."""
+    if not out.is_dir():
+        return
+    for entry in out.glob(f"{STAGING_PREFIX}*"):
+        pid = entry.name.removeprefix(STAGING_PREFIX)
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
-    """Replace the previous build's outputs with the new ones; only our own files are touched."""
+    """Replace the previous build's outputs with the new ones; without --overwrite only our own
+    outputs are touched, with it everything else in OUT goes too (the inputs are never inside OUT)."""
     if overwrite:
         for entry in out.iterdir():
             if entry != staging:
@@ -309,19 +341,27 @@ def summarise(
 def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = None, workers: int = 2, beam_args: list[str] | None = None, overwrite: bool = False, show_progress: bool = True) -> BuildSummary:
     """Build a dataset from every video under `videos_dir` into `out`; returns the summary."""
     config = config or BuildConfig()
+    beam_args = beam_args or []
     videos = Path(videos_dir).absolute()
     out_path = Path(out).absolute()
     if not videos.is_dir():
         raise UserError(f"input folder not found: {videos_dir}")
-    if out_path == videos or videos in out_path.parents:
+    if out_path.resolve() == videos.resolve() or videos.resolve() in out_path.resolve().parents:
         raise UserError("--out must not be inside the input folder (the build would read its own output)")
+    if out_path.resolve() in videos.resolve().parents:
+        raise UserError("the input folder must not be inside --out (replacing the build could delete the videos)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
     _check_out(out_path, videos, config, overwrite)
-    record_schema(config)  # fail early on broken plug-ins
-    if not any(a.startswith("--runner") for a in beam_args or []):
-        check_stages(config)
-    SplitAssigner(config.split.ratios, config.split.group_by, config.split.group_pattern, config.split.split_table, config.split.seed)
+    schema = record_schema(config)  # fails early on broken plug-ins
+    split = config.split
+    SplitAssigner(split.ratios, split.group_by, split.group_pattern, split.split_table, split.seed)
+    if split.group_by.split(".")[0] not in schema.column_names():
+        raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
+    if not _names_runner(beam_args):
+        check_stages(config)  # remote workers may differ from this machine: they report their own errors
+    stages = build_stages(config, workers)
+    prov = provenance(stages, config.config_hash())
 
     inputs, collisions, skipped = match_videos(videos)
     early = [
@@ -330,10 +370,10 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     ]
     total = len(inputs) + len(collisions)
     if total == 0:
-        raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(_ext_list()))})")
+        raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
-    staging = out_path / f".emer-staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale_staging(out_path)
+    staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
     try:
         for sub in ("data", "media", ".progress"):
             (staging / sub).mkdir(parents=True)
@@ -343,12 +383,12 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
     try:
         with progress:
-            run_pipeline(inputs, early, staging, config, workers, beam_args or [])
+            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args)
         seconds, loads = stage_times(staging / ".progress"), model_loads(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)
-        manifest = write_manifest(staging, videos, config, record_schema(config), inputs=total, skipped=skipped)
-        write_card(staging, manifest, record_schema(config), config)
+        manifest = write_manifest(staging, videos, config, schema, prov, inputs=total, skipped=skipped)
+        write_card(staging, manifest, schema, config)
         _swap_into_place(staging, out_path, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -356,8 +396,3 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     logging.getLogger(__name__).info("build finished")
     return summarise(out_path, total, skipped, wall, manifest, seconds, loads)
 
-
-def _ext_list() -> list[str]:
-    from transforms.keys import VIDEO_EXTENSIONS
-
-    return list(VIDEO_EXTENSIONS)

@@ -1,6 +1,7 @@
-"""OUT/README.md: the dataset card. Its YAML `configs` make `datasets.load_dataset(OUT)` read the
-Parquet tables by split and `load_dataset(OUT, "media")` the WebDataset shards, with features
-declared from the schema (the WebDataset loader would otherwise infer them from 5 samples)."""
+"""OUT/README.md: the dataset card. Its YAML `configs` declare the Parquet tables by split (default)
+and the WebDataset shards (`media`), with features derived from the schema (the WebDataset
+loader would otherwise infer them from 5 samples). OUT/media/README.md repeats the media config
+on its own, because `datasets` picks one builder per folder (huggingface/datasets#7101)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import yaml
 
 from pipelines.config import BuildConfig
 from schemas import RecordSchema
+from transforms.split import split_order
 
 EMER_CITATION = """@article{lian2023explainable,
   title={Explainable Multimodal Emotion Recognition},
@@ -69,7 +71,7 @@ def media_card_yaml(manifest: dict[str, Any], schema: RecordSchema, config: Buil
 
 
 def _ordered(splits: dict[str, int]) -> list[str]:
-    return sorted(splits, key=lambda s: ({"train": 0, "validation": 1, "test": 2}.get(s, 3), s))
+    return sorted(splits, key=split_order)
 
 
 def write_card(root: Path, manifest: dict[str, Any], schema: RecordSchema, config: BuildConfig) -> None:
@@ -97,11 +99,11 @@ scores (DeepFace), and acoustic features (openSMILE eGeMAPSv02), built by `emer 
 
 ```python
 import datasets
-rows = datasets.load_dataset("path/or/repo")              # Parquet tables, all fields, no media
-media = datasets.load_dataset("path/or/repo", "media")    # WebDataset shards: flac, face_NNN.jpg, json
+rows = datasets.load_dataset("path/to/this/folder")           # Parquet tables, all fields, no media
+media = datasets.load_dataset("path/to/this/folder/media")    # WebDataset shards: flac, face_NNN.jpg, json
 
 import webdataset as wds
-for sample in wds.WebDataset("media/train-00000-of-00001.tar"):
+for sample in wds.WebDataset("media/train-00000-of-00001.tar", shardshuffle=False):
     sample["__key__"], sample["json"], sample["flac"], sample.get("face_000.jpg")
 ```
 

@@ -94,6 +94,18 @@ def load_config(path: str | Path | None) -> BuildConfig:
     return config_from_dict(data)
 
 
+def _checked(path: str, default: Any, value: Any) -> Any:
+    """The value if it has the default's type (ints pass for floats; None only where the default is None)."""
+    if default is None:
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"config key {path} must be a string or null")
+        return value
+    expected = (int, float) if isinstance(default, float) else type(default)
+    if isinstance(value, bool) and not isinstance(default, bool) or not isinstance(value, expected):
+        raise UserError(f"config key {path} must be of type {type(default).__name__}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise UserError(f"config section {where.rstrip('.') or 'top level'} must be a mapping")
@@ -108,7 +120,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, f"{where}{name}.")
         elif isinstance(default, tuple):
-            values[name] = tuple(value or ())
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"config key {where}{name} must be a list of strings")
+            values[name] = tuple(value)
         else:
-            values[name] = value
+            values[name] = _checked(f"{where}{name}", default, value)
     return cls(**values)

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.config import BuildConfig
-from pipelines.stages import build_stages, provenance
 from schemas import RecordSchema
 from transforms.decode import sha256_file
 
@@ -29,7 +28,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: RecordSchema, inputs: int, skipped: list[str]) -> dict[str, Any]:
+def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: RecordSchema, prov: dict[str, Any], inputs: int, skipped: list[str]) -> dict[str, Any]:
     """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests."""
     splits: dict[str, int] = {}
     shards: dict[str, int] = {}
@@ -53,7 +52,7 @@ def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: Re
         "videos_dir": str(videos_dir),
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
-        "models": provenance(build_stages(config), config.config_hash()),
+        "models": prov,
         "packages": package_versions(),
         "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": failures, "skipped_files": len(skipped)},
         "skipped_files": skipped,

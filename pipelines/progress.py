@@ -1,7 +1,8 @@
 """A live progress line for long builds.
 
-Workers append one byte per finished clip to a file of their own (`.progress/<pid>`); the driver
-counts them. This works for every local runner without any coupling to Beam internals.
+Workers append to files of their own in `.progress/`: one byte per finished clip (`<pid>.done`),
+stage timings (`<pid>.times`) and stage set-ups (`<pid>.setups`); the driver reads them. This works
+for every local runner without any coupling to Beam internals.
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ from bench.demo_corpus import demo_corpus
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def demo_videos() -> Path:
@@ -23,6 +21,7 @@ def demo_videos() -> Path:
 
 @pytest.fixture(scope="session")
 def references(demo_videos: Path) -> dict[str, str]:
+    """Demo clip key -> reference transcript."""
     with open(demo_videos.parent / "references.csv", newline="") as f:
         return {row["key"]: row["reference_transcript"] for row in csv.DictReader(f)}
 

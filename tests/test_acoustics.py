@@ -45,7 +45,9 @@ def test_silence_has_no_pitch(features: AcousticFeatures):
 def test_no_audio_track_is_a_null_group_with_reason():
     clip = Clip("k", "/nonexistent", "k.mp4")
     AcousticsStage().process(clip)
-    assert clip.fields["acoustics"] == {"reason": "no audio track", "feature_set": clip.fields["acoustics"]["feature_set"], "egemaps": None, "prosody": None}
+    acoustics = clip.fields["acoustics"]
+    assert acoustics["reason"] == "no audio track" and acoustics["egemaps"] is None and acoustics["prosody"] is None
+    assert acoustics["feature_set"].startswith("opensmile 2.") and acoustics["feature_set"].endswith("eGeMAPSv02")
 
 
 def test_speech_rate_from_segments():

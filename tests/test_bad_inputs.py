@@ -65,6 +65,9 @@ def test_valid_but_empty_inputs_keep_their_reasons(bad_build):
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--config", "{tmp}/bad.yaml"], "unknown config key(s) decode.fps"),
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--workers", "0"], "--workers must be at least 1"),
         (["build", "{tmp}/empty", "--out", "{tmp}/empty/out"], "must not be inside the input folder"),
+        (["build", "{tmp}/one", "--out", "{tmp}", "--overwrite"], "the input folder must not be inside --out"),
+        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/group.yaml"], "split.group_by 'speaker' names no record field"),
+        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/regex.yaml"], "split.group_pattern '(unclosed' is not a valid regex"),
         (["build", "{tmp}/one", "--out", "/proc/emer-out"], "cannot write to /proc/emer-out"),
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/lang.yaml"], "stage transcript cannot start: ValueError: transcript.language 'xx'"),
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/hub.yaml"], "stage transcript cannot start: "),
@@ -74,6 +77,8 @@ def test_user_errors_print_one_line_and_exit_non_zero(tmp_path: Path, args: list
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.yaml").write_text("decode:\n  fps: 3\n")
     (tmp_path / "lang.yaml").write_text("transcript:\n  language: xx\n")
+    (tmp_path / "group.yaml").write_text("split:\n  group_by: speaker\n")
+    (tmp_path / "regex.yaml").write_text("split:\n  group_pattern: '(unclosed'\n")
     (tmp_path / "hub.yaml").write_text("transcript:\n  model: /no/such/model/folder\n")
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "clip.mp4").write_bytes(b"not read: the check comes first")
@@ -83,7 +88,7 @@ def test_user_errors_print_one_line_and_exit_non_zero(tmp_path: Path, args: list
     assert "Traceback" not in proc.stderr
 
 
-def test_existing_different_build_is_refused_unless_overwrite(bad_build, demo_videos: Path):
+def test_existing_different_build_is_refused(bad_build, demo_videos: Path):
     _, out, _ = bad_build
     before = sorted(p.name for p in (out / "data").glob("*"))
     proc = subprocess.run([*EMER, "build", str(demo_videos), "--out", str(out), "--quiet"], capture_output=True, text=True)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -120,9 +121,13 @@ def test_small_shard_limits_cut_splits_into_several_shards(demo_videos, tmp_path
     assert summary.records_per_split == {"train": 7}
     names = sorted(p.name for p in (out / "media").glob("*.tar"))
     assert names == [f"train-{i:05d}-of-00004.tar" for i in range(4)]
-    counts = [len(tarfile.open(out / "media" / n).getnames()) for n in names]
+    keys_per_shard = []
+    for name in names:
+        with tarfile.open(out / "media" / name) as tar:
+            keys_per_shard.append(sorted({m.name.split(".")[0] for m in tar.getmembers()}))
+    assert [len(k) for k in keys_per_shard] == [2, 2, 2, 1]
+    assert [k for shard in keys_per_shard for k in shard] == DEMO_KEYS  # cut in key order
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "data").glob("*.parquet")) == 7
-    assert len(counts) == 4
     assert json.loads((out / "manifest.json").read_text())["models"]["whisper_model"] == "tiny.en"
 
 
@@ -137,3 +142,14 @@ def test_out_holding_another_build_is_refused(demo_build, demo_videos, tmp_path:
     with pytest.raises(UserError, match="not empty and holds no emer build"):
         build(demo_videos, foreign, show_progress=False)
     assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_staging_of_a_killed_build_is_removed(tmp_path: Path):
+    from pipelines.build import STAGING_PREFIX, _remove_stale_staging
+
+    dead = tmp_path / f"{STAGING_PREFIX}999999999"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}"
+    for d in (dead, live):
+        (d / "data").mkdir(parents=True)
+    _remove_stale_staging(tmp_path)
+    assert not dead.exists() and live.exists()

@@ -16,12 +16,23 @@ def test_config_file_maps_onto_the_dataclasses(tmp_path: Path):
     assert config.faces.crop_size == 112 and config.faces.detector == "opencv"
     assert config.split.ratios == {"train": 0.9, "test": 0.1}
     assert config.config_hash() != BuildConfig().config_hash()
-    assert BuildConfig().config_hash() == BuildConfig().config_hash()
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text("split:\n  ratios: {test: 0.1, validation: 0.1, train: 0.8}\n")
+    assert load_config(reordered).config_hash() == BuildConfig().config_hash()  # same splits, same hash
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("faces:\n  size: 1\n", "unknown config key(s) faces.size"), ("- a\n", "must hold a mapping"), ("faces: [1\n", "not valid YAML"), ("faces: 3\n", "config section faces must be a mapping")],
+    [
+        ("faces:\n  size: 1\n", "unknown config key(s) faces.size"),
+        ("- a\n", "must hold a mapping"),
+        ("faces: [1\n", "not valid YAML"),
+        ("faces: 3\n", "config section faces must be a mapping"),
+        ("decode:\n  sample_fps: fast\n", "decode.sample_fps must be of type float"),
+        ("faces:\n  crop_size: true\n", "faces.crop_size must be of type int"),
+        ("split:\n  ratios: [0.8, 0.2]\n", "split.ratios must be of type dict"),
+        ("extra_stages: pkg.mod:Stage\n", "extra_stages must be a list of strings"),
+    ],
 )
 def test_bad_config_files_are_user_errors(tmp_path: Path, text: str, message: str):
     path = tmp_path / "build.yaml"

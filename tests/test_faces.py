@@ -84,3 +84,32 @@ def test_expression_model_scores_sum_to_one():
     assert scores.shape == (7,) and scores.sum() == pytest.approx(1.0, abs=0.01)
     fields, jpegs = analyse_faces([(0.0, np.zeros((64, 64, 3), np.uint8))], model)
     assert fields["reason"] == "no face in 1 sampled frames" and jpegs == []
+
+
+def test_boxes_are_in_the_videos_own_pixels_whatever_the_sampling_size(faces_stage: FacesStage, demo_videos: Path):
+    path = demo_videos / "sample_00000870.mp4"
+    full, half = Clip("a", str(path), path.name), Clip("b", str(path), path.name)
+    DecodeStage(sample_fps=1.0).process(full)
+    DecodeStage(sample_fps=1.0, frame_max_side=320).process(half)
+    assert half.frames[0][1].shape[1] == 320 and full.frames[0][1].shape[1] == 640
+    faces_stage.process(full)
+    faces_stage.process(half)
+    big, small = full.fields["faces"]["crops"][0]["box"], half.fields["faces"]["crops"][0]["box"]
+    assert 190 <= big["x"] <= 220 and 200 <= big["w"] <= 250
+    for k in "xywh":
+        assert abs(big[k] - small[k]) <= 12, (big, small)
+
+
+def test_rotated_phone_video_is_decoded_upright(faces_stage: FacesStage, demo_videos: Path, tmp_path: Path):
+    import ffmpeg
+
+    sideways, tagged = tmp_path / "sideways.mp4", tmp_path / "phone.mp4"
+    src = ffmpeg.input(str(demo_videos / "sample_00000870.mp4"))
+    ffmpeg.output(src.video.filter("transpose", 2), src.audio, str(sideways), vcodec="libx264", acodec="copy").global_args("-v", "error").run()
+    ffmpeg.output(ffmpeg.input(str(sideways)), str(tagged), c="copy", **{"metadata:s:v:0": "rotate=90"}).global_args("-v", "error").run()
+    clip = _decoded(tagged)
+    media = clip.fields["media"]
+    assert media["width"] > media["height"]  # shown landscape, stored portrait
+    assert clip.frames[0][1].shape[1] > clip.frames[0][1].shape[0]
+    faces_stage.process(clip)
+    assert clip.fields["faces"]["frames_with_face"] == len(clip.frames)  # the face is upright, so it is found

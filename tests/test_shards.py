@@ -2,6 +2,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 
 from schemas import SCHEMA
@@ -35,6 +36,12 @@ def test_tar_is_byte_identical_and_readable(tmp_path: Path):
 def test_sample_members_put_the_record_json_last_by_name():
     names = [n for n, _ in sample_members({"key": "k"}, {"flac": b"", "face_001.jpg": b"", "face_000.jpg": b""})]
     assert names == ["k.face_000.jpg", "k.face_001.jpg", "k.flac", "k.json"]
+
+
+@pytest.mark.parametrize("suffix", ["json", "../escape.jpg", "a/b.jpg", "", ".hidden", "x..jpg"])
+def test_unsafe_member_names_are_refused(suffix: str):
+    with pytest.raises(ValueError, match="unsafe tar member suffix"):
+        sample_members({"key": "k"}, {suffix: b"data"})
 
 
 def test_parquet_is_sorted_by_key_and_deterministic(demo_build, tmp_path: Path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from bench.demo_corpus import reference_transcripts
 from tests.wer import wer
 from transforms.clip import Clip
 from transforms.transcript import Transcriber, TranscriptStage, count_words
@@ -14,11 +15,8 @@ def whisper_base() -> Transcriber:
     return Transcriber("base", cpu_threads=2)
 
 
-def _librivox(librivox_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
-    refs = {}
-    for line in (librivox_dir / "transcription").read_text().splitlines():
-        text, _, utt = line.rpartition("(")
-        refs[utt.strip(") ")] = text.replace("<s>", "").replace("</s>", "").strip()
+def _librivox(demo_videos: Path, librivox_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
+    refs = reference_transcripts(demo_videos.parent / "root")
     out = {}
     for wav in sorted(librivox_dir.glob("*.wav")):
         audio, rate = soundfile.read(wav, dtype="float32")
@@ -27,9 +25,9 @@ def _librivox(librivox_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
     return out
 
 
-def test_librivox_transcripts_match_references(whisper_base: Transcriber, librivox_dir: Path):
+def test_librivox_transcripts_match_references(whisper_base: Transcriber, demo_videos: Path, librivox_dir: Path):
     total_errors = total_words = 0
-    for utt, (audio, reference) in _librivox(librivox_dir).items():
+    for utt, (audio, reference) in _librivox(demo_videos, librivox_dir).items():
         result = whisper_base.transcribe(audio)
         assert result["language"] == "en" and result["language_probability"] > 0.9, utt
         rate = wer(reference, result["text"])

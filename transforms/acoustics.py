@@ -15,6 +15,12 @@ F0_LLD = "F0semitoneFrom27.5Hz_sma3nz"
 LOUDNESS_LLD = "Loudness_sma3"
 
 
+def feature_set_id() -> str:
+    import opensmile
+
+    return f"opensmile {opensmile.__version__} eGeMAPSv02"
+
+
 def _finite(value: float) -> float | None:
     return None if value is None or math.isnan(value) or math.isinf(value) else round(float(value), 6)
 
@@ -27,7 +33,7 @@ class AcousticFeatures:
 
         self.functionals = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
         self.lld = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-        self.id = f"opensmile {opensmile.__version__} eGeMAPSv02"
+        self.id = feature_set_id()
 
     def extract(self, audio: np.ndarray, transcript: dict[str, Any] | None) -> dict[str, Any]:
         func = self.functionals.process_signal(audio, SAMPLE_RATE).iloc[0]
@@ -73,9 +79,7 @@ class AcousticsStage(Stage):
         self.features = AcousticFeatures()
 
     def model_id(self) -> str:
-        import opensmile
-
-        return f"opensmile {opensmile.__version__} eGeMAPSv02"
+        return feature_set_id()
 
     def process(self, clip: Clip) -> None:
         if clip.audio is None:

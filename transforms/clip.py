@@ -39,8 +39,8 @@ class Stage:
     `clip.fields[name]` in `process`. Raising ClipError (or anything) sends the clip to failures.
     """
 
-    name: ClassVar[str]
-    group: ClassVar[FieldGroup | None] = None  # None: the stage adds no field group (e.g. decode)
+    name: ClassVar[str]  # also the stage named in failures.parquet
+    group: ClassVar[FieldGroup]  # the field group the stage fills
 
     def setup(self) -> None:
         pass

@@ -58,14 +58,17 @@ def probe_media(path: str) -> dict[str, Any]:
     duration = _float(fmt.get("duration")) or _float(video.get("duration")) or (_float(audio.get("duration")) if audio else None)
     if not duration:
         raise ClipError("duration unknown: the file is probably truncated")
+    width, height = int(video["width"]), int(video["height"])
+    if abs(_rotation(video)) % 180 == 90:  # phone videos: stored sideways, shown upright; ffmpeg autorotates
+        width, height = height, width
     return {
         "container": fmt.get("format_name"),
         "size_bytes": size,
         "sha256": sha256_file(path),
         "duration_s": round(duration, 6),
         "video_codec": video.get("codec_name"),
-        "width": int(video["width"]),
-        "height": int(video["height"]),
+        "width": width,
+        "height": height,
         "fps": _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
         "has_audio": audio is not None,
         "audio_codec": audio.get("codec_name") if audio else None,
@@ -139,6 +142,14 @@ class DecodeStage(Stage):
         clip.fields["media"] = media
         if clip.audio is not None:
             clip.media_files["flac"] = flac_bytes(clip.audio)
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    """Display rotation in degrees, from the display matrix side data or the older `rotate` tag."""
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(float(side["rotation"]))
+    return int(float(stream.get("tags", {}).get("rotate", 0) or 0))
 
 
 def _float(value: Any) -> float | None:

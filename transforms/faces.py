@@ -162,8 +162,12 @@ def scores_dict(scores: np.ndarray) -> dict[str, float]:
     return {c: round(float(s) / total, 4) for c, s in zip(EXPRESSION_CLASSES, scores, strict=False)}
 
 
-def analyse_faces(frames: list[tuple[float, np.ndarray]], expression: Any, detector: str = "opencv", crop_size: int = 224, max_crops: int = 16) -> tuple[dict[str, Any], list[bytes]]:
-    """The `faces` field group and the JPEG crops of the main face, in crop order."""
+def analyse_faces(
+    frames: list[tuple[float, np.ndarray]], expression: Any, detector: str = "opencv", crop_size: int = 224, max_crops: int = 16, box_scale: float = 1.0
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The `faces` field group and the JPEG crops of the main face, in crop order.
+
+    `box_scale` maps sampled-frame pixels back to the video's own pixels (frames may be scaled down)."""
     detections = detect_faces(frames, detector)
     tracks = track_faces(detections)
     main = main_track(tracks)
@@ -180,7 +184,7 @@ def analyse_faces(frames: list[tuple[float, np.ndarray]], expression: Any, detec
         crops.append({
             "index": index,
             "time_s": d.time_s,
-            "box": dict(zip("xywh", d.box, strict=False)),
+            "box": {name: int(round(v * box_scale)) for name, v in zip("xywh", d.box, strict=True)},
             "confidence": d.confidence,
             "expression": scores_dict(expression.scores(d.aligned_face)),
         })
@@ -217,7 +221,9 @@ class FacesStage(Stage):
         return {"deepface": DeepFaceExpression.id, "fer-tflite": FerTfliteExpression.id}.get(resolved, resolved)
 
     def process(self, clip: Clip) -> None:
-        fields, jpegs = analyse_faces(clip.frames, self.expression, self.detector, self.crop_size, self.max_crops)
+        media = clip.fields.get("media")
+        scale = media["width"] / clip.frames[0][1].shape[1] if media and clip.frames else 1.0
+        fields, jpegs = analyse_faces(clip.frames, self.expression, self.detector, self.crop_size, self.max_crops, scale)
         clip.fields[self.name] = fields
         for i, jpeg in enumerate(jpegs):
             clip.media_files[f"face_{i:03d}.jpg"] = jpeg

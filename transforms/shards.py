@@ -45,7 +45,7 @@ def sample_members(record: dict[str, Any], media_files: dict[str, bytes]) -> lis
     """Tar members of one sample: `{key}.{suffix}` for each media file and the record json, sorted."""
     key = record["key"]
     for suffix in media_files:
-        if not SAFE_SUFFIX.fullmatch(suffix):
+        if not SAFE_SUFFIX.fullmatch(suffix) or suffix == "json":
             raise ValueError(f"unsafe tar member suffix {suffix!r} for {key!r}")
     members = [(f"{key}.{suffix}", data) for suffix, data in media_files.items()]
     members.append((f"{key}.json", record_json(record)))

@@ -26,13 +26,22 @@ def group_value(record: dict[str, Any], group_by: str, pattern: str | None = Non
     return text
 
 
+STANDARD_SPLITS = ("train", "validation", "test")
+
+
+def split_order(name: str) -> tuple[int, str]:
+    """train, validation, test first, then any other split by name."""
+    return (STANDARD_SPLITS.index(name) if name in STANDARD_SPLITS else len(STANDARD_SPLITS), name)
+
+
 def hash_split(group: str, ratios: dict[str, float], seed: str = "emer") -> str:
-    """Map a group key to a split through sha256: uniform, stable across machines and Python versions."""
+    """Map a group key to a split through sha256: uniform, stable across machines and Python versions,
+    and independent of the order in which the ratios are written (splits are walked in SPLIT_ORDER)."""
     digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     total = sum(ratios.values())
     cumulative = 0.0
-    names = list(ratios)
+    names = sorted(ratios, key=split_order)
     for name in names:
         cumulative += ratios[name] / total
         if position < cumulative:
@@ -58,6 +67,8 @@ def load_split_table(path: str | Path) -> dict[str, str]:
 
 
 def validate_ratios(ratios: dict[str, float]) -> None:
+    if not isinstance(ratios, dict):
+        raise UserError(f"split.ratios must be a mapping of split name to share, got {ratios!r}")
     if not ratios or any(not isinstance(v, (int, float)) or v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
         raise UserError(f"split.ratios must be non-negative numbers with a positive sum, got {ratios}")
     for name in ratios:
@@ -71,6 +82,11 @@ class SplitAssigner:
     def __init__(self, ratios: dict[str, float], group_by: str = "key", group_pattern: str | None = None, split_table: str | None = None, seed: str = "emer"):
         validate_ratios(ratios)
         self.ratios, self.group_by, self.group_pattern, self.seed = dict(ratios), group_by, group_pattern, seed
+        if group_pattern is not None:
+            try:
+                re.compile(group_pattern)
+            except re.error as e:
+                raise UserError(f"split.group_pattern {group_pattern!r} is not a valid regex: {e}") from None
         self.table = load_split_table(split_table) if split_table else {}
         for key, split in self.table.items():
             if not re.fullmatch(r"[a-z][a-z0-9_]*", split):
