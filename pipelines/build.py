@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,25 +311,16 @@ def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
 def summarise(
     out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any], stage_seconds: dict[str, dict[str, float]], loads: dict[str, int]
 ) -> BuildSummary:
-    failures = pq.read_table(out / "failures.parquet").to_pylist()
-    faces = 0
-    languages: Counter[str] = Counter()
-    audio_seconds = 0.0
-    for path in sorted((out / "data").glob("*.parquet")):
-        for row in pq.read_table(path, columns=["media", "transcript", "faces"]).to_pylist():
-            audio_seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
-            faces += bool(row["faces"]["crops"])
-            if row["transcript"]["language"]:
-                languages[row["transcript"]["language"]] += 1
+    stats = manifest["stats"]
     return BuildSummary(
         out=str(out),
         inputs=inputs,
         records_per_split=dict(manifest["splits"]),
-        failures_by_stage=dict(Counter(f["stage"] for f in failures)),
+        failures_by_stage=dict(manifest["failures_by_stage"]),
         skipped_files=skipped,
-        clips_with_faces=faces,
-        languages=dict(languages),
-        audio_hours=round(audio_seconds / 3600, 6),
+        clips_with_faces=stats["clips_with_faces"],
+        languages=dict(stats["records_per_language"]),
+        audio_hours=round(stats["audio_seconds"] / 3600, 6),
         wall_s=wall_s,
         stage_seconds=stage_seconds,
         model_loads=loads,

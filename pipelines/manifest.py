@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,19 @@ def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: Re
     """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests."""
     splits: dict[str, int] = {}
     shards: dict[str, int] = {}
-    languages: set[str] = set()
+    languages: Counter[str] = Counter()
+    clips_with_faces = 0
+    audio_seconds = 0.0
     for path in sorted((root / "data").glob("*.parquet")):
         split = path.name.split("-")[0]
         splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
         shards[split] = shards.get(split, 0) + 1
-        transcripts = pq.read_table(path, columns=["transcript"]).column("transcript").to_pylist()
-        languages.update(t["language"] for t in transcripts if t and t["language"])
-    failures = pq.ParquetFile(root / "failures.parquet").metadata.num_rows
+        for row in pq.read_table(path, columns=["media", "transcript", "faces"]).to_pylist():
+            audio_seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
+            clips_with_faces += bool(row["faces"]["crops"])
+            if row["transcript"]["language"]:
+                languages[row["transcript"]["language"]] += 1
+    failures = pq.read_table(root / "failures.parquet", columns=["stage"]).column("stage").to_pylist()
     files = {
         p.relative_to(root).as_posix(): {"sha256": sha256_file(str(p)), "bytes": p.stat().st_size}
         for p in sorted(root.rglob("*"))
@@ -54,9 +60,11 @@ def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: Re
         "config_hash": config.config_hash(),
         "models": prov,
         "packages": package_versions(),
-        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": failures, "skipped_files": len(skipped)},
+        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": len(failures), "skipped_files": len(skipped)},
+        "failures_by_stage": dict(sorted(Counter(failures).items())),
+        "stats": {"clips_with_faces": clips_with_faces, "records_per_language": dict(sorted(languages.items())), "audio_seconds": round(audio_seconds, 3)},
         "skipped_files": skipped,
-        "languages": sorted(languages),
+        "languages": sorted(languages),  # for the card's `language` tag
         "splits": splits,
         "shards": shards,
         "files": files,

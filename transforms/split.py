@@ -27,6 +27,7 @@ def group_value(record: dict[str, Any], group_by: str, pattern: str | None = Non
 
 
 STANDARD_SPLITS = ("train", "validation", "test")
+SPLIT_NAME = re.compile(r"[a-z][a-z0-9_]*")  # also a file-name prefix: no dots, slashes or dashes
 
 
 def split_order(name: str) -> tuple[int, str]:
@@ -36,7 +37,7 @@ def split_order(name: str) -> tuple[int, str]:
 
 def hash_split(group: str, ratios: dict[str, float], seed: str = "emer") -> str:
     """Map a group key to a split through sha256: uniform, stable across machines and Python versions,
-    and independent of the order in which the ratios are written (splits are walked in SPLIT_ORDER)."""
+    and independent of the order in which the ratios are written (splits are walked in `split_order`)."""
     digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     total = sum(ratios.values())
@@ -72,7 +73,7 @@ def validate_ratios(ratios: dict[str, float]) -> None:
     if not ratios or any(not isinstance(v, (int, float)) or v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
         raise UserError(f"split.ratios must be non-negative numbers with a positive sum, got {ratios}")
     for name in ratios:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        if not SPLIT_NAME.fullmatch(name):
             raise UserError(f"split name {name!r} must be lowercase letters, digits and _")
 
 
@@ -89,7 +90,7 @@ class SplitAssigner:
                 raise UserError(f"split.group_pattern {group_pattern!r} is not a valid regex: {e}") from None
         self.table = load_split_table(split_table) if split_table else {}
         for key, split in self.table.items():
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", split):
+            if not SPLIT_NAME.fullmatch(split):
                 raise UserError(f"split table: key {key!r} has an invalid split name {split!r}")
 
     def __call__(self, record: dict[str, Any]) -> str:
