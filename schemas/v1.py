@@ -1,7 +1,8 @@
 """Record schema v1: one row per clip.
 
 Field groups, one per stage: media (probe), transcript (faster-whisper), faces (DeepFace +
-expression model), acoustics (openSMILE eGeMAPSv02), provenance. A group whose input is absent
+expression model), acoustics (openSMILE eGeMAPSv02), explanation (annotations, rules or an LLM),
+provenance. A group whose input is absent
 (no audio track, no face) keeps its `reason` and leaves its values null: a valid result, not a failure.
 """
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0 added the explanation group
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -210,6 +211,68 @@ ACOUSTICS = FieldGroup(
     ),
 )
 
+def _field_provenance() -> list[Field]:
+    return [
+        Field("source", pa.string(), "`human` (annotation tables), `rules:<version>` or `llm:<model>`; null when no source gave a value"),
+        Field("prompt_version", pa.string(), "version of the prompt files (llm) or of the rules (rules); null for human values"),
+        Field("time", pa.string(), "UTC ISO 8601 time the LLM answered (kept in the response cache, so re-runs give the same bytes); null for human and rules values"),
+        Field("reason", pa.string(), "why the value is null (each configured source's reason), else null"),
+    ]
+
+
+def _explained_text(name: str, doc: str) -> Field:
+    return struct(name, doc, [Field("text", pa.string(), "the text"), Field("language", pa.string(), "ISO 639-1 code of `text`"), *_field_provenance()])
+
+
+EXPLANATION = FieldGroup(
+    "explanation",
+    "The EMER explanation: clues per modality, a multimodal explanation, open-vocabulary labels; each field from annotation tables, the rules describer or an LLM.",
+    (
+        _explained_text("subtitle", "the clip's subtitle from an annotation table (the transcript group holds what Whisper heard)"),
+        _explained_text("visual_clue", "what the face and body show over the clip (beginning, middle, end), identity ignored"),
+        _explained_text("acoustic_clue", "how the voice sounds: pitch, loudness, tempo, voice quality"),
+        _explained_text("lexical_clue", "what the words say about emotion, read with the visual and acoustic clues"),
+        _explained_text("multimodal_explanation", "one explanation reasoning over the three clues"),
+        struct(
+            "open_vocab_labels",
+            "open-vocabulary emotion labels extracted from the explanation",
+            [
+                Field("labels", pa.list_(pa.string()), "labels as given (annotation, rules or LLM), order kept"),
+                Field("language", pa.string(), "ISO 639-1 code of `labels`"),
+                Field("normalised", pa.list_(pa.string()), "lowercased, stripped, surface forms mapped to emotion-wheel base words; null without wheel tables"),
+                list_of(
+                    "wheel",
+                    "the labels' categories on each of the five emotion wheels; null without wheel tables",
+                    [
+                        Field("wheel", pa.string(), "`wheel1` .. `wheel5`"),
+                        Field("level1", pa.list_(pa.string()), "level-1 (coarse) categories, sorted"),
+                        Field("level2", pa.list_(pa.string()), "level-2 categories, sorted"),
+                    ],
+                ),
+                *_field_provenance(),
+            ],
+        ),
+        struct(
+            "discrete_label",
+            "one discrete emotion label (MER2023 / EMER-V1 `emotions`)",
+            [Field("label", pa.string(), "the label as given"), Field("language", pa.string(), "ISO 639-1 code of `label`"), *_field_provenance()],
+        ),
+        struct("valence", "valence score from an annotation table (MER2023: -5 to 5)", [Field("value", pa.float32(), "the score"), *_field_provenance()]),
+        list_of(
+            "evidence",
+            "what each rules-made sentence rests on: one row per (sentence, measured value)",
+            [
+                Field("field", pa.string(), "explanation field holding the sentence"),
+                Field("sentence", pa.string(), "the sentence"),
+                Field("measure", pa.string(), "record field path of the measured value, e.g. `acoustics.prosody.f0_mean_semitone`"),
+                Field("value", pa.float32(), "the measured value"),
+                Field("corpus_percentile", pa.float32(), "share of the build's clips with a lower value (0-100); null when not relative to the corpus"),
+            ],
+        ),
+    ),
+)
+
+
 PROVENANCE = FieldGroup(
     "provenance",
     "How this record was made.",
@@ -221,6 +284,8 @@ PROVENANCE = FieldGroup(
         Field("face_detector", pa.string(), "DeepFace detector backend"),
         Field("expression_model", pa.string(), "facial-expression model"),
         Field("opensmile", pa.string(), "openSMILE package version and feature set"),
+        Field("explanation_sources", pa.string(), "configured sources per explanation field, tried in order, e.g. `visual_clue=annotations>rules; ...`"),
+        Field("emotion_wheel", pa.string(), "emotion-wheel tables that normalised the labels (origin and sha256 prefix), null without"),
     ),
 )
 
@@ -231,7 +296,7 @@ SCHEMA = RecordSchema(
         Field("split", pa.string(), "`train`, `validation` or `test`", nullable=False),
         Field("source_path", pa.string(), "path of the video relative to the input folder", nullable=False),
     ],
-    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, PROVENANCE],
+    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, EXPLANATION, PROVENANCE],
 )
 
 # One row per input that could not become a record (OUT/failures.parquet).

@@ -1,0 +1,70 @@
+"""Explanation stage: fills the EMER explanation group field by field from the configured sources.
+
+Each field (subtitle, clues, multimodal explanation, labels, discrete label, valence) has an ordered
+list of sources (`annotations`, `rules`, `llm`); the first source that gives a value wins, and later
+fields see the values chosen for earlier ones (the LLM's lexical clue reads the chosen visual and
+acoustic clues, its label extraction reads the chosen explanation). A field no source can fill is
+null with every source's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Filled in this order: later fields may read earlier ones.
+EXPLAINED_FIELDS: tuple[str, ...] = (
+    "subtitle",
+    "visual_clue",
+    "acoustic_clue",
+    "lexical_clue",
+    "multimodal_explanation",
+    "open_vocab_labels",
+    "discrete_label",
+    "valence",
+)
+TEXT_FIELDS: tuple[str, ...] = ("subtitle", "visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation")
+SOURCES: tuple[str, ...] = ("annotations", "rules", "llm")
+
+
+@dataclass
+class FieldValue:
+    """One explanation field's value and where it came from.
+
+    `value` is a str for text fields and `discrete_label`, a list[str] for `open_vocab_labels`,
+    a float for `valence`. `language` is an ISO 639-1 code (None for valence).
+    """
+
+    value: Any
+    language: str | None
+    source: str  # "human", "rules:<version>" or "llm:<model>"
+    prompt_version: str | None = None
+    time: str | None = None  # UTC ISO 8601, LLM answers only
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # rules: {"sentence", "measure", "value", "corpus_percentile"}
+
+
+@dataclass
+class Unavailable:
+    """A source could not give a value for a field; the reason ends up in the record."""
+
+    reason: str
+
+
+@dataclass
+class ExplainInput:
+    """What an explainer may read about one clip."""
+
+    key: str
+    name: str  # the id annotation tables use: the last part of the key, e.g. `sample_00000648`
+    fields: dict[str, Any]  # field groups measured so far: media, transcript, faces, acoustics
+    keyframes: list[tuple[float, bytes]] = field(default_factory=list)  # (time_s, JPEG) spread over the clip
+    audio_wav: bytes | None = None  # 16 kHz mono WAV, for models that take audio
+    chosen: dict[str, FieldValue] = field(default_factory=dict)  # values fixed so far, in EXPLAINED_FIELDS order
+
+
+class Explainer(Protocol):
+    """A source of explanation fields: `annotations`, `rules` or `llm`."""
+
+    source_name: str  # the name used in the config: "annotations", "rules" or "llm"
+
+    def explain(self, field_name: str, item: ExplainInput) -> FieldValue | Unavailable: ...
