@@ -27,7 +27,7 @@ from pipelines.card import write_card
 from pipelines.config import BuildConfig
 from pipelines.errors import UserError
 from pipelines.manifest import MANIFEST, write_manifest
-from pipelines.progress import Progress, ProgressLog, model_loads, stage_times
+from pipelines.progress import Progress, ProgressLog, cpu_seconds, model_loads, stage_times
 from pipelines.stages import build_stages, finish_record, provenance, record_schema
 from schemas import RecordSchema, SchemaError
 from schemas.v1 import FAILURE_SCHEMA
@@ -46,12 +46,6 @@ def failure_row(key: str, source_path: str, stage: str, error: BaseException) ->
     return {"key": key, "source_path": source_path, "stage": stage, "error_class": type(error).__name__, "message": message[:2000]}
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of the children it waited for (ffmpeg runs as a child)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 class StageFn(beam.DoFn):
     """Thin Beam wrapper of one stage: models load in `setup`, once per worker process."""
 
@@ -64,7 +58,7 @@ class StageFn(beam.DoFn):
         self.progress.model_load(self.stage.name)
 
     def process(self, clip: Clip) -> Iterable[Any]:
-        cpu, wall = _cpu_seconds(), time.perf_counter()
+        cpu, wall = cpu_seconds(), time.perf_counter()
         try:
             self.stage.process(clip)
         except Exception as e:  # noqa: BLE001 - any failure of one clip must not stop the build
@@ -73,7 +67,7 @@ class StageFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, self.stage.name, e))
             return
         finally:
-            self.progress.stage_time(self.stage.name, _cpu_seconds() - cpu, time.perf_counter() - wall)
+            self.progress.stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)
         yield clip
 
 
@@ -166,7 +160,10 @@ def run_pipeline(
     prov: dict[str, Any],
     workers: int,
     beam_args: list[str],
+    plan: Any,
 ) -> None:
+    from pipelines.explain import explain_clips
+
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
     sh = config.shards
@@ -182,6 +179,9 @@ def run_pipeline(
             result = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, progress_dir)).with_outputs(FAILED, main="clips")
             clips = result.clips
             failures.append(result[FAILED])
+        explained = explain_clips(p, clips, plan, config.explanation.llm, config.explanation.language, progress_dir)
+        clips = explained.clips
+        failures.append(explained[FAILED])
         records = clips | "Record" >> beam.ParDo(RecordFn(schema, prov, config, progress_dir)).with_outputs(FAILED, main="records")
         failures.append(records[FAILED])
         keyed = records.records
@@ -219,6 +219,9 @@ class BuildSummary:
     wall_s: float
     stage_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> setups over all workers
+    explanation_sources: dict[str, dict[str, int]] = field(default_factory=dict)  # field -> source -> records
+    annotations: dict[str, Any] = field(default_factory=dict)
+    emotion_wheel: str = ""
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -245,10 +248,24 @@ class BuildSummary:
             lines.append(f"  stage CPU time {cpu_total:.1f} s: {shares}")
         if self.model_loads:
             lines.append("  stage set-ups (model loads): " + ", ".join(f"{k} {v}" for k, v in self.model_loads.items()))
+        if self.explanation_sources:
+            by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
+            lines.append("  explanation: " + "; ".join(by_field))
+        lines.append(f"  emotion wheel: {self.emotion_wheel}")
+        files = self.annotations.get("files") or []
+        if files:
+            no_video, no_ann = self.annotations["names_without_video"], self.annotations["videos_without_annotation"]
+            lines.append(
+                f"  annotations: {len(files)} tables; {len(no_video)} names without a video{_first(no_video)}; {len(no_ann)} videos without an annotation{_first(no_ann)}"
+            )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
             lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
         return "\n".join(lines)
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+    return f" ({', '.join(names[:shown])}{' ...' if len(names) > shown else ''})" if names else ""
 
 
 def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool) -> None:
@@ -324,6 +341,9 @@ def summarise(
         wall_s=wall_s,
         stage_seconds=stage_seconds,
         model_loads=loads,
+        explanation_sources=manifest["stats"]["explanation_sources"],
+        annotations=manifest["annotations"],
+        emotion_wheel=manifest["emotion_wheel"],
         manifest=manifest,
     )
 
@@ -350,10 +370,14 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
     if not _names_runner(beam_args):
         check_stages(config)  # remote workers may differ from this machine: they report their own errors
+    from pipelines.explain import annotation_name, describe_sources, prepare
+
+    plan = prepare(config)
     stages = build_stages(config, workers)
-    prov = provenance(stages, config.config_hash())
+    prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
     inputs, collisions, skipped = match_videos(videos)
+    unmatched = plan.annotations.unmatched({annotation_name(i.key) for i in inputs}) if plan.annotations.names else ([], [])
     early = [
         failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
         for c in collisions
@@ -373,11 +397,12 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
     try:
         with progress:
-            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args)
+            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args, plan)
         seconds, loads = stage_times(staging / ".progress"), model_loads(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)
-        manifest = write_manifest(staging, videos, config, schema, prov, inputs=total, skipped=skipped)
+        annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
+        manifest = write_manifest(staging, videos, config, schema, prov, inputs=total, skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
         write_card(staging, manifest, schema, config)
         _swap_into_place(staging, out_path, overwrite)
     except BaseException:

@@ -13,10 +13,21 @@ from pipelines.errors import UserError
 
 def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build import build
-    from pipelines.config import load_config
+    from pipelines.config import load_config, with_explanation_inputs
 
-    summary = build(args.videos_dir, args.out, load_config(args.config), workers=args.workers, beam_args=beam_args, overwrite=args.overwrite, show_progress=not args.quiet)
+    config = with_explanation_inputs(load_config(args.config), args.annotations, args.wheel_dir)
+    summary = build(args.videos_dir, args.out, config, workers=args.workers, beam_args=beam_args, overwrite=args.overwrite, show_progress=not args.quiet)
     print(summary.text())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import json
+
+    from pipelines.evaluate import format_report, run_evaluate
+
+    result = run_evaluate(args.gt, args.pred, args.wheel_dir, args.synonyms)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 0
 
 
@@ -39,7 +50,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=2, help="worker processes for the local runner (default 2)")
     b.add_argument("--overwrite", action="store_true", help="replace an output folder that holds a different build")
     b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.add_argument("--annotations", action="append", default=[], metavar="FILE", help="annotation table joined by clip name (repeatable; formats in README)")
+    b.add_argument("--wheel-dir", help="folder with the emotion-wheel tables (default: fetched once from the pinned source into the cache)")
     b.set_defaults(func=_build)
+    e = sub.add_parser("evaluate", help="score predicted labels against ground truth (emotion-wheel, MER2024 sets, discrete)")
+    e.add_argument("--gt", required=True, help="ground truth: CSV/JSONL of name + labels, or a built dataset folder (OUT or OUT:SPLIT)")
+    e.add_argument("--pred", required=True, help="predictions, same forms as --gt")
+    e.add_argument("--wheel-dir", help="folder with the emotion-wheel tables (default: the cache, fetched from the pinned source)")
+    e.add_argument("--synonyms", help="synonym groups for the MER2024 set-level metrics")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=_evaluate)
     m = sub.add_parser("models", help="prepare the offline default models (idempotent)")
     m.set_defaults(func=_models)
     return p

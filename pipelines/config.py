@@ -57,12 +57,42 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class LlmConfig:
+    """An OpenAI-compatible chat endpoint: vLLM (http://HOST:8000/v1), Ollama (http://HOST:11434/v1), OpenAI."""
+
+    base_url: str | None = None
+    model: str | None = None  # chat model for clues, merge and labels
+    vision_model: str | None = None  # model that reads the frames; None: `model`
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
+    timeout_s: float = 60.0
+    max_retries: int = 3  # per request, with exponential backoff; then the field is null with the reason
+    concurrency: int = 4  # requests in flight per worker process
+    cache_dir: str | None = None  # None: $EMER_HOME/llm-cache
+    send_audio: bool = False  # send the clip's audio to models that accept `input_audio`; else the measured features
+    frames: int = 3  # frames sent to the vision model, spread over the clip
+    temperature: float = 0.0
+    prompt_version: str = "emer-v1"  # folder of prompt files under transforms/prompts/
+
+
+@dataclass(frozen=True)
+class ExplanationConfig:
+    language: str = "en"  # preferred language of annotation values when a table has several
+    default_sources: tuple[str, ...] = ("annotations", "rules")  # tried in order for every field
+    sources: dict[str, list[str]] = field(default_factory=dict)  # per-field override, e.g. {open_vocab_labels: [annotations, llm]}
+    annotations: tuple[str, ...] = ()  # annotation tables recognised by their header (also `--annotations`)
+    mapped_annotations: list[dict[str, Any]] = field(default_factory=list)  # other tables: {path, format, columns, language}
+    wheel_dir: str | None = None  # emotion-wheel tables; None: the cache, fetched from the pinned source
+    llm: LlmConfig = field(default_factory=LlmConfig)
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    explanation: ExplanationConfig = field(default_factory=ExplanationConfig)
     # Extra stages, "module:Class", each adding its own field group (see README, "Adding a field group").
     extra_stages: tuple[str, ...] = ()
 
@@ -72,6 +102,13 @@ class BuildConfig:
     def config_hash(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def with_explanation_inputs(config: BuildConfig, annotations: list[str], wheel_dir: str | None) -> BuildConfig:
+    """The config with the command line's annotation tables and wheel folder added (they count in the hash)."""
+    e = config.explanation
+    e = dataclasses.replace(e, annotations=(*e.annotations, *annotations), wheel_dir=wheel_dir or e.wheel_dir)
+    return dataclasses.replace(config, explanation=e)
 
 
 def config_from_dict(data: dict[str, Any]) -> BuildConfig:

@@ -29,18 +29,32 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: RecordSchema, prov: dict[str, Any], inputs: int, skipped: list[str]) -> dict[str, Any]:
+def write_manifest(
+    root: Path,
+    videos_dir: Path,
+    config: BuildConfig,
+    schema: RecordSchema,
+    prov: dict[str, Any],
+    inputs: int,
+    skipped: list[str],
+    annotations: dict[str, Any] | None = None,
+    wheel_problem: str | None = None,
+) -> dict[str, Any]:
     """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests."""
     splits: dict[str, int] = {}
     shards: dict[str, int] = {}
     languages: Counter[str] = Counter()
     clips_with_faces = 0
     audio_seconds = 0.0
+    sources: dict[str, Counter[str]] = {}
     for path in sorted((root / "data").glob("*.parquet")):
         split = path.name.split("-")[0]
         splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
         shards[split] = shards.get(split, 0) + 1
-        for row in pq.read_table(path, columns=["media", "transcript", "faces"]).to_pylist():
+        for row in pq.read_table(path, columns=["media", "transcript", "faces", "explanation"]).to_pylist():
+            for name, value in row["explanation"].items():
+                if isinstance(value, dict):
+                    sources.setdefault(name, Counter())[value["source"] or "null"] += 1
             audio_seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
             clips_with_faces += bool(row["faces"]["crops"])
             if row["transcript"]["language"]:
@@ -62,7 +76,15 @@ def write_manifest(root: Path, videos_dir: Path, config: BuildConfig, schema: Re
         "packages": package_versions(),
         "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": len(failures), "skipped_files": len(skipped)},
         "failures_by_stage": dict(sorted(Counter(failures).items())),
-        "stats": {"clips_with_faces": clips_with_faces, "records_per_language": dict(sorted(languages.items())), "audio_seconds": round(audio_seconds, 3)},
+        "stats": {
+            "clips_with_faces": clips_with_faces,
+            "records_per_language": dict(sorted(languages.items())),
+            "audio_seconds": round(audio_seconds, 3),
+            # explanation field -> source -> records ("null": no source gave a value)
+            "explanation_sources": {name: dict(sorted(c.items())) for name, c in sources.items()},
+        },
+        "annotations": annotations or {"files": [], "names_without_video": [], "videos_without_annotation": []},
+        "emotion_wheel": prov.get("emotion_wheel") or f"not used: {wheel_problem}",
         "skipped_files": skipped,
         "languages": sorted(languages),  # for the card's `language` tag
         "splits": splits,

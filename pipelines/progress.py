@@ -14,6 +14,12 @@ import time
 from pathlib import Path
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the children it waited for (ffmpeg runs as a child)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class ProgressLog:
     """The worker side: mark each clip that ended as a record (`ok`) or a failure."""
 

@@ -51,7 +51,7 @@ def record_schema(config: BuildConfig) -> RecordSchema:
     return schema
 
 
-def provenance(stages: list[Stage], config_hash: str) -> dict[str, Any]:
+def provenance(stages: list[Stage], config_hash: str, explanation_sources: str, emotion_wheel: str | None) -> dict[str, Any]:
     by_name = {s.name: s for s in stages}
     return {
         "tool": f"emer-builder {__version__}",
@@ -61,6 +61,8 @@ def provenance(stages: list[Stage], config_hash: str) -> dict[str, Any]:
         "face_detector": getattr(by_name["faces"], "detector", None),
         "expression_model": by_name["faces"].model_id(),
         "opensmile": by_name["acoustics"].model_id(),
+        "explanation_sources": explanation_sources,
+        "emotion_wheel": emotion_wheel,
     }
 
 

@@ -21,6 +21,7 @@ class Clip:
     audio: np.ndarray | None = None  # 16 kHz mono float32, None without an audio track
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)
     media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
+    explain_media: dict[str, Any] | None = None  # keyframes / audio an LLM reads; dropped after the explanation
 
     def drop_decoded(self) -> None:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""

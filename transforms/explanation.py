@@ -68,3 +68,55 @@ class Explainer(Protocol):
     source_name: str  # the name used in the config: "annotations", "rules" or "llm"
 
     def explain(self, field_name: str, item: ExplainInput) -> FieldValue | Unavailable: ...
+
+
+def _provenance(value: FieldValue | None, reason: str | None) -> dict[str, Any]:
+    if value is None:
+        return {"source": None, "prompt_version": None, "time": None, "reason": reason}
+    return {"source": value.source, "prompt_version": value.prompt_version, "time": value.time, "reason": None}
+
+
+class LabelNormaliser(Protocol):
+    """The emotion-wheel tables (transforms.wheel.EmotionWheel)."""
+
+    def normalise(self, labels: list[str]) -> list[str]: ...
+
+    def wheel_categories(self, labels: list[str]) -> list[dict[str, Any]]: ...
+
+
+def field_record(field_name: str, value: FieldValue | None, reason: str | None, wheel: LabelNormaliser | None) -> dict[str, Any]:
+    """One explanation field as the schema stores it."""
+    prov = _provenance(value, reason)
+    v = value.value if value is not None else None
+    if field_name in TEXT_FIELDS:
+        return {"text": v, "language": value.language if value else None, **prov}
+    if field_name == "open_vocab_labels":
+        normalised = wheel.normalise(v) if (wheel is not None and v is not None) else None
+        wheels = wheel.wheel_categories(v) if (wheel is not None and v is not None) else None
+        return {"labels": v, "language": value.language if value else None, "normalised": normalised, "wheel": wheels, **prov}
+    if field_name == "discrete_label":
+        return {"label": v, "language": value.language if value else None, **prov}
+    if field_name == "valence":
+        return {"value": float(v) if v is not None else None, **prov}
+    raise ValueError(f"unknown explanation field {field_name!r}")
+
+
+def explain_clip(item: ExplainInput, sources: dict[str, tuple[str, ...]], explainers: dict[str, Explainer], wheel: LabelNormaliser | None) -> dict[str, Any]:
+    """The explanation group of one clip: each field from the first of its sources that gives a value."""
+    group: dict[str, Any] = {}
+    evidence: list[dict[str, Any]] = []
+    for name in EXPLAINED_FIELDS:
+        reasons = []
+        chosen = None
+        for source in sources[name]:
+            result = explainers[source].explain(name, item)
+            if isinstance(result, FieldValue):
+                chosen = result
+                break
+            reasons.append(f"{source}: {result.reason}")
+        if chosen is not None:
+            item.chosen[name] = chosen
+            evidence += [{"field": name, **{k: e[k] for k in ("sentence", "measure", "value", "corpus_percentile")}} for e in chosen.evidence]
+        group[name] = field_record(name, chosen, "; ".join(reasons) or "no source configured", wheel)
+    group["evidence"] = evidence
+    return group

@@ -1,0 +1,219 @@
+"""The explanation step of `emer build`: annotations joined by clip name, corpus statistics for the
+rules explainer, an optional LLM endpoint, all feeding `transforms.explanation.explain_clip`.
+
+clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
+      -> join annotation rows by name (CoGroupByKey: a table of 100k explanations never sits in one worker)
+      -> Explain, in batches run on a thread pool (LLM requests overlap; the concurrency limit holds),
+         with the corpus statistics of every clip as a side input
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import cv2
+import numpy as np
+import soundfile
+
+from pipelines.build import FAILED, failure_row
+from pipelines.config import BuildConfig, LlmConfig
+from pipelines.errors import UserError
+from pipelines.progress import ProgressLog, cpu_seconds
+from transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
+from transforms.clip import Clip
+from transforms.explanation import EXPLAINED_FIELDS, SOURCES, ExplainInput, explain_clip
+from transforms.rules_explainer import CorpusStats, RulesExplainer, measures_of
+
+STAGE = "explanation"
+KEYFRAME_MAX_SIDE = 512
+
+
+def annotation_name(key: str) -> str:
+    """The id annotation tables use for a clip: the file name part of the key (`sample_00000648`)."""
+    return key.rsplit("__", 1)[-1]
+
+
+def field_sources(config: BuildConfig) -> dict[str, tuple[str, ...]]:
+    """Sources per explanation field, checked: known field names, known sources, an endpoint for llm."""
+    e = config.explanation
+    unknown = sorted(set(e.sources) - set(EXPLAINED_FIELDS))
+    if unknown:
+        raise UserError(f"explanation.sources names unknown field(s) {', '.join(unknown)}; fields: {', '.join(EXPLAINED_FIELDS)}")
+    sources = {name: tuple(e.sources.get(name, e.default_sources)) for name in EXPLAINED_FIELDS}
+    for name, chosen in sources.items():
+        if not isinstance(chosen, tuple) or not all(isinstance(s, str) for s in chosen):
+            raise UserError(f"explanation.sources.{name} must be a list of source names")
+        bad = sorted(set(chosen) - set(SOURCES))
+        if bad:
+            raise UserError(f"explanation source(s) {', '.join(bad)} for {name} unknown; sources: {', '.join(SOURCES)}")
+    if uses_llm(sources) and not (e.llm.base_url and e.llm.model):
+        raise UserError("the llm explainer needs explanation.llm.base_url and explanation.llm.model in the build config")
+    return sources
+
+
+def uses_llm(sources: dict[str, tuple[str, ...]]) -> bool:
+    return any("llm" in s for s in sources.values())
+
+
+def describe_sources(sources: dict[str, tuple[str, ...]]) -> str:
+    return "; ".join(f"{name}={'>'.join(s) or 'none'}" for name, s in sources.items())
+
+
+def make_llm(llm: LlmConfig, language: str) -> Any:
+    from transforms.llm_explainer import LlmExplainer
+
+    from pipelines.models import emer_home
+
+    return LlmExplainer(
+        base_url=llm.base_url,
+        model=llm.model,
+        vision_model=llm.vision_model,
+        api_key_env=llm.api_key_env,
+        timeout_s=llm.timeout_s,
+        max_retries=llm.max_retries,
+        concurrency=llm.concurrency,
+        cache_dir=llm.cache_dir or str(emer_home() / "llm-cache"),
+        send_audio=llm.send_audio,
+        temperature=llm.temperature,
+        prompt_version=llm.prompt_version,
+        language=language,
+    )
+
+
+def load_wheel(wheel_dir: str | None) -> tuple[Any, str | None]:
+    """The emotion-wheel tables, or None and the reason (a build goes on without normalisation)."""
+    from transforms.wheel import EmotionWheel, resolve_wheel_dir
+
+    try:
+        return EmotionWheel(resolve_wheel_dir(wheel_dir)), None
+    except UserError as e:
+        if wheel_dir:
+            raise
+        return None, str(e)
+
+
+@dataclass
+class ExplainPlan:
+    """What the driver prepared for the explanation step."""
+
+    sources: dict[str, tuple[str, ...]]
+    annotations: AnnotationTable
+    wheel: Any  # transforms.wheel.EmotionWheel or None
+    wheel_problem: str | None
+    llm: Any  # transforms.llm_explainer.LlmExplainer or None
+
+
+def prepare(config: BuildConfig, check_endpoint: bool = True) -> ExplainPlan:
+    """Read the tables and check the endpoint in the driver: a broken table or an unreachable LLM
+    is one clear error before any worker starts."""
+    e = config.explanation
+    sources = field_sources(config)
+    table = load_annotations(list(e.annotations), list(e.mapped_annotations))
+    wheel, problem = load_wheel(e.wheel_dir)
+    llm = make_llm(e.llm, e.language) if uses_llm(sources) else None
+    if llm is not None and check_endpoint:
+        try:
+            llm.check()
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"the llm endpoint {e.llm.base_url} cannot be used: {err}") from None
+    return ExplainPlan(sources, table, wheel, problem, llm)
+
+
+def keyframes(frames: list[tuple[float, np.ndarray]], count: int) -> list[tuple[float, bytes]]:
+    """`count` frames spread evenly over the clip, as JPEG, for a vision model."""
+    if not frames or count <= 0:
+        return []
+    picks = sorted({round(i * (len(frames) - 1) / max(1, count - 1)) for i in range(count)}) if count > 1 else [len(frames) // 2]
+    out = []
+    for i in picks:
+        t, frame = frames[i]
+        scale = KEYFRAME_MAX_SIDE / max(frame.shape[:2])
+        if scale < 1:
+            frame = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if ok:
+            out.append((round(t, 3), jpeg.tobytes()))
+    return out
+
+
+def wav_bytes(audio: np.ndarray | None) -> bytes | None:
+    if audio is None:
+        return None
+    buf = io.BytesIO()
+    soundfile.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def slim(clip: Clip, frames: int, send_audio: bool) -> Clip:
+    """Keep what the explainers read, drop the decoded samples before the join moves clips around."""
+    clip.explain_media = {"keyframes": keyframes(clip.frames, frames), "audio_wav": wav_bytes(clip.audio) if send_audio else None}
+    clip.drop_decoded()
+    return clip
+
+
+class ExplainFn(beam.DoFn):
+    """Explain a batch of (clip, annotation values) pairs; the rules read the corpus side input."""
+
+    def __init__(self, plan: ExplainPlan, language: str, concurrency: int, progress_dir: str):
+        self.plan, self.language, self.concurrency, self.progress_dir = plan, language, concurrency, progress_dir
+
+    def setup(self) -> None:
+        self.progress = ProgressLog(self.progress_dir)
+        self.progress.model_load(STAGE)
+
+    def process(self, batch: list[tuple[Clip, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
+        rules = RulesExplainer(corpus)
+        cpu, started = cpu_seconds(), time.perf_counter()
+
+        def one(pair: tuple[Clip, dict[str, Any]]) -> BaseException | None:
+            clip, values = pair
+            name = annotation_name(clip.key)
+            media = clip.explain_media or {}
+            item = ExplainInput(clip.key, name, clip.fields, media.get("keyframes") or [], media.get("audio_wav"))
+            explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.plan.llm}
+            try:
+                clip.fields[STAGE] = explain_clip(item, self.plan.sources, explainers, self.plan.wheel)
+            except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
+                logging.getLogger(__name__).debug("explanation failed on %s", clip.source_path, exc_info=True)
+                return e
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
+            errors = list(pool.map(one, batch))
+        self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
+        for (clip, _), error in zip(batch, errors, strict=True):
+            clip.explain_media = None
+            if error is None:
+                yield clip
+            else:
+                self.progress.mark("failed")
+                yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, STAGE, error))
+
+
+def explain_clips(p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, llm_config: LlmConfig, language: str, progress_dir: str) -> Any:
+    """The explanation step as Beam transforms; returns the ParDo result with main output `clips`."""
+    frames = llm_config.frames if plan.llm is not None else 0
+    slimmed = clips | "Slim" >> beam.Map(slim, frames, llm_config.send_audio and plan.llm is not None)
+    corpus = (
+        slimmed
+        | "Measures" >> beam.Map(lambda c: measures_of(c.fields))
+        | "CorpusList" >> beam.combiners.ToList()
+        | "Corpus" >> beam.Map(CorpusStats.from_measures)
+    )
+    by_name = slimmed | "ByName" >> beam.Map(lambda c: (annotation_name(c.key), c))
+    rows = p | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
+    concurrency = llm_config.concurrency if plan.llm is not None else 1
+    return (
+        {"clips": by_name, "rows": rows}
+        | "JoinAnnotations" >> beam.CoGroupByKey()
+        | "Pairs" >> beam.FlatMapTuple(lambda name, g: [(c, g["rows"][0] if g["rows"] else {}) for c in g["clips"]])
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, 2 * concurrency))
+        | "Explain" >> beam.ParDo(ExplainFn(plan, language, concurrency, progress_dir), corpus=beam.pvalue.AsSingleton(corpus)).with_outputs(FAILED, main="clips")
+    )
