@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= out/demo
+DEMO_ANNOTATIONS := $(foreach t,$(wildcard bench/demo_annotations/*.csv),--annotations $(t))
 
 .PHONY: setup demo test lint bench clean
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	@videos=$$($(BIN)/python -m bench.demo_corpus) && \
 	  echo "demo corpus: $$videos" && \
-	  $(BIN)/emer build "$$videos" --out $(DEMO_OUT) --overwrite && \
+	  $(BIN)/emer build "$$videos" --out $(DEMO_OUT) --overwrite $(DEMO_ANNOTATIONS) && \
 	  echo "dataset ready in $(DEMO_OUT) (open $(DEMO_OUT)/README.md)"
 
 lint: setup

@@ -105,12 +105,12 @@ def _parse_spec(spec: str, split: str | None) -> tuple[Path, str | None]:
     return path, split
 
 
-def _pick(columns: list[str], wanted: tuple[str, ...], what: str, where: str) -> str:
+def _pick(columns: list[str], wanted: tuple[str, ...], what: str, where: str, error: type[UserError] = MissingColumn) -> str:
     lower = {c.strip().lower(): c for c in columns if c is not None}
     for name in wanted:
         if name in lower:
             return lower[name]
-    raise MissingColumn(f"{where}: no {what} column (looked for {', '.join(wanted)}; found {', '.join(c for c in columns if c) or 'none'})")
+    raise error(f"{where}: no {what} column (looked for {', '.join(wanted)}; found {', '.join(c for c in columns if c) or 'none'})")
 
 
 def _name(value: Any, column: str) -> str:
@@ -194,7 +194,7 @@ def read_labels(spec: str, split: str | None = None) -> dict[str, list[str]]:
             raise MissingColumn(f"{spec}: no record has explanation.open_vocab_labels.labels")
         return out
     columns, rows = _read_rows(path)
-    name_col = _pick(columns, NAME_COLUMNS, "name", spec)
+    name_col = _pick(columns, NAME_COLUMNS, "name", spec, UserError)
     label_col = _pick(columns, LABEL_COLUMNS, "open-vocabulary label", spec)
     for row in rows:
         if row.get(name_col) in (None, ""):
@@ -216,7 +216,7 @@ def read_discrete(spec: str, split: str | None = None) -> dict[str, str]:
             raise MissingColumn(f"{spec}: no record has explanation.discrete_label.label")
         return out
     columns, rows = _read_rows(path)
-    name_col = _pick(columns, NAME_COLUMNS, "name", spec)
+    name_col = _pick(columns, NAME_COLUMNS, "name", spec, UserError)
     label_col = _pick(columns, DISCRETE_COLUMNS, "discrete label", spec)
     for row in rows:
         name, label = row.get(name_col), row.get(label_col)
@@ -239,7 +239,7 @@ def read_synonyms(path_str: str) -> tuple[dict[str, dict[str, str]] | None, dict
     columns, rows = _read_rows(path)
     lower = [c.strip().lower() for c in columns if c]
     if any(c in lower for c in GROUP_COLUMNS):
-        name_col = _pick(columns, NAME_COLUMNS, "name", path_str)
+        name_col = _pick(columns, NAME_COLUMNS, "name", path_str, UserError)
         group_col = _pick(columns, GROUP_COLUMNS, "groups", path_str)
         per_sample: dict[str, dict[str, str]] = {}
         for row in rows:

@@ -89,10 +89,11 @@ def make_llm(llm: LlmConfig, language: str) -> Any:
 
 def load_wheel(wheel_dir: str | None) -> tuple[Any, str | None]:
     """The emotion-wheel tables, or None and the reason (a build goes on without normalisation)."""
-    from transforms.wheel import EmotionWheel, resolve_wheel_dir
+    from transforms.wheel import EmotionWheel
+    from transforms.wheel import wheel_dir as resolve
 
     try:
-        return EmotionWheel(resolve_wheel_dir(wheel_dir)), None
+        return EmotionWheel(resolve(wheel_dir)), None
     except UserError as e:
         if wheel_dir:
             raise

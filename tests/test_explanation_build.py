@@ -1,0 +1,97 @@
+"""`emer build --annotations`: tables joined by clip name, each field from its first source that has it,
+labels normalised with the emotion-wheel tables, unmatched names reported, conflicts refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+
+DEMO_TABLES = Path(__file__).resolve().parents[1] / "bench" / "demo_annotations"
+SHARED = Path(os.environ.get("EMER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+WHEEL = SHARED / "emotion-wheel"
+CLIPS = ("sample_00000870.mp4", "jesper_intro.avi", "no_face_dog.mp4")
+
+
+@pytest.fixture(scope="module")
+def three_clips(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("three") / "videos"
+    folder.mkdir()
+    for name in CLIPS:
+        shutil.copyfile(demo_videos / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def annotated(three_clips: Path, tmp_path_factory: pytest.TempPathFactory):
+    if not WHEEL.is_dir():
+        pytest.skip(f"emotion-wheel tables not found at {WHEEL} (set EMER_SHARED_DATA)")
+    out = tmp_path_factory.mktemp("annotated") / "out"
+    tables = [a for t in sorted(DEMO_TABLES.glob("*.csv")) for a in ("--annotations", str(t))]
+    import io
+    from contextlib import redirect_stdout
+
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        assert main(["build", str(three_clips), "--out", str(out), "--quiet", "--workers", "1", "--wheel-dir", str(WHEEL), *tables]) == 0
+    rows = {}
+    for path in sorted((out / "data").glob("*.parquet")):
+        rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
+    return out, rows, printed.getvalue()
+
+
+def test_annotated_fields_win_and_rules_fill_the_rest(annotated):
+    _, rows, _ = annotated
+    e = rows["sample_00000870"]["explanation"]
+    assert e["visual_clue"]["text"].startswith("In the video, a young man with spiky short hair faces the camera.")
+    assert e["visual_clue"]["source"] == "human" and e["visual_clue"]["language"] == "en"
+    assert e["acoustic_clue"]["text"].startswith("In the audio, the speaker talks at a steady pace")
+    assert e["lexical_clue"]["text"].startswith('In the text, the subtitle says: "And Mr. John Dashwood')
+    assert e["multimodal_explanation"]["text"].endswith("we infer that the speaker feels happy and relaxed.")
+    assert e["open_vocab_labels"]["labels"] == ["happy", "relaxed"] and e["open_vocab_labels"]["normalised"] == ["happy", "relaxed"]
+    assert e["open_vocab_labels"]["wheel"][0] == {"wheel": "wheel1", "level1": ["happy"], "level2": ["joyful"]}
+    assert e["discrete_label"]["label"] == "happy" and e["valence"]["value"] == 2.5
+    assert e["evidence"] == []  # nothing came from the rules
+
+    jesper = rows["jesper_intro"]["explanation"]
+    assert jesper["subtitle"]["text"] == "Hi, my name is Jesper and I pronounce it Jesper." and jesper["subtitle"]["source"] == "human"
+    assert jesper["multimodal_explanation"]["source"] == "human" and jesper["discrete_label"]["label"] == "neutral"
+    assert jesper["visual_clue"]["source"] == "rules:1"  # EMER-V1 has no clues: the rules give them
+    assert jesper["lexical_clue"]["text"].startswith('In the text, the speaker says: "Hi, my name is Jesper and I pronounce it Jesper."')  # the subtitle, not Whisper
+    assert jesper["open_vocab_labels"]["labels"] == ["friendly", "calm"] and jesper["open_vocab_labels"]["normalised"] == ["calm"]
+    assert jesper["valence"]["value"] is None and jesper["valence"]["reason"].startswith("annotations: annotations have no valence for jesper_intro")
+
+    dog = rows["no_face_dog"]["explanation"]
+    assert {dog[f]["source"] for f in ("visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation", "open_vocab_labels")} == {"rules:1"}
+    assert dog["discrete_label"]["reason"].startswith("annotations: no annotation for no_face_dog")
+
+
+def test_unmatched_names_and_sources_are_reported(annotated):
+    out, rows, printed = annotated
+    manifest = json.loads((out / "manifest.json").read_text())
+    ann = manifest["annotations"]
+    assert ann["videos_without_annotation"] == ["no_face_dog"]
+    assert ann["names_without_video"] == ["sample_00000880", "sample_00000890", "sample_00000920", "sample_00000930", "sample_00009999"]
+    assert [Path(f["path"]).name for f in ann["files"]] == ["emer-fine.csv", "emer-v1.csv", "mer2023-labels.csv", "openset.csv"]
+    assert manifest["stats"]["explanation_sources"]["visual_clue"] == {"human": 1, "rules:1": 2}
+    assert manifest["stats"]["explanation_sources"]["valence"] == {"human": 1, "null": 2}
+    assert manifest["emotion_wheel"].startswith("MERTools@89120b7 sha256:")
+    assert rows["no_face_dog"]["provenance"]["emotion_wheel"] == manifest["emotion_wheel"]
+    assert "annotations: 4 tables; 5 names without a video (sample_00000880, sample_00000890, sample_00000920 ...); 1 videos without an annotation (no_face_dog)" in printed
+    assert "explanation: visual_clue human 1/rules:1 2;" in printed
+
+
+def test_conflicting_tables_are_one_error_naming_both(three_clips, tmp_path, capsys):
+    other = tmp_path / "labels-b.csv"
+    other.write_text("name,discrete,valence\nsample_00000870,sad,-2\n")
+    code = main(["build", str(three_clips), "--out", str(tmp_path / "out"), "--annotations", str(DEMO_TABLES / "mer2023-labels.csv"), "--annotations", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "mer2023-labels.csv" in err and "labels-b.csv" in err and "sample_00000870" in err
+    assert not (tmp_path / "out").exists()
