@@ -27,7 +27,7 @@ from pipelines.card import write_card
 from pipelines.config import BuildConfig
 from pipelines.errors import UserError
 from pipelines.manifest import MANIFEST, write_manifest
-from pipelines.progress import Progress, ProgressLog, cpu_seconds, model_loads, stage_times
+from pipelines.progress import Progress, ProgressLog, counters, cpu_seconds, model_loads, stage_times
 from pipelines.stages import build_stages, finish_record, provenance, record_schema
 from schemas import RecordSchema, SchemaError
 from schemas.v1 import FAILURE_SCHEMA
@@ -222,6 +222,7 @@ class BuildSummary:
     explanation_sources: dict[str, dict[str, int]] = field(default_factory=dict)  # field -> source -> records
     annotations: dict[str, Any] = field(default_factory=dict)
     emotion_wheel: str = ""
+    llm: dict[str, int] = field(default_factory=dict)  # requests, cache hits and misses, fields left null
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -252,6 +253,11 @@ class BuildSummary:
             by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
             lines.append("  explanation: " + "; ".join(by_field))
         lines.append(f"  emotion wheel: {self.emotion_wheel}")
+        if self.llm:
+            c = self.llm
+            lines.append(
+                f"  llm: {c.get('calls', 0)} requests, {c.get('cache_hits', 0)} answers from the cache, {c.get('failures', 0)} fields left null after retries"
+            )
         files = self.annotations.get("files") or []
         if files:
             no_video, no_ann = self.annotations["names_without_video"], self.annotations["videos_without_annotation"]
@@ -398,7 +404,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     try:
         with progress:
             run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args, plan)
-        seconds, loads = stage_times(staging / ".progress"), model_loads(staging / ".progress")
+        seconds, loads, counts = stage_times(staging / ".progress"), model_loads(staging / ".progress"), counters(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)
         annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
@@ -409,5 +415,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logging.getLogger(__name__).info("build finished")
-    return summarise(out_path, total, skipped, wall, manifest, seconds, loads)
+    summary = summarise(out_path, total, skipped, wall, manifest, seconds, loads)
+    summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.llm is not None else {}
+    return summary
 

@@ -63,6 +63,7 @@ class LlmConfig:
     base_url: str | None = None
     model: str | None = None  # chat model for clues, merge and labels
     vision_model: str | None = None  # model that reads the frames; None: `model`
+    audio_model: str | None = None  # model that hears the audio when send_audio is on; None: `model`
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
     timeout_s: float = 60.0
     max_retries: int = 3  # per request, with exponential backoff; then the field is null with the reason

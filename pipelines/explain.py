@@ -67,14 +67,14 @@ def describe_sources(sources: dict[str, tuple[str, ...]]) -> str:
 
 
 def make_llm(llm: LlmConfig, language: str) -> Any:
-    from transforms.llm_explainer import LlmExplainer
-
     from pipelines.models import emer_home
+    from transforms.llm_explainer import LlmExplainer
 
     return LlmExplainer(
         base_url=llm.base_url,
         model=llm.model,
         vision_model=llm.vision_model,
+        audio_model=llm.audio_model,
         api_key_env=llm.api_key_env,
         timeout_s=llm.timeout_s,
         max_retries=llm.max_retries,
@@ -171,6 +171,7 @@ class ExplainFn(beam.DoFn):
 
     def process(self, batch: list[tuple[Clip, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
         rules = RulesExplainer(corpus)
+        llm_before = self.plan.llm.stats() if self.plan.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
         def one(pair: tuple[Clip, dict[str, Any]]) -> BaseException | None:
@@ -189,6 +190,8 @@ class ExplainFn(beam.DoFn):
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
             errors = list(pool.map(one, batch))
         self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
+        if self.plan.llm is not None:
+            self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.plan.llm.stats().items()})
         for (clip, _), error in zip(batch, errors, strict=True):
             clip.explain_media = None
             if error is None:

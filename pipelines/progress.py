@@ -35,6 +35,11 @@ class ProgressLog:
     def stage_time(self, stage: str, cpu_s: float, wall_s: float) -> None:
         self._append("times", f"{stage} {cpu_s:.6f} {wall_s:.6f}\n")
 
+    def count(self, counts: dict[str, int]) -> None:
+        """Add to named counters (e.g. LLM requests and cache hits) summed over all workers."""
+        if any(counts.values()):
+            self._append("counts", "".join(f"{name} {n}\n" for name, n in counts.items()))
+
     def _append(self, kind: str, text: str) -> None:
         try:
             with open(self.directory / f"{os.getpid()}.{kind}", "a") as f:
@@ -118,3 +123,13 @@ class Progress:
         interval = 1.0 if self.tty else 30.0
         while not self._stop.wait(interval):
             self._print()
+
+
+def counters(directory: Path) -> dict[str, int]:
+    """The counters workers added to, summed."""
+    totals: dict[str, int] = {}
+    for p in directory.glob("*.counts"):
+        for line in p.read_text().splitlines():
+            name, n = line.rsplit(" ", 1)
+            totals[name] = totals.get(name, 0) + int(n)
+    return dict(sorted(totals.items()))

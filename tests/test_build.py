@@ -40,16 +40,16 @@ def test_every_demo_clip_becomes_a_complete_record(demo_build, references):
         else:
             assert wer(references[key], row["transcript"]["text"]) <= 0.15, key
         assert len(row["acoustics"]["egemaps"]) == 88 and row["acoustics"]["prosody"]["speech_rate_wps"] > 0.5
-        assert row["provenance"]["whisper_model"] == "base" and row["provenance"]["schema_version"] == "1.0.0"
+        assert row["provenance"]["whisper_model"] == "base" and row["provenance"]["schema_version"] == "1.1.0"
         assert row["split"] in ("train", "validation", "test")
     with_faces = {k for k, r in rows.items() if r["faces"]["crops"]}
     assert with_faces == set(DEMO_KEYS) - {"no_face_dog"}
     assert rows["no_face_dog"]["faces"]["reason"].startswith("no face in")
     assert summary.clips_with_faces == 6 and summary.languages == {"en": 7}
     assert summary.audio_hours * 3600 == pytest.approx(39.6, abs=0.5)
-    assert set(summary.stage_seconds) == {"decode", "transcript", "faces", "acoustics"}
+    assert set(summary.stage_seconds) == {"decode", "transcript", "faces", "acoustics", "explanation"}
     # models load once per worker process (2 workers), never per clip
-    assert set(summary.model_loads) == {"acoustics", "decode", "faces", "transcript"}
+    assert set(summary.model_loads) == {"acoustics", "decode", "explanation", "faces", "transcript"}
     assert all(1 <= n <= 2 for n in summary.model_loads.values()), summary.model_loads
 
 
@@ -82,7 +82,7 @@ def test_manifest_counts_and_checksums(demo_build):
     for rel, entry in manifest["files"].items():
         data = (out / rel).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["schema_version"] == "1.0.0" and len(manifest["config_hash"]) == 64
+    assert manifest["schema_version"] == "1.1.0" and len(manifest["config_hash"]) == 64
     assert manifest["models"]["whisper_model"] == "base" and manifest["languages"] == ["en"]
     assert manifest["packages"]["apache-beam"] == "2.77.0"
 

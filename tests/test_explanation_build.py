@@ -95,3 +95,64 @@ def test_conflicting_tables_are_one_error_naming_both(three_clips, tmp_path, cap
     assert code == 2 and err.count("\n") == 1
     assert "mer2023-labels.csv" in err and "labels-b.csv" in err and "sample_00000870" in err
     assert not (tmp_path / "out").exists()
+
+
+LLM_KEY = "sk-build-loopback-7f3Kq-do-not-print"
+
+
+def test_llm_explainer_end_to_end_in_a_build(three_clips, tmp_path, monkeypatch, capsys):
+    """Every clue, the explanation and the labels from an OpenAI-compatible endpoint (a loopback server
+    driven by the real openai client) in a 2-worker build; a re-run is answered from the cache."""
+    from tests.openai_loopback import LABELS, OpenAILoopback
+
+    monkeypatch.setenv("EMER_TEST_LLM_KEY", LLM_KEY)
+    with OpenAILoopback(LLM_KEY) as server:
+        config = tmp_path / "llm.yaml"
+        config.write_text(
+            "explanation:\n"
+            "  default_sources: [annotations, llm, rules]\n"
+            "  llm:\n"
+            f"    base_url: {server.base_url}\n"
+            "    model: loopback-chat\n"
+            "    vision_model: loopback-vision\n"
+            "    api_key_env: EMER_TEST_LLM_KEY\n"
+            f"    cache_dir: {tmp_path / 'cache'}\n"
+            "    timeout_s: 10\n"
+            "    concurrency: 2\n"
+        )
+        args = ["build", str(three_clips), "--config", str(config), "--quiet", "--annotations", str(DEMO_TABLES / "emer-v1.csv")]
+        assert main([*args, "--out", str(tmp_path / "a")]) == 0
+        first = capsys.readouterr().out
+        asked = len(server.chat_requests())
+        assert main([*args, "--out", str(tmp_path / "b")]) == 0
+        second = capsys.readouterr().out
+        assert len(server.chat_requests()) == asked  # the re-run made no request
+        vision = server.chat_requests("visual_clue")
+    # 3 clips x 5 fields, less jesper's annotated explanation (its labels still come from the llm); the
+    # server's answers repeat, so an identical label request is answered from the cache
+    assert asked in (13, 14) and len(vision) == 3
+    assert f"llm: {asked} requests, {14 - asked} answers from the cache, 0 fields left null after retries" in first
+    assert "llm: 0 requests, 14 answers from the cache" in second
+    images = [p for r in vision for p in r.user_parts() if p["type"] == "image_url"]
+    assert len(images) == 9 and all(p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in images)  # 3 keyframes per clip
+    rows = {}
+    for path in sorted((tmp_path / "a" / "data").glob("*.parquet")):
+        rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
+    for key, row in rows.items():
+        e = row["explanation"]
+        assert e["visual_clue"]["source"] == "llm:loopback-vision" and e["visual_clue"]["prompt_version"] == "emer-v1" and e["visual_clue"]["time"]
+        assert e["acoustic_clue"]["source"] == e["lexical_clue"]["source"] == "llm:loopback-chat"
+        assert e["open_vocab_labels"]["labels"] == LABELS
+    assert rows["jesper_intro"]["explanation"]["multimodal_explanation"]["source"] == "human"
+    for a, b in zip(sorted((tmp_path / "a" / "data").glob("*.parquet")), sorted((tmp_path / "b" / "data").glob("*.parquet")), strict=True):
+        assert a.read_bytes() == b.read_bytes()  # cached answers keep their time: identical bytes
+    everything = first + second + "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json")) + (tmp_path / "a" / "manifest.json").read_text()
+    assert LLM_KEY not in everything and "EMER_TEST_LLM_KEY" in (tmp_path / "a" / "manifest.json").read_text()
+
+
+def test_unreachable_llm_endpoint_is_one_error(three_clips, tmp_path, capsys):
+    config = tmp_path / "llm.yaml"
+    config.write_text("explanation:\n  sources: {visual_clue: [llm]}\n  llm: {base_url: 'http://127.0.0.1:9/v1', model: m, timeout_s: 2, max_retries: 0}\n")
+    assert main(["build", str(three_clips), "--out", str(tmp_path / "out"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emer: error: the llm endpoint http://127.0.0.1:9/v1 cannot be used") and err.count("\n") == 1
