@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"emer: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `emer evaluate ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("emer: interrupted; the output folder was left as it was", file=sys.stderr)
         return 130

@@ -163,15 +163,19 @@ class ExplainFn(beam.DoFn):
     """Explain a batch of (clip, annotation values) pairs; the rules read the corpus side input."""
 
     def __init__(self, plan: ExplainPlan, language: str, concurrency: int, progress_dir: str):
-        self.plan, self.language, self.concurrency, self.progress_dir = plan, language, concurrency, progress_dir
+        # not the plan itself: its annotation table reaches the workers through the join, row by row
+        self.sources, self.wheel, self.llm = plan.sources, plan.wheel, plan.llm
+        self.language, self.concurrency, self.progress_dir = language, concurrency, progress_dir
 
     def setup(self) -> None:
         self.progress = ProgressLog(self.progress_dir)
         self.progress.model_load(STAGE)
+        if self.llm is not None:
+            self.llm.setup()
 
     def process(self, batch: list[tuple[Clip, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
         rules = RulesExplainer(corpus)
-        llm_before = self.plan.llm.stats() if self.plan.llm is not None else {}
+        llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
         def one(pair: tuple[Clip, dict[str, Any]]) -> BaseException | None:
@@ -179,9 +183,9 @@ class ExplainFn(beam.DoFn):
             name = annotation_name(clip.key)
             media = clip.explain_media or {}
             item = ExplainInput(clip.key, name, clip.fields, media.get("keyframes") or [], media.get("audio_wav"))
-            explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.plan.llm}
+            explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
             try:
-                clip.fields[STAGE] = explain_clip(item, self.plan.sources, explainers, self.plan.wheel)
+                clip.fields[STAGE] = explain_clip(item, self.sources, explainers, self.wheel)
             except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
                 logging.getLogger(__name__).debug("explanation failed on %s", clip.source_path, exc_info=True)
                 return e
@@ -190,8 +194,8 @@ class ExplainFn(beam.DoFn):
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
             errors = list(pool.map(one, batch))
         self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
-        if self.plan.llm is not None:
-            self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.plan.llm.stats().items()})
+        if self.llm is not None:
+            self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
         for (clip, _), error in zip(batch, errors, strict=True):
             clip.explain_media = None
             if error is None:

@@ -138,7 +138,7 @@ def test_llm_explainer_end_to_end_in_a_build(three_clips, tmp_path, monkeypatch,
     rows = {}
     for path in sorted((tmp_path / "a" / "data").glob("*.parquet")):
         rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
-    for key, row in rows.items():
+    for row in rows.values():
         e = row["explanation"]
         assert e["visual_clue"]["source"] == "llm:loopback-vision" and e["visual_clue"]["prompt_version"] == "emer-v1" and e["visual_clue"]["time"]
         assert e["acoustic_clue"]["source"] == e["lexical_clue"]["source"] == "llm:loopback-chat"
@@ -156,3 +156,21 @@ def test_unreachable_llm_endpoint_is_one_error(three_clips, tmp_path, capsys):
     assert main(["build", str(three_clips), "--out", str(tmp_path / "out"), "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emer: error: the llm endpoint http://127.0.0.1:9/v1 cannot be used") and err.count("\n") == 1
+
+
+def test_emer_evaluate_reads_a_build(annotated, capsys):
+    """The build's labels against the demo's human labels: the two annotated clips match exactly, the
+    five annotated names without a video in this build score as empty predictions."""
+    out, _, _ = annotated
+    assert main(["evaluate", "--gt", str(DEMO_TABLES / "openset.csv"), "--pred", str(out), "--wheel-dir", str(WHEEL), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["counts"] == {"gt": 7, "pred": 3, "missing_predictions": 5, "extra_predictions": 1}
+    for level in ("level1", "level2"):
+        wheels = result["emotion_wheel"][level]["wheels"]
+        for w in wheels.values():
+            assert w["evaluated"] + w["skipped"] == 7
+            assert w["p"] == pytest.approx(2 / w["evaluated"]) and w["r"] == pytest.approx(2 / w["evaluated"])
+        assert result["emotion_wheel"][level]["p"] == pytest.approx(sum(w["p"] for w in wheels.values()) / 5)
+    assert main(["evaluate", "--gt", str(DEMO_TABLES / "openset.csv"), "--pred", str(out), "--wheel-dir", str(WHEEL)]) == 0
+    table = capsys.readouterr().out
+    assert "level1 mean" in table and "missing predictions 5 (scored as empty)" in table
