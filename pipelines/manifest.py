@@ -47,11 +47,13 @@ def write_manifest(
     clips_with_faces = 0
     audio_seconds = 0.0
     sources: dict[str, Counter[str]] = {}
+    keys: dict[str, list[str]] = {}
     for path in sorted((root / "data").glob("*.parquet")):
         split = path.name.split("-")[0]
         splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
         shards[split] = shards.get(split, 0) + 1
-        for row in pq.read_table(path, columns=["media", "transcript", "faces", "explanation"]).to_pylist():
+        for row in pq.read_table(path, columns=["key", "media", "transcript", "faces", "explanation"]).to_pylist():
+            keys.setdefault(split, []).append(row["key"])
             for name, value in row["explanation"].items():
                 if isinstance(value, dict):
                     sources.setdefault(name, Counter())[value["source"] or "null"] += 1
@@ -69,6 +71,7 @@ def write_manifest(
         "tool": f"emer-builder {__version__}",
         "schema_version": schema.version,
         "field_groups": [g.name for g in schema.groups],
+        "fields": schema.field_types(),  # dotted path -> type: releases compare it to choose the version bump
         "videos_dir": str(videos_dir),
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
@@ -88,6 +91,7 @@ def write_manifest(
         "skipped_files": skipped,
         "languages": sorted(languages),  # for the card's `language` tag
         "splits": splits,
+        "keys": {split: sorted(k) for split, k in sorted(keys.items())},  # releases list added and removed keys
         "shards": shards,
         "files": files,
     }

@@ -96,19 +96,28 @@ class RecordSchema:
         tar and the Parquet row are the same data."""
         return pa.Table.from_pylist([record], schema=self.arrow_schema()).to_pylist()[0]
 
-    def field_table(self) -> str:
-        """Markdown table of every field, nested ones as dotted paths."""
-        rows = ["| field | type | description |", "|---|---|---|"]
+    def field_paths(self) -> list[tuple[str, Field]]:
+        """Every field with its dotted path (`faces.crops[].box.x`), parents before children."""
+        found: list[tuple[str, Field]] = []
 
         def walk(prefix: str, fields: tuple[Field, ...] | list[Field]) -> None:
             for f in fields:
                 path = f"{prefix}{f.name}"
-                rows.append(f"| `{path}` | `{_type_name(f.type)}` | {f.doc} |")
+                found.append((path, f))
                 if f.children:
-                    sep = "[]." if pa.types.is_list(f.type) else "."
-                    walk(path + sep, f.children)
+                    walk(path + ("[]." if pa.types.is_list(f.type) else "."), f.children)
 
         walk("", self.all_fields())
+        return found
+
+    def field_types(self) -> dict[str, str]:
+        """Dotted path -> type name: what a release compares to tell added from changed fields."""
+        return {path: _type_name(f.type) for path, f in self.field_paths()}
+
+    def field_table(self) -> str:
+        """Markdown table of every field, nested ones as dotted paths."""
+        rows = ["| field | type | description |", "|---|---|---|"]
+        rows += [f"| `{path}` | `{_type_name(f.type)}` | {f.doc} |" for path, f in self.field_paths()]
         return "\n".join(rows)
 
 

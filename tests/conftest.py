@@ -44,3 +44,24 @@ def demo_build(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("demo") / "out"
     summary = build(demo_videos, out, workers=2, show_progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def release_builds(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two small real builds for release tests: v1 from 2 clips, v2 from the same 2 plus a third."""
+    import shutil
+
+    from pipelines.build import build
+    from pipelines.config import config_from_dict
+
+    config = config_from_dict({"transcript": {"model": "tiny.en"}})
+    outs = []
+    root = tmp_path_factory.mktemp("releases")
+    for name, clips in (("v1", ("sample_00000870.mp4", "jesper_intro.avi")), ("v2", ("sample_00000870.mp4", "jesper_intro.avi", "no_face_dog.mp4"))):
+        videos = root / f"videos-{name}"
+        videos.mkdir()
+        for clip in clips:
+            shutil.copyfile(demo_videos / clip, videos / clip)
+        build(videos, root / name, config, workers=1, show_progress=False)
+        outs.append(root / name)
+    return outs[0], outs[1]
