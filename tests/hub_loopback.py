@@ -48,8 +48,10 @@ operation is applied first: the response is "lost"), `drop_next(route)` closes t
 answer, `cut_next_download(n)` sends only n body bytes of the next file GET (the client resumes with Range),
 `hold_next(route)` parks the request until the test releases it (to kill a publisher between commit and tag),
 `on(route, fn)` runs fn(request) just before the request is handled (e.g. a racing commit from another client).
-Note: the client retries 408/429/5xx with 1 s, 2 s, ... back-off on preupload, LFS batch/PUT/verify and tree
-pages (not on commit, tag, repo_info or resolve HEAD), so use a 4xx or `times=` > retries there.
+Note: the client retries 408/429/5xx and dropped connections with 1 s, 2 s, ... back-off on preupload, LFS
+batch/PUT/verify and tree pages (not on commit, tag, repo_info or resolve HEAD), so use a 4xx there or expect the
+retry. A broken download body is resumed with `Range` only from the last whole chunk of
+`constants.DOWNLOAD_CHUNK_SIZE` (10 MiB); below that the client silently restarts from byte 0.
 """
 
 from __future__ import annotations
@@ -331,7 +333,7 @@ class HubLoopback:
         httpd.daemon_threads = True
         httpd.hub = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="hub-loopback", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="hub-loopback", daemon=True)
         self._thread.start()
         return self
 
@@ -410,6 +412,9 @@ class HubLoopback:
         with self._lock:
             return dict(self.repo(repo_id, repo_type).commits[self.resolve(repo_id, revision, repo_type)].files)
 
+    def list_paths(self, repo_id: str, revision: str = "main", repo_type: str = "dataset") -> list[str]:
+        return sorted(self.files(repo_id, revision, repo_type))
+
     def read_file(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "dataset") -> bytes:
         return self.files(repo_id, revision, repo_type)[path].data
 
@@ -440,7 +445,10 @@ class HubLoopback:
         self._add_fault(_Fault(route, "drop", times, after=after))
 
     def cut_next_download(self, after_bytes: int, *, times: int = 1) -> None:
-        """The next `times` file GETs (resolve or cdn) announce the full length but send only `after_bytes`."""
+        """The next `times` file GETs (resolve or cdn) announce the full length but send only `after_bytes`, then close.
+
+        The client resumes with `Range: bytes=<n>-` where n counts only whole chunks of constants.DOWNLOAD_CHUNK_SIZE
+        it received (shrink that constant with monkeypatch to see a resume on small files)."""
         self._add_fault(_Fault("resolve", "cut", times, cut_after=after_bytes))
 
     def hold_next(self, route: str) -> Hold:
@@ -645,7 +653,9 @@ class HubLoopback:
         repo_id = f"{payload.get('organization') or self.user}/{payload['name']}"
         private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
         if (repo_type, repo_id) in self.repos:
-            raise _HubError(409, f"You already created this {repo_type} repo")
+            err = _HubError(409, f"You already created this {repo_type} repo")
+            err.resp.body = json.dumps({"error": str(err), "url": self._repo_url(self.repos[(repo_type, repo_id)])}).encode()
+            raise err  # create_repo(exist_ok=True) reads `url` from this 409 body, like the Hub sends it
         repo = self.create_repo(repo_id, repo_type, private)
         return _json_resp({"url": self._repo_url(repo), "name": repo_id, "id": "0" * 24})
 
