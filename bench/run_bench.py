@@ -5,7 +5,11 @@ CPU time (the process and all its descendants), peak RSS of the whole process tr
 /proc every 0.1 s), video seconds per wall second, and the stage CPU shares the build reports.
 The first variant is the baseline; the others are given as ratios against it.
 
-Usage: python -m bench.run_bench [--runs 3] [--minutes 5] [--variants workers1,workers2]
+The `llm1` / `llm4` variants take every explanation field from an OpenAI-compatible endpoint:
+the loopback server of the tests, answering each request after `--llm-latency` seconds (a stand-in
+for a real model's latency), with a fresh response cache per run, at 1 and 4 requests in flight.
+
+Usage: python -m bench.run_bench [--runs 3] [--minutes 5] [--variants workers1,workers2] [--llm-latency 0.5]
 """
 
 from __future__ import annotations
@@ -33,7 +37,21 @@ HERE = Path(__file__).resolve().parent
 VARIANTS = {
     "workers1": ["--workers", "1"],
     "workers2": ["--workers", "2"],
+    "llm1": ["--workers", "1"],
+    "llm4": ["--workers", "1"],
 }
+LLM_CONCURRENCY = {"llm1": 1, "llm4": 4}
+
+
+def llm_config(path: Path, base_url: str, concurrency: int, cache: Path) -> list[str]:
+    """A build config taking every field from the endpoint (fresh cache: every answer is a request)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    path.write_text(
+        "explanation:\n  default_sources: [llm]\n  llm:\n"
+        f"    base_url: {base_url}\n    model: loopback-chat\n    api_key_env: EMER_BENCH_KEY\n"
+        f"    concurrency: {concurrency}\n    cache_dir: {cache}\n"
+    )
+    return ["--config", str(path)]
 
 
 def make_corpus(dest: Path, minutes: float) -> tuple[Path, float]:
@@ -110,19 +128,33 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--variants", default="workers1,workers2")
+    ap.add_argument("--llm-latency", type=float, default=0.5)
     args = ap.parse_args()
     work = HERE / "out"
     videos, video_seconds = make_corpus(work / "corpus", args.minutes)
     clips = sum(1 for _ in videos.rglob("*.*"))
     results = {}
-    for name in args.variants.split(","):
-        runs = [run_once(videos, work / f"ds-{name}", VARIANTS[name]) for _ in range(args.runs)]
+    from tests.openai_loopback import OpenAILoopback
+
+    os.environ["EMER_BENCH_KEY"] = "bench-key"
+    with OpenAILoopback("bench-key", latency_s=args.llm_latency) as server:
+        for name in args.variants.split(","):
+            runs = []
+            for i in range(args.runs):
+                extra = list(VARIANTS[name])
+                if name in LLM_CONCURRENCY:
+                    extra += llm_config(work / f"{name}.yaml", server.base_url, LLM_CONCURRENCY[name], work / f"llm-cache-{name}-{i}")
+                runs.append(run_once(videos, work / f"ds-{name}", extra))
+            results[name] = runs
+    for name, runs in list(results.items()):
         med = {m: statistics.median(r[m] for r in runs) for m in ("wall_s", "cpu_s", "peak_rss_mb")}
         med["video_s_per_wall_s"] = video_seconds / med["wall_s"]
         med["stage_share"] = runs[len(runs) // 2]["stage_share"]
         med["walls"] = [round(r["wall_s"], 1) for r in runs]
         results[name] = med
         print(name, json.dumps(med), flush=True)
+    if any(n in LLM_CONCURRENCY for n in results):
+        print(f"llm requests answered by the loopback server: {len(server.chat_requests())} at {args.llm_latency} s each")
     base = results[args.variants.split(",")[0]]
     lines = [
         f"### {date.today().isoformat()}: {clips} clips, {video_seconds:.0f} s of video, median of {args.runs} runs",

@@ -222,6 +222,7 @@ def explain_clips(p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, 
         {"clips": by_name, "rows": rows}
         | "JoinAnnotations" >> beam.CoGroupByKey()
         | "Pairs" >> beam.FlatMapTuple(lambda name, g: [(c, g["rows"][0] if g["rows"] else {}) for c in g["clips"]])
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(1, 2 * concurrency))
+        # fixed-size batches: adaptive batching starts at 1 and would leave the request slots idle
+        | "Batch" >> beam.BatchElements(min_batch_size=2 * concurrency, max_batch_size=2 * concurrency)
         | "Explain" >> beam.ParDo(ExplainFn(plan, language, concurrency, progress_dir), corpus=beam.pvalue.AsSingleton(corpus)).with_outputs(FAILED, main="clips")
     )
