@@ -161,6 +161,7 @@ def run_pipeline(
     workers: int,
     beam_args: list[str],
     plan: Any,
+    names: dict[str, str],
 ) -> None:
     from pipelines.explain import explain_clips
 
@@ -179,7 +180,7 @@ def run_pipeline(
             result = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, progress_dir)).with_outputs(FAILED, main="clips")
             clips = result.clips
             failures.append(result[FAILED])
-        explained = explain_clips(p, clips, plan, config.explanation.llm, config.explanation.language, progress_dir)
+        explained = explain_clips(p, clips, plan, names, config.explanation.llm, config.explanation.language, progress_dir)
         clips = explained.clips
         failures.append(explained[FAILED])
         records = clips | "Record" >> beam.ParDo(RecordFn(schema, prov, config, progress_dir)).with_outputs(FAILED, main="records")
@@ -374,16 +375,17 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     SplitAssigner(split.ratios, split.group_by, split.group_pattern, split.split_table, split.seed)
     if split.group_by.split(".")[0] not in schema.column_names():
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
+    from pipelines.explain import describe_sources, join_names, prepare
+
+    plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
     if not _names_runner(beam_args):
         check_stages(config)  # remote workers may differ from this machine: they report their own errors
-    from pipelines.explain import annotation_name, describe_sources, prepare
-
-    plan = prepare(config)
     stages = build_stages(config, workers)
     prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
     inputs, collisions, skipped = match_videos(videos)
-    unmatched = plan.annotations.unmatched({annotation_name(i.key) for i in inputs}) if plan.annotations.names else ([], [])
+    names = join_names(inputs, plan.annotations.names)
+    unmatched = plan.annotations.unmatched(set(names.values())) if plan.annotations.names else ([], [])
     early = [
         failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
         for c in collisions
@@ -403,7 +405,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
     try:
         with progress:
-            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args, plan)
+            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args, plan, names)
         seconds, loads, counts = stage_times(staging / ".progress"), model_loads(staging / ".progress"), counters(staging / ".progress")
         shutil.rmtree(staging / ".progress")
         wall = round(time.monotonic() - started, 2)

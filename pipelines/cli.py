@@ -31,6 +31,22 @@ def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.publish import publish
+
+    result = publish(args.out, args.repo, args.version, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint, license=args.license)
+    print(result.text())
+    return 0
+
+
+def _download(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.download import download
+
+    result = download(args.repo, args.to, version=args.version, splits=args.split or None, config=args.config, endpoint=args.endpoint)
+    print(result.text())
+    return 0
+
+
 def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.models import install_offline_models
 
@@ -51,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an output folder that holds a different build")
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--annotations", action="append", default=[], metavar="FILE", help="annotation table joined by clip name (repeatable; formats in README)")
-    b.add_argument("--wheel-dir", help="folder with the emotion-wheel tables (default: fetched once from the pinned source into the cache)")
+    b.add_argument("--wheel-dir", help="emotion-wheel tables for label normalisation: a folder, or `fetch` (pinned download, cached); default: none")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score predicted labels against ground truth (emotion-wheel, MER2024 sets, discrete)")
     e.add_argument("--gt", required=True, help="ground truth: CSV/JSONL of name + labels, or a built dataset folder (OUT or OUT:SPLIT)")
@@ -60,6 +76,23 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--synonyms", help="synonym groups for the MER2024 set-level metrics")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_evaluate)
+    pub = sub.add_parser("publish", help="publish a build as a versioned release (Hub repo, directory or fsspec URL)")
+    pub.add_argument("out", help="a finished build folder")
+    pub.add_argument("--repo", required=True, help="ORG/NAME on the Hugging Face Hub, or a directory / fsspec URL")
+    pub.add_argument("--version", required=True, help="semantic version X.Y.Z, greater than every published one")
+    pub.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    pub.add_argument("--dry-run", action="store_true", help="print what would be uploaded and the card; change nothing")
+    pub.add_argument("--endpoint", help="Hub endpoint (default: huggingface_hub's, i.e. HF_ENDPOINT or huggingface.co)")
+    pub.add_argument("--license", default="other", help="licence id for the card (default: other)")
+    pub.set_defaults(func=_publish)
+    dl = sub.add_parser("download", help="download a published release, verified against its manifest")
+    dl.add_argument("repo", help="ORG/NAME on the Hub, or a directory / fsspec URL published by `emer publish`")
+    dl.add_argument("--version", help="X.Y.Z (default: the latest)")
+    dl.add_argument("--split", action="append", default=[], help="only this split (repeatable)")
+    dl.add_argument("--config", choices=("default", "media"), default="default", help="default: Parquet tables; media: WebDataset shards")
+    dl.add_argument("--to", required=True, help="destination folder (an interrupted download resumes there)")
+    dl.add_argument("--endpoint", help="Hub endpoint")
+    dl.set_defaults(func=_download)
     m = sub.add_parser("models", help="prepare the offline default models (idempotent)")
     m.set_defaults(func=_models)
     return p

@@ -82,7 +82,7 @@ class ExplanationConfig:
     sources: dict[str, list[str]] = field(default_factory=dict)  # per-field override, e.g. {open_vocab_labels: [annotations, llm]}
     annotations: tuple[str, ...] = ()  # annotation tables recognised by their header (also `--annotations`)
     mapped_annotations: list[dict[str, Any]] = field(default_factory=list)  # other tables: {path, format, columns, language}
-    wheel_dir: str | None = None  # emotion-wheel tables; None: the cache, fetched from the pinned source
+    wheel_dir: str | None = None  # emotion-wheel tables: a folder, "fetch" (pinned download, cached), or None: labels not normalised
     llm: LlmConfig = field(default_factory=LlmConfig)
 
 
@@ -101,7 +101,11 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of what shapes the records; how fast or where the LLM answers are fetched and cached does not."""
+        data = self.to_dict()
+        for name in ("timeout_s", "max_retries", "concurrency", "cache_dir"):
+            data["explanation"]["llm"].pop(name)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

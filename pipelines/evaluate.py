@@ -151,6 +151,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             return columns, rows
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not a valid CSV file ({e})") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     raise UserError(f"{path}: expected a .csv or .jsonl file, or a built dataset folder")

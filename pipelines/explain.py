@@ -2,7 +2,7 @@
 rules explainer, an optional LLM endpoint, all feeding `transforms.explanation.explain_clip`.
 
 clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
-      -> join annotation rows by name (CoGroupByKey: a table of 100k explanations never sits in one worker)
+      -> join annotation rows by name (CoGroupByKey: workers see only their clips' rows)
       -> Explain, in batches run on a thread pool (LLM requests overlap; the concurrency limit holds),
          with the corpus statistics of every clip as a side input
 """
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 import cv2
@@ -29,15 +32,33 @@ from pipelines.progress import ProgressLog, cpu_seconds
 from transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
 from transforms.clip import Clip
 from transforms.explanation import EXPLAINED_FIELDS, SOURCES, ExplainInput, explain_clip
+from transforms.keys import VideoInput
 from transforms.rules_explainer import CorpusStats, RulesExplainer, measures_of
 
 STAGE = "explanation"
 KEYFRAME_MAX_SIDE = 512
 
 
-def annotation_name(key: str) -> str:
-    """The id annotation tables use for a clip: the file name part of the key (`sample_00000648`)."""
-    return key.rsplit("__", 1)[-1]
+def join_names(inputs: list[VideoInput], annotated: set[str]) -> dict[str, str]:
+    """key -> the name annotation tables use for the clip: its path without extension when a table
+    names clips that way (`video_0001/0001`), else its file name (`sample_00000648`).
+
+    One annotated name matching several videos is an error: the annotation would be copied onto each."""
+    names: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for i in inputs:
+        path = PurePosixPath(i.source_path).with_suffix("")
+        names[i.key] = path.as_posix() if path.as_posix() in annotated else path.name
+        by_name.setdefault(names[i.key], []).append(i.source_path)
+    shared = sorted((n, paths) for n, paths in by_name.items() if n in annotated and len(paths) > 1)
+    if shared:
+        name, paths = shared[0]
+        raise UserError(
+            f"annotated name {name!r} matches {len(paths)} videos ({', '.join(sorted(paths)[:3])}); "
+            f"name the table's rows by path without extension (e.g. {PurePosixPath(sorted(paths)[0]).with_suffix('').as_posix()!r})"
+            + (f"; {len(shared) - 1} more names are shared" if len(shared) > 1 else "")
+        )
+    return names
 
 
 def field_sources(config: BuildConfig) -> dict[str, tuple[str, ...]]:
@@ -46,10 +67,12 @@ def field_sources(config: BuildConfig) -> dict[str, tuple[str, ...]]:
     unknown = sorted(set(e.sources) - set(EXPLAINED_FIELDS))
     if unknown:
         raise UserError(f"explanation.sources names unknown field(s) {', '.join(unknown)}; fields: {', '.join(EXPLAINED_FIELDS)}")
-    sources = {name: tuple(e.sources.get(name, e.default_sources)) for name in EXPLAINED_FIELDS}
-    for name, chosen in sources.items():
-        if not isinstance(chosen, tuple) or not all(isinstance(s, str) for s in chosen):
-            raise UserError(f"explanation.sources.{name} must be a list of source names")
+    sources = {}
+    for name in EXPLAINED_FIELDS:
+        chosen = e.sources.get(name, e.default_sources)
+        if not isinstance(chosen, (list, tuple)) or not all(isinstance(s, str) for s in chosen):
+            raise UserError(f"explanation.sources.{name} must be a list of source names ({', '.join(SOURCES)}), got {chosen!r}")
+        sources[name] = tuple(chosen)
         bad = sorted(set(chosen) - set(SOURCES))
         if bad:
             raise UserError(f"explanation source(s) {', '.join(bad)} for {name} unknown; sources: {', '.join(SOURCES)}")
@@ -88,16 +111,28 @@ def make_llm(llm: LlmConfig, language: str) -> Any:
 
 
 def load_wheel(wheel_dir: str | None) -> tuple[Any, str | None]:
-    """The emotion-wheel tables, or None and the reason (a build goes on without normalisation)."""
+    """The emotion-wheel tables the config asks for: a folder, `fetch` (the pinned download, cached),
+    or None: no normalisation, so what a build writes never depends on what the network allows."""
     from transforms.wheel import EmotionWheel
     from transforms.wheel import wheel_dir as resolve
 
-    try:
-        return EmotionWheel(resolve(wheel_dir)), None
-    except UserError as e:
-        if wheel_dir:
-            raise
-        return None, str(e)
+    if wheel_dir is None:
+        return None, "no --wheel-dir given (a folder with the tables, or `fetch` to download the pinned ones)"
+    return EmotionWheel(resolve(None if wheel_dir == "fetch" else wheel_dir)), None
+
+
+def check_llm_config(llm: LlmConfig) -> None:
+    """Settings the explainer cannot work with, and endpoint URLs that would carry a secret into the
+    manifest (which records the config): credentials belong in the variable `api_key_env` names."""
+    url = urlsplit(llm.base_url or "")
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UserError(f"explanation.llm.base_url must be an http(s) URL, got {llm.base_url!r}")
+    if url.username or url.password or url.query:
+        raise UserError("explanation.llm.base_url must not hold credentials or a query string; put the key in the variable named by api_key_env")
+    if llm.concurrency < 1 or llm.max_retries < 0 or llm.timeout_s <= 0 or llm.frames < 0:
+        raise UserError("explanation.llm: concurrency must be at least 1, max_retries and frames at least 0, timeout_s above 0")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", llm.prompt_version) or ".." in llm.prompt_version:
+        raise UserError(f"explanation.llm.prompt_version must be a folder name under transforms/prompts/, got {llm.prompt_version!r}")
 
 
 @dataclass
@@ -118,7 +153,13 @@ def prepare(config: BuildConfig, check_endpoint: bool = True) -> ExplainPlan:
     sources = field_sources(config)
     table = load_annotations(list(e.annotations), list(e.mapped_annotations))
     wheel, problem = load_wheel(e.wheel_dir)
-    llm = make_llm(e.llm, e.language) if uses_llm(sources) else None
+    llm = None
+    if uses_llm(sources):
+        check_llm_config(e.llm)
+        try:
+            llm = make_llm(e.llm, e.language)
+        except (ValueError, OSError) as err:
+            raise UserError(f"explanation.llm: {err}") from None
     if llm is not None and check_endpoint:
         try:
             llm.check()
@@ -173,14 +214,13 @@ class ExplainFn(beam.DoFn):
         if self.llm is not None:
             self.llm.setup()
 
-    def process(self, batch: list[tuple[Clip, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
+    def process(self, batch: list[tuple[Clip, str, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
         rules = RulesExplainer(corpus)
         llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
-        def one(pair: tuple[Clip, dict[str, Any]]) -> BaseException | None:
-            clip, values = pair
-            name = annotation_name(clip.key)
+        def one(joined: tuple[Clip, str, dict[str, Any]]) -> BaseException | None:
+            clip, name, values = joined
             media = clip.explain_media or {}
             item = ExplainInput(clip.key, name, clip.fields, media.get("keyframes") or [], media.get("audio_wav"))
             explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
@@ -196,7 +236,7 @@ class ExplainFn(beam.DoFn):
         self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
         if self.llm is not None:
             self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
-        for (clip, _), error in zip(batch, errors, strict=True):
+        for (clip, _, _), error in zip(batch, errors, strict=True):
             clip.explain_media = None
             if error is None:
                 yield clip
@@ -205,7 +245,9 @@ class ExplainFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, STAGE, error))
 
 
-def explain_clips(p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, llm_config: LlmConfig, language: str, progress_dir: str) -> Any:
+def explain_clips(
+    p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, progress_dir: str
+) -> Any:
     """The explanation step as Beam transforms; returns the ParDo result with main output `clips`."""
     frames = llm_config.frames if plan.llm is not None else 0
     slimmed = clips | "Slim" >> beam.Map(slim, frames, llm_config.send_audio and plan.llm is not None)
@@ -215,13 +257,13 @@ def explain_clips(p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, 
         | "CorpusList" >> beam.combiners.ToList()
         | "Corpus" >> beam.Map(CorpusStats.from_measures)
     )
-    by_name = slimmed | "ByName" >> beam.Map(lambda c: (annotation_name(c.key), c))
+    by_name = slimmed | "ByName" >> beam.Map(lambda c, names: (names[c.key], c), names)
     rows = p | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
     concurrency = llm_config.concurrency if plan.llm is not None else 1
     return (
         {"clips": by_name, "rows": rows}
         | "JoinAnnotations" >> beam.CoGroupByKey()
-        | "Pairs" >> beam.FlatMapTuple(lambda name, g: [(c, g["rows"][0] if g["rows"] else {}) for c in g["clips"]])
+        | "Pairs" >> beam.FlatMapTuple(lambda name, g: [(c, name, g["rows"][0] if g["rows"] else {}) for c in g["clips"]])
         # fixed-size batches: adaptive batching starts at 1 and would leave the request slots idle
         | "Batch" >> beam.BatchElements(min_batch_size=2 * concurrency, max_batch_size=2 * concurrency)
         | "Explain" >> beam.ParDo(ExplainFn(plan, language, concurrency, progress_dir), corpus=beam.pvalue.AsSingleton(corpus)).with_outputs(FAILED, main="clips")

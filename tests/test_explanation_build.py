@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -174,3 +175,36 @@ def test_emer_evaluate_reads_a_build(annotated, capsys):
     assert main(["evaluate", "--gt", str(DEMO_TABLES / "openset.csv"), "--pred", str(out), "--wheel-dir", str(WHEEL)]) == 0
     table = capsys.readouterr().out
     assert "level1 mean" in table and "missing predictions 5 (scored as empty)" in table
+
+
+def test_configuration_mistakes_are_one_clear_error(tmp_path):
+    from pipelines.config import config_from_dict
+    from pipelines.errors import UserError
+    from pipelines.explain import prepare
+
+    cases = {
+        "explanation.sources.visual_clue must be a list of source names": {"sources": {"visual_clue": "llm"}},
+        "explanation source(s) gpt for valence unknown": {"sources": {"valence": ["gpt"]}},
+        "names unknown field(s) mood": {"sources": {"mood": ["rules"]}},
+        "needs explanation.llm.base_url and explanation.llm.model": {"default_sources": ["llm"]},
+        "must not hold credentials": {"default_sources": ["llm"], "llm": {"base_url": "https://user:sk-secret@example.org/v1", "model": "m"}},
+        "concurrency must be at least 1": {"default_sources": ["llm"], "llm": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "concurrency": 0}},
+        "prompt_version must be a folder name": {"default_sources": ["llm"], "llm": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "prompt_version": "../x"}},
+        "entries must be mappings": {"mapped_annotations": ["labels.csv"]},
+    }
+    for message, explanation in cases.items():
+        with pytest.raises(UserError, match=re.escape(message)) as caught:
+            prepare(config_from_dict({"explanation": explanation}), check_endpoint=False)
+        assert "sk-secret" not in str(caught.value)
+
+
+def test_one_annotated_name_for_two_videos_is_refused_unless_named_by_path():
+    from pipelines.errors import UserError
+    from pipelines.explain import join_names
+    from transforms.keys import VideoInput
+
+    inputs = [VideoInput("video_0001__0001", "/v/video_0001/0001.mp4", "video_0001/0001.mp4"), VideoInput("video_0002__0001", "/v/video_0002/0001.mp4", "video_0002/0001.mp4")]
+    with pytest.raises(UserError, match=r"annotated name '0001' matches 2 videos .*'video_0001/0001'"):
+        join_names(inputs, {"0001"})
+    assert join_names(inputs, {"video_0001/0001", "video_0002/0001"}) == {"video_0001__0001": "video_0001/0001", "video_0002__0001": "video_0002/0001"}
+    assert join_names(inputs, set()) == {"video_0001__0001": "0001", "video_0002__0001": "0001"}  # nothing annotated: nothing to mix up

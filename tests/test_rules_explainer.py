@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import re
 
 import pyarrow.parquet as pq
@@ -104,8 +105,22 @@ def test_demo_build_explained_by_rules_and_traceable(demo_build):
                 assert corpus.percentile(row["measure"], _resolve(record, row["measure"])) == pytest.approx(row["corpus_percentile"], abs=0.1)
             checked += 1
     assert checked > 40
+    labels = records["sample_00000870"]["explanation"]["open_vocab_labels"]
+    assert labels["normalised"] is None and labels["wheel"] is None  # built without --wheel-dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["emotion_wheel"].startswith("not used: no --wheel-dir given")
     smiling = records["sample_00000870"]["explanation"]
     assert "smiles and looks happy throughout the clip" in smiling["visual_clue"]["text"]
     assert smiling["open_vocab_labels"]["labels"] == ["happy"]
     assert "no face is visible" in records["no_face_dog"]["explanation"]["visual_clue"]["text"]
     assert records["jesper_intro"]["explanation"]["lexical_clue"]["text"].startswith('In the text, the speaker says: "Hi, my name is')
+
+
+def test_merge_leaves_out_clues_that_came_from_elsewhere():
+    rules = RulesExplainer(CorpusStats())
+    item = ExplainInput("k", "k", _fields())
+    assert rules.explain("open_vocab_labels", item).value == ["joyful", "surprised"]
+    item.chosen["lexical_clue"] = FieldValue("In the text, he complains bitterly.", "en", "human")
+    merged = rules.explain("multimodal_explanation", item)
+    assert merged.value == "Taken together, the clues show no clear emotion."  # the words were the only rules clue with an emotion
+    assert rules.explain("open_vocab_labels", item).value == []

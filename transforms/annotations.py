@@ -217,6 +217,14 @@ def _read_table(path: Path, fmt: str) -> _Rows:
             raise UserError(f"annotation table {path} is empty")
         return _Rows(path, fmt, columns, rows)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    try:
+        return _csv_rows(path, fmt, reader)
+    except csv.Error as e:
+        raise UserError(f"annotation table {path}: line {reader.line_num} is not valid {fmt.upper()} ({e})") from None
+
+
+def _csv_rows(path: Path, fmt: str, reader: Any) -> _Rows:
+    rows: list[tuple[int, dict[str, Any]]] = []
     header = next(reader, None)
     if not header:
         raise UserError(f"annotation table {path} is empty")
@@ -238,8 +246,8 @@ def _cell_text(table: _Rows, number: int, column: str, cell: Any) -> str | None:
     """A cell as stripped text; None when empty."""
     if cell is None:
         return None
-    if isinstance(cell, bool) or not isinstance(cell, (str, int, float)):
-        raise UserError(f"annotation table {table.path}: line {number} column {column!r} holds {type(cell).__name__}, not text")
+    if isinstance(cell, bool) or not isinstance(cell, (str, int, float)) or (isinstance(cell, float) and not math.isfinite(cell)):
+        raise UserError(f"annotation table {table.path}: line {number} column {column!r} holds {cell!r}, not text")
     text = str(cell).strip()
     return text or None
 
@@ -260,7 +268,7 @@ def _field_value(table: _Rows, number: int, name: str, column: str, field_name: 
                 labels = parse_label_list(text)
             except ValueError as e:
                 raise UserError(f"annotation table {table.path}: {name} column {column!r}: {e}") from None
-        return labels or None
+        return labels  # an annotated empty list is a value: the annotator saw no clear emotion
     if field_name == "valence":
         if isinstance(cell, (int, float)) and not isinstance(cell, bool):
             value = float(cell)
@@ -272,8 +280,8 @@ def _field_value(table: _Rows, number: int, name: str, column: str, field_name: 
                 value = float(text)
             except ValueError:
                 raise UserError(f"annotation table {table.path}: {name} column {column!r}: valence {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UserError(f"annotation table {table.path}: {name} column {column!r}: valence {value} is not finite")
+        if not math.isfinite(value) or abs(value) > 3.4e38:  # stored as float32
+            raise UserError(f"annotation table {table.path}: {name} column {column!r}: valence {value} is not a finite float32")
         return value
     return _cell_text(table, number, column, cell)
 
@@ -381,6 +389,8 @@ def _parse_recognised(table: _Rows, kind: str) -> _Parsed:
 
 
 def _parse_mapped(spec: Mapping[str, Any]) -> tuple[_Rows, _Parsed]:
+    if not isinstance(spec, Mapping):
+        raise UserError(f"explanation.mapped_annotations entries must be mappings {{path, columns, format, language}}, got {spec!r}")
     unknown = set(spec) - {"path", "format", "columns", "language"}
     if "path" not in spec:
         raise UserError(f"annotation mapping {dict(spec)!r} has no `path`")

@@ -404,9 +404,10 @@ class LlmExplainer:
                 last = str(e)
                 log.info("llm %s: attempt %d/%d failed: %s", field_name, attempt + 1, attempts, last)
                 continue
-            when = _utc_now()
-            self._cache_write(path, {"answer": answer, "time": when})
-            return value, when
+            entry = self._cache_store(path, {"answer": answer, "time": _utc_now()})
+            if entry["answer"] != answer:  # another thread or worker answered the same request first: its answer wins
+                value = parse(entry["answer"])
+            return value, entry["time"]
         self._count("failures")
         reason = f"no usable answer from {model} after {attempts} attempt{'s' if attempts > 1 else ''}: {last}"
         log.warning("llm %s: %s", field_name, reason)
@@ -459,18 +460,24 @@ class LlmExplainer:
             return None
         return entry
 
-    def _cache_write(self, path: Path | None, entry: dict[str, str]) -> None:
-        """Write-then-rename, so a reader (another worker) never sees half an entry."""
+    def _cache_store(self, path: Path | None, entry: dict[str, str]) -> dict[str, str]:
+        """Store the entry unless one exists (hard link: atomic, never replaces), and return the stored
+        entry, so two identical requests in flight end with one answer and one time, as a re-run sees."""
         if path is None:
-            return
+            return entry
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
                 tmp = f.name
                 json.dump(entry, f, ensure_ascii=False, sort_keys=True)
-            os.replace(tmp, path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return self._cache_read(path) or entry
         except OSError as e:
             log.warning("cannot write LLM cache entry %s: %s", path, e)
+        finally:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+        return entry

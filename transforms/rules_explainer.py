@@ -272,6 +272,7 @@ class RulesExplainer:
             return _Analysis([_Sentence("In the text, nothing is said, so the words give no clue.", [("transcript.word_count", 0.0, None)])], {})
         quote = f'In the text, the speaker says: "{text.strip()}"' + ("" if text.strip()[-1:] in ".!?。！？" else ".")
         if language != "en":
+            language = language or "unknown"
             return _Analysis([_Sentence(f"{quote} No emotion lexicon is available for language {language!r}, so the words are not scored.", [(where, float(len(words)), None)])], {})
         hits = _lexicon_hits(words)
         if not hits:
@@ -287,9 +288,15 @@ class RulesExplainer:
 
     # -- merge ------------------------------------------------------------------------------
     def merge(self, item: Any) -> tuple[list[_Sentence], list[str]]:
-        """Which clue supports which emotion, and the labels the clues together support enough."""
+        """Which clue supports which emotion, and the labels the clues together support enough.
+
+        Only clues the rules wrote take part: where the record's clue came from a person or an LLM,
+        re-reading the measures could contradict it."""
         clues = {}
-        for name, analyse in (("facial expression", self.visual), ("voice", self.acoustic), ("words", self.lexical)):
+        for name, analyse, field_name in (("facial expression", self.visual, "visual_clue"), ("voice", self.acoustic, "acoustic_clue"), ("words", self.lexical, "lexical_clue")):
+            chosen = item.chosen.get(field_name)
+            if chosen is not None and chosen.source != SOURCE:
+                continue  # the record's clue came from elsewhere: a merge must not contradict it
             result = analyse(item)
             if not isinstance(result, Unavailable):
                 clues[name] = result

@@ -1,0 +1,539 @@
+"""`emer download`, `load_split` and `iter_samples`: fetch a release made by `emer publish` and check it.
+
+A release is a Hub dataset repo tagged `vX.Y.Z`, or `TARGET/vX.Y.Z/` on a directory / fsspec URL with
+`TARGET/releases.json` listing the published versions. Only the files asked for are fetched (one config,
+some splits), and every one of them is checked against the sha256 in the release's `manifest.json`
+before anything reads it: a release is only as trustworthy as its manifest, so the manifest is
+checked too (no absolute or `..` paths, nothing outside data/, media/ and failures.parquet).
+
+Nothing here unpickles downloaded bytes: Parquet carries its own schema, tar members are read as
+bytes and only `.json` members are parsed, and every member of a shard is validated (regular file,
+`{key}.{suffix}` with a key of the manifest's split and a suffix the builder writes) before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pipelines.errors import UserError
+from pipelines.manifest import MANIFEST
+from pipelines.models import emer_home
+from transforms.decode import sha256_file
+from transforms.split import SPLIT_NAME
+
+if TYPE_CHECKING:
+    import datasets
+
+log = logging.getLogger(__name__)
+
+RELEASES = "releases.json"
+CONFIGS = ("default", "media")
+VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")  # as given by users and in releases.json
+TAG = re.compile(r"v(\d+)\.(\d+)\.(\d+)")  # release tags on the Hub
+ROOT_FILES = ("failures.parquet",)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
+KEY = re.compile(r"[\w-]+")  # what transforms.keys.key_for makes: no dots, slashes or `..`
+MEMBER_SUFFIX = re.compile(r"json|flac|face_\d{3}\.jpg")  # what transforms.shards writes for a sample
+UNSAFE_PATH_CHARS = re.compile(r"[\\\x00-\x1f*?\[\]:]")  # separators of other systems, control and glob characters
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What `download` fetched and checked: `text()` is the CLI's summary."""
+
+    source: str
+    version: str
+    to: Path
+    fetched: tuple[str, ...]  # manifest files written by this run
+    present: tuple[str, ...]  # manifest files already there (an earlier, maybe interrupted, run)
+    bytes_fetched: int
+    verified: int  # files whose sha256 matched the manifest
+    redownloaded: tuple[str, ...] = ()  # files fetched a second time after a checksum mismatch
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def text(self) -> str:
+        lines = [
+            f"{self.source} v{self.version} -> {self.to}",
+            f"  {_files(len(self.fetched))} fetched ({_human(self.bytes_fetched)}), {len(self.present)} already present",
+            f"  {_files(self.verified)} verified against {MANIFEST} (sha256)",
+        ]
+        if self.redownloaded:
+            lines.append(f"  fetched again after a checksum mismatch: {', '.join(self.redownloaded)}")
+        return "\n".join(lines)
+
+
+class _Source(Protocol):
+    """Where releases come from: a Hub repo or an fsspec target. A revision is what `versions` maps a version to."""
+
+    def versions(self) -> dict[str, str]: ...
+
+    def read(self, revision: str, name: str) -> bytes: ...
+
+    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
+        """Bring `files` (path -> expected sha256) and, where the release has them, `optional` into `to`.
+
+        Returns the sha256 of the files it hashed on the way, so they are not read twice."""
+        ...
+
+    def refetch(self, revision: str, path: str, to: Path) -> None: ...
+
+
+class _Hub:
+    """A Hub dataset repo; versions are its `vX.Y.Z` tags, pinned to their commit so all files come from one commit."""
+
+    def __init__(self, repo: str, endpoint: str | None, token: str | bool | None) -> None:
+        from huggingface_hub import HfApi
+
+        self.repo, self.endpoint, self.token = repo, endpoint, token
+        self.api = HfApi(endpoint=endpoint, token=token)
+
+    def versions(self) -> dict[str, str]:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        try:
+            refs = self.api.list_repo_refs(self.repo, repo_type="dataset")
+        except RepositoryNotFoundError:
+            raise UserError(f"dataset repo {self.repo} not found (a private repo needs a token: `hf auth login` or HF_TOKEN)") from None
+        except _network_errors() as e:
+            raise UserError(f"cannot list the releases of {self.repo}: {_one_line(e)}") from None
+        return {_version(m): tag.target_commit for tag in refs.tags if (m := TAG.fullmatch(tag.name))}
+
+    def read(self, revision: str, name: str) -> bytes:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        with tempfile.TemporaryDirectory(prefix="emer-download-") as tmp:
+            try:
+                path = self._call(hf_hub_download, filename=name, revision=revision, local_dir=tmp)
+            except EntryNotFoundError:
+                raise UserError(f"commit {revision} of {self.repo} has no {name}: not a release made by `emer publish`") from None
+            return Path(path).read_bytes()
+
+    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
+        from huggingface_hub import snapshot_download
+
+        # Exact paths as patterns: a file the manifest does not list is never fetched. snapshot_download skips
+        # files it fetched before (its metadata in TO/.cache/huggingface) and resumes broken transfers.
+        patterns = sorted(files) + optional
+        self._call(snapshot_download, revision=revision, local_dir=to, allow_patterns=patterns)
+        return {}
+
+    def refetch(self, revision: str, path: str, to: Path) -> None:
+        from huggingface_hub import hf_hub_download
+
+        self._call(hf_hub_download, filename=path, revision=revision, local_dir=to, force_download=True)
+
+    def _call(self, fn: Any, **kwargs: Any) -> Any:
+        """A huggingface_hub download function on this repo; network failures become a UserError that says to re-run."""
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            return fn(self.repo, repo_type="dataset", endpoint=self.endpoint, token=self.token, **kwargs)
+        except EntryNotFoundError:
+            raise
+        except _network_errors() as e:
+            raise UserError(f"download from {self.repo} failed ({type(e).__name__}: {_one_line(e)}); run the same command again to resume") from None
+
+
+class _Fsspec:
+    """A directory or fsspec URL laid out by `emer publish`: TARGET/releases.json and TARGET/vX.Y.Z/<files>."""
+
+    def __init__(self, target: str) -> None:
+        import fsspec
+
+        self.target = target
+        self.fs, root = fsspec.core.url_to_fs(os.path.expanduser(target))
+        self.root = root.rstrip("/")
+
+    def versions(self) -> dict[str, str]:
+        path = f"{self.root}/{RELEASES}"
+        try:
+            data = json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            raise UserError(f"{self.target} has no {RELEASES}: it is not a target written by `emer publish`") from None
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {self.target}/{RELEASES}: {e}") from None
+        listed = [str(e.get("version", "")) for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+        return {_version(m): f"{self.root}/v{_version(m)}" for v in listed if (m := VERSION.fullmatch(v))}
+
+    def read(self, revision: str, name: str) -> bytes:
+        try:
+            return self.fs.cat_file(f"{revision}/{name}")
+        except OSError as e:
+            raise UserError(f"cannot read {name} of {revision}: {e}") from None
+
+    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
+        hashes = {}
+        for path, want in sorted(files.items()):
+            dest = to / path
+            if dest.is_file() and (have := sha256_file(str(dest))) == want:  # the resume: a verified copy stays
+                hashes[path] = have
+                continue
+            try:
+                hashes[path] = self._copy(f"{revision}/{path}", dest)
+            except FileNotFoundError:
+                continue  # reported by the verification as missing from the release
+        for name in optional:
+            if self.fs.exists(f"{revision}/{name}"):
+                self._copy(f"{revision}/{name}", to / name)
+        return hashes
+
+    def refetch(self, revision: str, path: str, to: Path) -> None:
+        self._copy(f"{revision}/{path}", to / path)
+
+    def _copy(self, src: str, dest: Path) -> str:
+        """Stream to a partial file, then rename: an interrupted copy never sits under the real name."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.partial")
+        h = hashlib.sha256()
+        try:
+            with self.fs.open(src, "rb") as f, open(partial, "wb") as out:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+                    out.write(block)
+            os.replace(partial, dest)
+        except FileNotFoundError:
+            partial.unlink(missing_ok=True)
+            raise
+        except OSError as e:
+            partial.unlink(missing_ok=True)
+            raise UserError(f"copying {src} failed ({e}); run the same command again to resume") from None
+        return h.hexdigest()
+
+
+def download(
+    repo: str | os.PathLike[str],
+    to: str | os.PathLike[str],
+    version: str | None = None,
+    splits: list[str] | str | None = None,
+    config: str = "default",
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+) -> DownloadResult:
+    """Fetch one config (and optionally some splits) of a release into `to` and verify every file's sha256.
+
+    `repo` is a Hub id ORG/NAME, or a directory / fsspec URL (contains `://`, starts with `/`, `./`, `../`, `~` or exists).
+    `version` defaults to the highest published. Re-running resumes: files already there are not fetched again.
+    A file whose sha256 differs from the manifest is fetched once more; if it still differs it is deleted and a
+    UserError names it. `to` holds one release: a folder with another release's manifest.json is refused.
+    """
+    source = _source(repo, endpoint, token)
+    version, revision = _pick_version(str(repo), source, version)
+    return _download(source, str(repo), version, revision, Path(to).expanduser().absolute(), [splits] if isinstance(splits, str) else splits, config)
+
+
+def load_split(
+    repo: str | os.PathLike[str],
+    version: str | None = None,
+    split: str = "train",
+    config: str = "default",
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+) -> datasets.Dataset:
+    """One split of a release as a `datasets.Dataset` (default: the Parquet rows; media: the WebDataset samples).
+
+    Downloads (verified) into `cache_dir/<repo>/<version>/`, by default under `$EMER_HOME/releases/`. The media
+    config gets the features of the release's media card, so `flac` stays bytes (no torch needed) and faces are images.
+    """
+    import datasets
+
+    root, manifest = _fetch_release(repo, version, split, config, endpoint, cache_dir, token)
+    files = [str(root / p) for p in _select(manifest, [split], config)]
+    cache = str(root / ".cache" / "datasets")  # next to the release it was made from, deleted with it
+    if config == "default":
+        return datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
+    keys = set(manifest["keys"].get(split, []))
+    for path in files:
+        check_shard(path, keys)
+    return datasets.load_dataset("webdataset", data_files=files, split="train", features=_media_features(root), cache_dir=cache)
+
+
+def iter_samples(
+    repo_or_dir: str | os.PathLike[str],
+    version: str | None = None,
+    split: str = "train",
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Samples of a split's WebDataset shards for training loops: {"__key__", "json" (dict), "flac" (bytes or None),
+    "faces" (JPEG bytes in crop order)}.
+
+    `repo_or_dir` is a release (downloaded and verified like `load_split`'s) or a local folder holding a
+    manifest.json (a build's OUT, or a `download --config media` folder), read as it is. Each shard's members are
+    validated before its first sample is yielded; a bad one raises ValueError naming the shard and the member.
+    """
+    local = Path(os.path.expanduser(repo_or_dir))
+    if (local / MANIFEST).is_file():
+        root, manifest = local, _parse_manifest((local / MANIFEST).read_bytes(), str(local))
+    else:
+        root, manifest = _fetch_release(repo_or_dir, version, split, "media", endpoint, cache_dir, token)
+    shards = [root / p for p in _select(manifest, [split], "media")]
+    missing = [str(p) for p in shards if not p.is_file()]
+    if missing:
+        raise UserError(f"shards of split {split!r} missing from {root}: {', '.join(missing)}")
+    return _samples(shards, set(manifest["keys"].get(split, [])))
+
+
+def check_shard(path: str | os.PathLike[str], keys: set[str]) -> None:
+    """Raise ValueError unless every member of the tar is a regular file named `{key}.{suffix}`, with `key` in
+    `keys` (the manifest's keys of the shard's split) and a suffix the builder writes; a sample's members must be
+    adjacent (else readers split it in two) and include its json. Reads the headers only."""
+    names: set[str] = set()
+    finished: set[str] = set()  # samples whose members are all behind us
+    current, has_json = None, False
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                where = f"{path}: member {member.name!r}"
+                if not member.isreg():
+                    kind = "link" if member.issym() or member.islnk() else "directory" if member.isdir() else "device or special file"
+                    raise ValueError(f"{where} is a {kind}, not a regular file")
+                key, dot, suffix = member.name.partition(".")
+                if not dot or not KEY.fullmatch(key):
+                    raise ValueError(f"{where} is not named {{key}}.{{suffix}} with a safe key")
+                if key not in keys:
+                    raise ValueError(f"{where}: key {key!r} is not one of the manifest's keys for this split")
+                if not MEMBER_SUFFIX.fullmatch(suffix):
+                    raise ValueError(f"{where}: suffix {suffix!r} is not one the builder writes (json, flac, face_NNN.jpg)")
+                if member.name in names or key in finished:
+                    raise ValueError(f"{where} repeats a member or splits sample {key!r}")
+                if key != current:
+                    if current is not None:
+                        if not has_json:
+                            raise ValueError(f"{path}: sample {current!r} has no json member")
+                        finished.add(current)
+                    current, has_json = key, False
+                names.add(member.name)
+                has_json = has_json or suffix == "json"
+    except tarfile.TarError as e:
+        raise ValueError(f"{path}: not a readable tar ({e})") from None
+    if current is not None and not has_json:
+        raise ValueError(f"{path}: sample {current!r} has no json member")
+
+
+def _samples(shards: list[Path], keys: set[str]) -> Iterator[dict[str, Any]]:
+    import webdataset as wds
+
+    for shard in shards:
+        check_shard(shard, keys)
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):  # raw bytes: no decoder runs
+            faces = sorted(s for s in sample if s.startswith("face_"))
+            yield {"__key__": sample["__key__"], "json": json.loads(sample["json"]), "flac": sample.get("flac"), "faces": [sample[s] for s in faces]}
+
+
+def _download(source: _Source, label: str, version: str, revision: str, to: Path, splits: list[str] | None, config: str) -> DownloadResult:
+    raw = source.read(revision, MANIFEST)
+    manifest = _parse_manifest(raw, f"{label} v{version}")
+    selected = {p: manifest["files"][p]["sha256"] for p in _select(manifest, splits or None, config)}
+    to.mkdir(parents=True, exist_ok=True)
+    if (to / MANIFEST).is_file() and (to / MANIFEST).read_bytes() != raw:
+        raise UserError(f"{to} already holds another release (its {MANIFEST} differs from v{version}'s): download into an empty folder")
+    _write_atomic(to / MANIFEST, raw)  # first: a later run into this folder knows which release it holds
+    before = {p: _stamp(to / p) for p in selected}
+    optional = ["README.md", RELEASES] + (["media/README.md"] if config == "media" else [])
+    hashes = source.fetch(revision, selected, optional, to)
+    fetched = sorted(p for p in selected if (to / p).is_file() and _stamp(to / p) != before[p])
+    bad, missing = _verify(to, selected, hashes)
+    redownloaded = []
+    for path in bad:
+        log.warning("%s: sha256 does not match the manifest; fetching it again", path)
+        source.refetch(revision, path, to)
+        redownloaded.append(path)
+    still_bad, _ = _verify(to, {p: selected[p] for p in bad}, {})
+    for path in still_bad:
+        (to / path).unlink(missing_ok=True)  # nothing may read it by mistake
+    if still_bad or missing:
+        problems = [f"{p}: sha256 differs from the release manifest even after fetching it again (the copy was deleted)" for p in still_bad]
+        problems += [f"{p}: listed in the release manifest but not fetched (missing from the release, or the transfer failed)" for p in missing]
+        raise UserError(f"v{version} of {label} failed verification: " + "; ".join(problems) + ". Re-run to retry; if it persists, the release is damaged")
+    fetched = sorted(set(fetched) | set(redownloaded))
+    return DownloadResult(
+        source=label,
+        version=version,
+        to=to,
+        fetched=tuple(fetched),
+        present=tuple(sorted(set(selected) - set(fetched))),
+        bytes_fetched=sum(manifest["files"][p]["bytes"] for p in fetched),
+        verified=len(selected),
+        redownloaded=tuple(redownloaded),
+        manifest=manifest,
+    )
+
+
+def _fetch_release(
+    repo: str | os.PathLike[str],
+    version: str | None,
+    split: str,
+    config: str,
+    endpoint: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    token: str | bool | None,
+) -> tuple[Path, dict[str, Any]]:
+    """Download one split of a release into the per-release cache folder; returns (folder, manifest)."""
+    source = _source(repo, endpoint, token)
+    version, revision = _pick_version(str(repo), source, version)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", str(repo)).strip("_")[:80]
+    ident = hashlib.sha256(f"{endpoint or ''}|{repo}".encode()).hexdigest()[:8]  # same name, other endpoint: another folder
+    root = Path(cache_dir).expanduser().absolute() if cache_dir is not None else emer_home() / "releases"
+    result = _download(source, str(repo), version, revision, root / f"{slug}-{ident}" / version, [split], config)
+    return result.to, result.manifest
+
+
+def _source(repo: str | os.PathLike[str], endpoint: str | None, token: str | bool | None) -> _Source:
+    """The rule of `emer publish`: a URL, a path or an existing folder is an fsspec source, else a Hub id."""
+    from pipelines.publish import is_hub_repo
+
+    text = str(repo)
+    if isinstance(repo, os.PathLike) or not is_hub_repo(text):
+        return _Fsspec(text)
+    return _Hub(text, endpoint, token)
+
+
+def _pick_version(label: str, source: _Source, version: str | None) -> tuple[str, str]:
+    versions = source.versions()
+    if not versions:
+        raise UserError(f"{label} has no published releases (no vX.Y.Z)")
+    ordered = sorted(versions, key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
+    if version is None:
+        return ordered[0], versions[ordered[0]]
+    m = VERSION.fullmatch(version)
+    if not m or _version(m) not in versions:
+        raise UserError(f"{label} has no release {version!r}; available: {', '.join(ordered)}")
+    return _version(m), versions[_version(m)]
+
+
+def _version(m: re.Match[str]) -> str:
+    return ".".join(str(int(x)) for x in m.groups())
+
+
+def _parse_manifest(raw: bytes, label: str) -> dict[str, Any]:
+    """The manifest, refused unless its paths, splits, keys and checksums are well formed: it decides what is written where."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise UserError(f"{MANIFEST} of {label} is not JSON: {e}") from None
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "splits", "keys")):
+        raise UserError(f"{MANIFEST} of {label} lacks its files, splits or keys")
+    for path, entry in manifest["files"].items():
+        if not _safe_path(path):
+            raise UserError(f"{MANIFEST} of {label} lists an unsafe path {path!r}: only data/..., media/... and {', '.join(ROOT_FILES)} are allowed")
+        if not (isinstance(entry, dict) and re.fullmatch(r"[0-9a-f]{64}", str(entry.get("sha256"))) and isinstance(entry.get("bytes"), int)):
+            raise UserError(f"{MANIFEST} of {label}: {path} has no valid sha256 and bytes")
+    for split, keys in manifest["keys"].items():
+        if split not in manifest["splits"] or not isinstance(keys, list) or not all(isinstance(k, str) and KEY.fullmatch(k) for k in keys):
+            raise UserError(f"{MANIFEST} of {label}: bad keys for split {split!r}")
+    bad_splits = [s for s in manifest["splits"] if not SPLIT_NAME.fullmatch(s)]
+    if bad_splits:
+        raise UserError(f"{MANIFEST} of {label}: bad split names {bad_splits}")
+    return manifest
+
+
+def _safe_path(path: str) -> bool:
+    """Relative POSIX path of plain segments, under data/ or media/, or a known root file: never escapes the folder."""
+    if not isinstance(path, str) or UNSAFE_PATH_CHARS.search(path) or path.startswith("/"):
+        return False
+    parts = PurePosixPath(path).parts
+    if any(p in (".", "..") for p in parts) or "/".join(parts) != path:  # also catches `a//b`, `./a` and `a/`
+        return False
+    return path in ROOT_FILES or (len(parts) >= 2 and parts[0] in ("data", "media"))
+
+
+def _select(manifest: dict[str, Any], splits: list[str] | None, config: str) -> list[str]:
+    """Manifest files of a config: default -> data/{split}-*.parquet (+ failures.parquet without a split filter),
+    media -> media/{split}-*.tar."""
+    if config not in CONFIGS:
+        raise UserError(f"unknown config {config!r}; one of {', '.join(CONFIGS)}")
+    known = list(manifest["splits"])
+    unknown = [s for s in splits or [] if s not in known]
+    if unknown:
+        raise UserError(f"no split {', '.join(map(repr, unknown))} in this release; its splits: {', '.join(known)}")
+    folder, ext = ("data", "parquet") if config == "default" else ("media", "tar")
+    chosen = []
+    for split in splits or known:
+        paths = sorted(p for p in manifest["files"] if fnmatchcase(p, f"{folder}/{split}-*.{ext}"))
+        if not paths:
+            raise UserError(f"the release manifest lists no {folder}/{split}-*.{ext}")
+        chosen += paths
+    if config == "default" and splits is None:
+        chosen += [p for p in ROOT_FILES if p in manifest["files"]]
+    return chosen
+
+
+def _verify(to: Path, files: dict[str, str], known: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(files whose sha256 differs, files that are missing); `known` holds hashes computed while copying."""
+    bad, missing = [], []
+    for path, want in sorted(files.items()):
+        if not (to / path).is_file():
+            missing.append(path)
+        elif (known.get(path) or sha256_file(str(to / path))) != want:
+            bad.append(path)
+    return bad, missing
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Changes when a file is (re)written: how `download` tells fetched files from ones already there."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _media_features(root: Path) -> datasets.Features:
+    """Features of the media config from media/README.md (as `emer build` wrote it): flac as bytes, faces as images."""
+    import datasets
+    import yaml
+
+    card = root / "media" / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    end = text.find("\n---", 3)
+    front = yaml.safe_load(text[3:end]) if text.startswith("---") and end > 0 else None
+    info = front.get("dataset_info") if isinstance(front, dict) else None
+    features = info.get("features") if isinstance(info, dict) else None
+    if not features:
+        raise UserError(f"{root}/media/README.md has no dataset_info features: not a release of `emer build` output")
+    return datasets.DatasetInfo._from_yaml_dict({"features": features}).features
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx2
+
+    return (OSError, httpx2.HTTPError)
+
+
+def _one_line(e: BaseException) -> str:
+    """huggingface_hub errors span lines; the CLI prints one."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _human(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
