@@ -1,0 +1,97 @@
+"""The release round trip through the `emer` command, as a user runs it, against the loopback Hub with the
+real huggingface_hub client: publish 1.0.0, publish 1.1.0 from a bigger build (the first attempt killed
+between commit and tag), download 1.0.0 byte for byte, refuse old versions, never show the token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.cli import main
+from tests.hub_loopback import hub_server, online_hub
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_roundtrip_Secret_8c1d"
+REPO = "emer-lab/demo-emer"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "README.md" and ".cache" not in p.parts}
+
+
+def test_publish_two_versions_and_download_the_first(release_builds, monkeypatch, tmp_path, capsys):
+    v1, v2 = release_builds
+    outputs = []
+    with hub_server(TOKEN) as hub:
+        online_hub(monkeypatch, hub, home=tmp_path / "hf")
+        monkeypatch.setenv("HF_TOKEN", TOKEN)  # as a user would export it
+
+        assert main(["publish", str(v1), "--repo", REPO, "--version", "1.0.0"]) == 0
+        outputs.append(capsys.readouterr())
+
+        # 1.1.0: the publisher is killed while its tag request is in flight, after the commit landed
+        hold = hub.hold_next("tag")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "publish", str(v2), "--repo", REPO, "--version", "1.1.0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert hold.wait(60), "the publisher never reached the tag request"
+        proc.send_signal(signal.SIGKILL)
+        killed_out, killed_err = proc.communicate()
+        hold.release(status=500)
+        repo = hub.repo(REPO)
+        assert "v1.1.0" not in repo.tags and "v1.0.0" in repo.tags  # no tag for the interrupted version
+        uploads_before = hub.lfs_upload_count
+
+        assert main(["publish", str(v2), "--repo", REPO, "--version", "1.1.0"]) == 0  # the re-run finishes the job
+        outputs.append(capsys.readouterr())
+        assert "v1.1.0" in hub.repo(REPO).tags and hub.lfs_upload_count == uploads_before  # nothing uploaded twice
+
+        for version in ("1.1.0", "1.0.0", "0.9.0"):  # existing or lower: refused, one line
+            assert main(["publish", str(v2), "--repo", REPO, "--version", version]) == 2
+            err = capsys.readouterr().err
+            outputs.append(err)
+            assert err.startswith("emer: error:") and err.count("\n") == 1
+
+        first = tmp_path / "download-1.0.0"
+        assert main(["download", REPO, "--version", "1.0.0", "--to", str(first)]) == 0
+        outputs.append(capsys.readouterr())
+        media = tmp_path / "download-1.0.0-media"
+        assert main(["download", REPO, "--version", "1.0.0", "--config", "media", "--to", str(media)]) == 0
+        outputs.append(capsys.readouterr())
+        latest = tmp_path / "download-latest"
+        assert main(["download", REPO, "--to", str(latest)]) == 0
+        outputs.append(capsys.readouterr())
+        leaks = hub.token_leaks()
+
+    built = _files(v1)
+    got = {**_files(first), **_files(media)}
+    assert [r["version"] for r in json.loads(got.pop("releases.json"))] == ["1.0.0"]
+    assert got == built  # every file of the 1.0.0 build (Parquet, tars, failures, manifest), byte for byte
+    assert "data/" + sorted(p.name for p in (v2 / "data").glob("*.parquet"))[0] in _files(latest)
+    assert (latest / "manifest.json").read_bytes() == (v2 / "manifest.json").read_bytes()
+    card = (latest / "README.md").read_text()
+    assert "1.1.0" in card and "1.0.0" in card and "no_face_dog" in card  # the changelog names the added key
+    everything = "".join(str(o) for o in outputs) + killed_out.decode() + killed_err.decode() + card + (latest / "manifest.json").read_text()
+    assert TOKEN not in everything and leaks == []
+
+
+def test_a_tampered_download_is_repaired_or_refused(release_builds, monkeypatch, tmp_path, capsys):
+    v1, _ = release_builds
+    with hub_server(TOKEN) as hub:
+        online_hub(monkeypatch, hub, home=tmp_path / "hf")
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        assert main(["publish", str(v1), "--repo", REPO, "--version", "1.0.0"]) == 0
+        to = tmp_path / "dl"
+        assert main(["download", REPO, "--to", str(to)]) == 0
+        capsys.readouterr()
+        victim = sorted((to / "data").glob("*.parquet"))[0]
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        assert main(["download", REPO, "--to", str(to)]) == 0  # the damaged file is fetched again and verified
+        out = capsys.readouterr().out
+        assert victim.read_bytes() == (v1 / "data" / victim.name).read_bytes()
+        assert f"fetched again after a checksum mismatch: data/{victim.name}" in out, out
