@@ -48,7 +48,7 @@ def card_yaml(manifest: dict[str, Any], schema: RecordSchema, max_crops: int) ->
     splits = _ordered(manifest["splits"])
     languages = sorted(manifest.get("languages", []))
     n = manifest["counts"]["records"]
-    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
+    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M" if n < 1_000_000 else "n>1M"
     default_info = datasets.DatasetInfo(features=schema.features())._to_yaml_dict()
     media_info = datasets.DatasetInfo(features=media_features(schema, max_crops))._to_yaml_dict()
     data: dict[str, Any] = {

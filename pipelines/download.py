@@ -30,6 +30,7 @@ from pipelines.errors import UserError
 from pipelines.manifest import MANIFEST
 from pipelines.models import emer_home
 from transforms.decode import sha256_file
+from transforms.shards import SAFE_SUFFIX
 from transforms.split import SPLIT_NAME
 
 if TYPE_CHECKING:
@@ -40,10 +41,9 @@ log = logging.getLogger(__name__)
 RELEASES = "releases.json"
 CONFIGS = ("default", "media")
 VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")  # as given by users and in releases.json
-TAG = re.compile(r"v(\d+)\.(\d+)\.(\d+)")  # release tags on the Hub
 ROOT_FILES = ("failures.parquet",)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
+PICKLED_SUFFIXES = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})  # webdataset's default decoders would unpickle these
 KEY = re.compile(r"[\w-]+")  # what transforms.keys.key_for makes: no dots, slashes or `..`
-MEMBER_SUFFIX = re.compile(r"json|flac|face_\d{3}\.jpg")  # what transforms.shards writes for a sample
 UNSAFE_PATH_CHARS = re.compile(r"[\\\x00-\x1f*?\[\]:]")  # separators of other systems, control and glob characters
 
 
@@ -106,15 +106,19 @@ class _Hub:
             raise UserError(f"dataset repo {self.repo} not found (a private repo needs a token: `hf auth login` or HF_TOKEN)") from None
         except _network_errors() as e:
             raise UserError(f"cannot list the releases of {self.repo}: {_one_line(e)}") from None
-        return {_version(m): tag.target_commit for tag in refs.tags if (m := TAG.fullmatch(tag.name))}
+        from pipelines.publish import VERSION_TAG
+
+        return {_version(m): tag.target_commit for tag in refs.tags if (m := VERSION_TAG.fullmatch(tag.name))}
 
     def read(self, revision: str, name: str) -> bytes:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         with tempfile.TemporaryDirectory(prefix="emer-download-") as tmp:
             try:
                 path = self._call(hf_hub_download, filename=name, revision=revision, local_dir=tmp)
+            except LocalEntryNotFoundError as e:  # "could not reach the Hub", a subclass of the next one
+                raise UserError(f"cannot read {name} of {self.repo} ({_one_line(e)}): run the same command again to resume") from None
             except EntryNotFoundError:
                 raise UserError(f"commit {revision} of {self.repo} has no {name}: not a release made by `emer publish`") from None
             return Path(path).read_bytes()
@@ -141,7 +145,7 @@ class _Hub:
             return fn(self.repo, repo_type="dataset", endpoint=self.endpoint, token=self.token, **kwargs)
         except EntryNotFoundError:
             raise
-        except _network_errors() as e:
+        except (*_network_errors(), ValueError) as e:  # ValueError: huggingface_hub's "force download failed"
             raise UserError(f"download from {self.repo} failed ({type(e).__name__}: {_one_line(e)}); run the same command again to resume") from None
 
 
@@ -305,8 +309,8 @@ def check_shard(path: str | os.PathLike[str], keys: set[str]) -> None:
                     raise ValueError(f"{where} is not named {{key}}.{{suffix}} with a safe key")
                 if key not in keys:
                     raise ValueError(f"{where}: key {key!r} is not one of the manifest's keys for this split")
-                if not MEMBER_SUFFIX.fullmatch(suffix):
-                    raise ValueError(f"{where}: suffix {suffix!r} is not one the builder writes (json, flac, face_NNN.jpg)")
+                if not SAFE_SUFFIX.fullmatch(suffix) or suffix.rsplit(".", 1)[-1].lower() in PICKLED_SUFFIXES:
+                    raise ValueError(f"{where}: suffix {suffix!r} is not one the builder (or a plug-in stage) writes")
                 if member.name in names or key in finished:
                     raise ValueError(f"{where} repeats a member or splits sample {key!r}")
                 if key != current:

@@ -37,7 +37,7 @@ REPO_TYPE = "dataset"
 SEMVER = re.compile(r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 VERSION_TAG = re.compile(r"v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")  # the tags that count as versions
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-NOT_OURS = (".gitattributes",)  # repo files a release does not own: never deleted
+GENERATED = ("manifest.json", "README.md", "releases.json", "media/README.md", "failures.parquet")  # files every release writes
 EXAMPLES_KEPT = 10  # added / removed keys listed per split in a changelog entry
 MANIFEST_KEYS = ("files", "splits", "shards", "keys", "fields", "schema_version", "config", "config_hash", "tool", "counts", "models", "packages")
 
@@ -131,10 +131,13 @@ def _fmt(version: Version) -> str:
 
 
 def is_hub_repo(target: str) -> bool:
-    """`ORG/NAME` that is not an existing local path: a Hub repo; `/x`, `./x`, `~/x`, `s3://x`: a directory or fsspec URL."""
-    if "://" in target or target.startswith(("/", "./", "../", "~")) or Path(target).exists():
+    """`ORG/NAME`: a Hub repo; `/x`, `./x`, `../x`, `~/x`, `s3://x`: a directory or fsspec URL. A bare
+    `ORG/NAME` that is also a local folder is ambiguous: the user says which with `./ORG/NAME`."""
+    if "://" in target or target.startswith(("/", "./", "../", "~")):
         return False
-    if HUB_REPO_ID.fullmatch(target):
+    if HUB_REPO_ID.fullmatch(target) and ".." not in target and "--" not in target:
+        if Path(target).exists():
+            raise UserError(f"{target!r} is both a Hub repo id and a local folder: write ./{target} for the folder")
         return True
     raise UserError(f"--repo {target!r}: give ORG/NAME for the Hugging Face Hub, or a directory (/path, ./path, ~/path) or an fsspec URL (s3://bucket/path)")
 
@@ -328,7 +331,9 @@ def _publish_hub(
         _refuse_token_in(release.files, token or get_token())
         at_head = {f.path: f for f in api.list_repo_tree(repo, revision=head, recursive=True, repo_type=REPO_TYPE) if isinstance(f, RepoFile)} if head else {}
         files = [replace(f, present=_same_content(f, at_head.get(f.path))) for f in release.files]
-        deleted = sorted(set(at_head) - {f.path for f in files} - set(NOT_OURS))
+        # Only files an earlier release owned leave the repo: a README note or paper added by hand stays.
+        owned = set(GENERATED) | (set(_hub_json(api, repo, MANIFEST, f"v{_fmt(max(published))}").get("files", {})) if published else set())
+        deleted = sorted((set(at_head) & owned) - {f.path for f in files})
         # An earlier run of this same publish committed and then died before the tag: tag that commit, upload nothing.
         resumed = (
             bool(head)
@@ -358,6 +363,8 @@ def _publish_hub(
             if _status(e) == 412:
                 raise UserError(f"the repo {repo} changed while publishing (another publisher?); nothing was committed and no tag made: re-run") from None
             raise UserError(f"the release commit to {repo} failed ({_reason(e)}); no tag was made: re-run the same command") from None
+        except ValueError as e:  # huggingface_hub refuses the card's metadata before committing (e.g. an unknown --license id)
+            raise UserError(f"the Hub refused the dataset card: {_one_line(e)}; nothing was committed") from None
         result.commit = commit.oid
     try:
         api.create_tag(repo, tag=tag, revision=result.commit, tag_message=f"Release {tag}", repo_type=REPO_TYPE)
@@ -385,12 +392,16 @@ def _same_content(f: ReleaseFile, remote: Any) -> bool:
 
 
 def _hub_json(api: Any, repo: str, path: str, revision: str) -> Any:
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return json.loads(Path(api.hf_hub_download(repo, path, repo_type=REPO_TYPE, revision=revision)).read_text())
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError that means "could not reach the Hub"
+        raise UserError(f"cannot read {path} of {repo} at {revision} ({_one_line(e)}): re-run when the Hub is reachable") from None
     except EntryNotFoundError:
         raise UserError(f"{revision} of {repo} has no {path}: it was not published by `emer publish`; publish to another repo") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} of {repo} at {revision} is not valid JSON: that release is damaged; publish to another repo") from None
 
 
 def _hub_error_types() -> tuple[type[Exception], ...]:
@@ -487,3 +498,7 @@ def _put(fs: Any, f: ReleaseFile, path: str) -> None:
         fs.pipe_file(path, f.source)
     else:
         fs.put_file(str(f.source), path)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]

@@ -275,7 +275,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
         ("train", [_member("jesper_intro.json")], r"key 'jesper_intro' is not one of the manifest's keys"),  # a key of another split
         ("train", [_member("sample_00000870.json", tarfile.SYMTYPE, "/etc/passwd")], r"'sample_00000870\.json' is a link"),
         ("train", [_member("sample_00000870.json", tarfile.CHRTYPE)], r"is a device or special file"),
-        ("train", [_member("sample_00000870.json"), _member("sample_00000870.pyd")], r"suffix 'pyd' is not one the builder writes"),
+        ("train", [_member("sample_00000870.json"), _member("sample_00000870.pyd")], r"suffix 'pyd' is not one the builder \(or a plug-in stage\) writes"),
         ("train", [_member("sample_00000870.json"), _member("sample_00000870.json")], r"repeats a member"),
         ("train", [_member("sample_00000870.flac")], r"sample 'sample_00000870' has no json member"),
         ("validation", [_member("jesper_intro.json"), _member("no_face_dog.json"), _member("jesper_intro.flac")], r"splits sample 'jesper_intro'"),

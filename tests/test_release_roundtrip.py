@@ -33,6 +33,14 @@ def test_publish_two_versions_and_download_the_first(release_builds, monkeypatch
         assert main(["publish", str(v1), "--repo", REPO, "--version", "1.0.0"]) == 0
         outputs.append(capsys.readouterr())
 
+        # files a release does not own (added by hand, or by another tool) survive later releases
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        api.upload_file(path_or_fileobj=b"our paper's notes\n", path_in_repo="paper/notes.md", repo_id=REPO, repo_type="dataset")
+        # a tag that looks like a version but is not one of ours must not be taken for 1.1.0
+        api.create_tag(REPO, tag="v1.01.0", revision="v1.0.0", repo_type="dataset")
+
         # 1.1.0: the publisher is killed while its tag request is in flight, after the commit landed
         hold = hub.hold_next("tag")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -48,6 +56,7 @@ def test_publish_two_versions_and_download_the_first(release_builds, monkeypatch
         assert main(["publish", str(v2), "--repo", REPO, "--version", "1.1.0"]) == 0  # the re-run finishes the job
         outputs.append(capsys.readouterr())
         assert "v1.1.0" in hub.repo(REPO).tags and hub.lfs_upload_count == uploads_before  # nothing uploaded twice
+        assert hub.read_file(REPO, "paper/notes.md", "v1.1.0") == b"our paper's notes\n"
 
         for version in ("1.1.0", "1.0.0", "0.9.0"):  # existing or lower: refused, one line
             assert main(["publish", str(v2), "--repo", REPO, "--version", version]) == 2
