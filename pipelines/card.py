@@ -199,7 +199,7 @@ def _schema_changes(changes: dict[str, Any]) -> str:
 def _body(manifest: dict[str, Any], schema: RecordSchema, loading: str, changelog: str) -> str:
     split_rows = "\n".join(f"| {s} | {manifest['splits'][s]} | {manifest['shards'][s]} |" for s in _ordered(manifest["splits"]))
     skip = ("config_hash", "tool", "schema_version")
-    models = "\n".join(f"- {k}: `{v}`" for k, v in manifest["models"].items() if k not in skip)
+    models = "\n".join(f"- {k}: `{v}`" if v is not None else f"- {k}: not used" for k, v in manifest["models"].items() if k not in skip)
     llm = manifest["config"]["explanation"]["llm"]
     if "llm" in manifest["models"].get("explanation_sources", ""):
         models += f"\n- LLM explainer: prompts `{llm['prompt_version']}`, model `{llm['model']}`, vision model `{llm['vision_model'] or llm['model']}`"
