@@ -306,7 +306,7 @@ def _refuse_token_in(files: list[ReleaseFile], token: str | None) -> None:
 def _publish_hub(
     build: Build, repo: str, wanted: Version, *, private: bool, dry_run: bool, endpoint: str | None, token: str | None, license: str
 ) -> PublishResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoFile, get_token
+    from huggingface_hub import CommitOperationDelete, HfApi, RepoFile, get_token
     from huggingface_hub.errors import RepositoryNotFoundError
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -346,7 +346,7 @@ def _publish_hub(
     if dry_run:
         return result
     if not resumed:
-        additions = [CommitOperationAdd(f.path, str(f.source) if isinstance(f.source, Path) else f.source) for f in files if not f.present]
+        additions = [_addition(f) for f in files if not f.present]
         with _hub_errors(repo, "upload to"):
             # free_memory=False: create_commit validates the card's YAML from its addition, which would be emptied
             api.preupload_lfs_files(repo, additions=additions, repo_type=REPO_TYPE, free_memory=False)
@@ -373,6 +373,16 @@ def _publish_hub(
             raise UserError(f"{tag} appeared on {repo} while publishing (another publisher?); tags are never moved: check the repo") from None
         raise UserError(f"the release commit {result.commit} is on {repo} but creating the tag {tag} failed ({_reason(e)}): re-run the same command") from None
     return result
+
+
+def _addition(f: ReleaseFile) -> Any:
+    """The commit operation of one file, with the sha256 we already computed: huggingface_hub would read
+    the whole file again to hash it (a second pass over every shard of a large build)."""
+    from huggingface_hub import CommitOperationAdd
+
+    op = CommitOperationAdd(f.path, str(f.source) if isinstance(f.source, Path) else f.source)
+    op.upload_info.sha256 = bytes.fromhex(f.sha256)
+    return op
 
 
 def _result(release: Release, **kwargs: Any) -> PublishResult:
