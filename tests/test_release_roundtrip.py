@@ -104,3 +104,10 @@ def test_a_tampered_download_is_repaired_or_refused(release_builds, monkeypatch,
         out = capsys.readouterr().out
         assert victim.read_bytes() == (v1 / "data" / victim.name).read_bytes()
         assert f"fetched again after a checksum mismatch: data/{victim.name}" in out, out
+
+        import pipelines.download as download_module
+
+        hashed = []
+        monkeypatch.setattr(download_module, "sha256_file", lambda path: hashed.append(path) or "")
+        assert main(["download", REPO, "--to", str(to)]) == 0  # verified before, not rewritten since: no hashing again
+        assert hashed == [] and "verified against manifest.json" in capsys.readouterr().out
