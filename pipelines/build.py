@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.card import write_card
 from pipelines.config import BuildConfig
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 from pipelines.manifest import MANIFEST, write_manifest
 from pipelines.progress import Progress, ProgressLog, counters, cpu_seconds, model_loads, stage_times
 from pipelines.stages import build_stages, finish_record, provenance, record_schema
@@ -72,7 +72,7 @@ class StageFn(beam.DoFn):
 
 
 class RecordFn(beam.DoFn):
-    """Assemble, validate and split-assign the record; decoded samples are dropped here."""
+    """Assemble, validate and split-assign the record (the explanation step already dropped the decoded samples)."""
 
     def __init__(self, schema: RecordSchema, prov: dict[str, Any], config: BuildConfig, progress_dir: str):
         self.schema, self.prov, self.config, self.progress_dir = schema, prov, config, progress_dir
@@ -83,7 +83,6 @@ class RecordFn(beam.DoFn):
         self.progress = ProgressLog(self.progress_dir)
 
     def process(self, clip: Clip) -> Iterable[Any]:
-        clip.drop_decoded()
         try:
             record = finish_record(clip, self.schema, self.prov)
             record["split"] = self.assign(record)
@@ -132,8 +131,7 @@ def check_stages(config: BuildConfig) -> None:
         try:
             stage.setup()
         except Exception as e:  # noqa: BLE001
-            reason = " ".join(str(e).split())[:300]
-            raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {reason}") from None
+            raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {one_line(e)}") from None
 
 
 def _names_runner(beam_args: list[str]) -> bool:

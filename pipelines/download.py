@@ -26,9 +26,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 from pipelines.manifest import MANIFEST
 from pipelines.models import emer_home
+from pipelines.publish import SEMVER, VERSION_TAG, format_version, is_hub_repo, parse_version
 from transforms.decode import sha256_file
 from transforms.shards import SAFE_SUFFIX
 from transforms.split import SPLIT_NAME
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 RELEASES = "releases.json"
 CONFIGS = ("default", "media")
-VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")  # as given by users and in releases.json
 ROOT_FILES = ("failures.parquet",)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
 PICKLED_SUFFIXES = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})  # webdataset's default decoders would unpickle these
 KEY = re.compile(r"[\w-]+")  # what transforms.keys.key_for makes: no dots, slashes or `..`
@@ -105,10 +105,8 @@ class _Hub:
         except RepositoryNotFoundError:
             raise UserError(f"dataset repo {self.repo} not found (a private repo needs a token: `hf auth login` or HF_TOKEN)") from None
         except _network_errors() as e:
-            raise UserError(f"cannot list the releases of {self.repo}: {_one_line(e)}") from None
-        from pipelines.publish import VERSION_TAG
-
-        return {_version(m): tag.target_commit for tag in refs.tags if (m := VERSION_TAG.fullmatch(tag.name))}
+            raise UserError(f"cannot list the releases of {self.repo}: {one_line(e)}") from None
+        return {format_version(parse_version(tag.name)): tag.target_commit for tag in refs.tags if VERSION_TAG.fullmatch(tag.name)}
 
     def read(self, revision: str, name: str) -> bytes:
         from huggingface_hub import hf_hub_download
@@ -118,7 +116,7 @@ class _Hub:
             try:
                 path = self._call(hf_hub_download, filename=name, revision=revision, local_dir=tmp)
             except LocalEntryNotFoundError as e:  # "could not reach the Hub", a subclass of the next one
-                raise UserError(f"cannot read {name} of {self.repo} ({_one_line(e)}): run the same command again to resume") from None
+                raise UserError(f"cannot read {name} of {self.repo} ({one_line(e)}): run the same command again to resume") from None
             except EntryNotFoundError:
                 raise UserError(f"commit {revision} of {self.repo} has no {name}: not a release made by `emer publish`") from None
             return Path(path).read_bytes()
@@ -146,7 +144,7 @@ class _Hub:
         except EntryNotFoundError:
             raise
         except (*_network_errors(), ValueError) as e:  # ValueError: huggingface_hub's "force download failed"
-            raise UserError(f"download from {self.repo} failed ({type(e).__name__}: {_one_line(e)}); run the same command again to resume") from None
+            raise UserError(f"download from {self.repo} failed ({type(e).__name__}: {one_line(e)}); run the same command again to resume") from None
 
 
 class _Fsspec:
@@ -168,7 +166,8 @@ class _Fsspec:
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read {self.target}/{RELEASES}: {e}") from None
         listed = [str(e.get("version", "")) for e in data if isinstance(e, dict)] if isinstance(data, list) else []
-        return {_version(m): f"{self.root}/v{_version(m)}" for v in listed if (m := VERSION.fullmatch(v))}
+        versions = [format_version(parse_version(v)) for v in listed if SEMVER.fullmatch(v)]
+        return {v: f"{self.root}/v{v}" for v in versions}
 
     def read(self, revision: str, name: str) -> bytes:
         try:
@@ -397,8 +396,6 @@ def _fetch_release(
 
 def _source(repo: str | os.PathLike[str], endpoint: str | None, token: str | bool | None) -> _Source:
     """The rule of `emer publish`: a URL, a path or an existing folder is an fsspec source, else a Hub id."""
-    from pipelines.publish import is_hub_repo
-
     text = str(repo)
     if isinstance(repo, os.PathLike) or not is_hub_repo(text):
         return _Fsspec(text)
@@ -412,14 +409,10 @@ def _pick_version(label: str, source: _Source, version: str | None) -> tuple[str
     ordered = sorted(versions, key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
     if version is None:
         return ordered[0], versions[ordered[0]]
-    m = VERSION.fullmatch(version)
-    if not m or _version(m) not in versions:
+    wanted = format_version(parse_version(version)) if SEMVER.fullmatch(version.strip()) else None
+    if wanted not in versions:
         raise UserError(f"{label} has no release {version!r}; available: {', '.join(ordered)}")
-    return _version(m), versions[_version(m)]
-
-
-def _version(m: re.Match[str]) -> str:
-    return ".".join(str(int(x)) for x in m.groups())
+    return wanted, versions[wanted]
 
 
 def _parse_manifest(raw: bytes, label: str) -> dict[str, Any]:
@@ -540,11 +533,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     import httpx2
 
     return (OSError, httpx2.HTTPError)
-
-
-def _one_line(e: BaseException) -> str:
-    """huggingface_hub errors span lines; the CLI prints one."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 def _files(n: int) -> str:

@@ -3,3 +3,8 @@
 
 class UserError(Exception):
     """Bad input or arguments; the message says what to change."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (library errors span several), cut to `limit` characters."""
+    return " ".join(str(e).split())[:limit]

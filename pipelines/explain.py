@@ -27,7 +27,7 @@ import soundfile
 
 from pipelines.build import FAILED, failure_row
 from pipelines.config import BuildConfig, LlmConfig
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 from pipelines.progress import ProgressLog, cpu_seconds
 from transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
 from transforms.clip import Clip
@@ -159,12 +159,12 @@ def prepare(config: BuildConfig, check_endpoint: bool = True) -> ExplainPlan:
         try:
             llm = make_llm(e.llm, e.language)
         except (ValueError, OSError) as err:
-            raise UserError(f"explanation.llm: {err}") from None
+            raise UserError(f"explanation.llm: {one_line(err)}") from None
     if llm is not None and check_endpoint:
         try:
             llm.check()
         except Exception as err:  # noqa: BLE001
-            raise UserError(f"the llm endpoint {e.llm.base_url} cannot be used: {err}") from None
+            raise UserError(f"the llm endpoint {e.llm.base_url} cannot be used: {one_line(err)}") from None
     return ExplainPlan(sources, table, wheel, problem, llm)
 
 
@@ -201,7 +201,7 @@ def slim(clip: Clip, frames: int, send_audio: bool) -> Clip:
 
 
 class ExplainFn(beam.DoFn):
-    """Explain a batch of (clip, annotation values) pairs; the rules read the corpus side input."""
+    """Explain a batch of (clip, annotation name, annotation values); the rules read the corpus side input."""
 
     def __init__(self, plan: ExplainPlan, language: str, concurrency: int, progress_dir: str):
         # not the plan itself: its annotation table reaches the workers through the join, row by row

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.card import build_schema, media_card, release_card
-from pipelines.errors import UserError
+from pipelines.errors import UserError, one_line
 from pipelines.manifest import MANIFEST
 from transforms.decode import sha256_file
 from transforms.split import split_order
@@ -126,7 +126,7 @@ def parse_version(text: str) -> Version:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def _fmt(version: Version) -> str:
+def format_version(version: Version) -> str:
     return ".".join(map(str, version))
 
 
@@ -195,10 +195,10 @@ def _sum(files: list[ReleaseFile]) -> int:
 def previous_version(wanted: Version, published: list[Version]) -> Version | None:
     """The highest published version, which `wanted` must exceed; an existing version is never replaced."""
     if wanted in published:
-        raise UserError(f"v{_fmt(wanted)} already exists; tags are never moved: publish a new version")
+        raise UserError(f"v{format_version(wanted)} already exists; tags are never moved: publish a new version")
     previous = max(published, default=None)
     if previous is not None and wanted < previous:
-        raise UserError(f"v{_fmt(wanted)} is lower than the latest version v{_fmt(previous)}: versions must increase")
+        raise UserError(f"v{format_version(wanted)} is lower than the latest version v{format_version(previous)}: versions must increase")
     return previous
 
 
@@ -224,8 +224,8 @@ def check_bump(previous: Version, wanted: Version, bump: str) -> None:
     if not enough:
         smallest = {"major": (previous[0] + 1, 0, 0), "minor": (previous[0], previous[1] + 1, 0)}[bump]
         raise UserError(
-            f"the schema changed against v{_fmt(previous)} (fields removed or changed need a major bump, added fields a minor one): "
-            f"a {bump} bump is required, e.g. v{_fmt(smallest)}, not v{_fmt(wanted)}"
+            f"the schema changed against v{format_version(previous)} (fields removed or changed need a major bump, added fields a minor one): "
+            f"a {bump} bump is required, e.g. v{format_version(smallest)}, not v{format_version(wanted)}"
         )
 
 
@@ -241,9 +241,9 @@ def changelog_entry(manifest: dict[str, Any], wanted: Version, previous: Version
                 changed[split] = {"count": len(keys), "examples": sorted(keys)[:EXAMPLES_KEPT]}
     changes = schema_changes(previous_manifest["fields"], manifest["fields"]) if previous_manifest else {"added": [], "removed": [], "changed": []}
     return {
-        "version": _fmt(wanted),
+        "version": format_version(wanted),
         "date": datetime.now(timezone.utc).date().isoformat(),
-        "previous": _fmt(previous) if previous else None,
+        "previous": format_version(previous) if previous else None,
         "required_bump": required_bump(changes) if previous else None,
         "counts": {split: manifest["splits"][split] for split in sorted(manifest["splits"], key=split_order)},
         "added": added,
@@ -310,7 +310,7 @@ def _publish_hub(
     from huggingface_hub.errors import RepositoryNotFoundError
 
     api = HfApi(endpoint=endpoint, token=token)
-    tag = f"v{_fmt(wanted)}"
+    tag = f"v{format_version(wanted)}"
     with _hub_errors(repo, "create"):
         if not dry_run:
             api.create_repo(repo, repo_type=REPO_TYPE, private=private, exist_ok=True)
@@ -325,14 +325,14 @@ def _publish_hub(
         published = [parse_version(t.name) for t in (refs.tags if refs else []) if VERSION_TAG.fullmatch(t.name)]
 
         def history(previous: Version) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            return _hub_json(api, repo, MANIFEST, f"v{_fmt(previous)}"), _hub_json(api, repo, RELEASES, f"v{_fmt(previous)}")
+            return _hub_json(api, repo, MANIFEST, f"v{format_version(previous)}"), _hub_json(api, repo, RELEASES, f"v{format_version(previous)}")
 
         release = plan_release(build, wanted, published, history, target=repo, hub_endpoint=api.endpoint, license=license)
         _refuse_token_in(release.files, token or get_token())
         at_head = {f.path: f for f in api.list_repo_tree(repo, revision=head, recursive=True, repo_type=REPO_TYPE) if isinstance(f, RepoFile)} if head else {}
         files = [replace(f, present=_same_content(f, at_head.get(f.path))) for f in release.files]
         # Only files an earlier release owned leave the repo: a README note or paper added by hand stays.
-        owned = set(GENERATED) | (set(_hub_json(api, repo, MANIFEST, f"v{_fmt(max(published))}").get("files", {})) if published else set())
+        owned = set(GENERATED) | (set(_hub_json(api, repo, MANIFEST, f"v{format_version(max(published))}").get("files", {})) if published else set())
         deleted = sorted((set(at_head) & owned) - {f.path for f in files})
         # An earlier run of this same publish committed and then died before the tag: tag that commit, upload nothing.
         resumed = (
@@ -364,7 +364,7 @@ def _publish_hub(
                 raise UserError(f"the repo {repo} changed while publishing (another publisher?); nothing was committed and no tag made: re-run") from None
             raise UserError(f"the release commit to {repo} failed ({_reason(e)}); no tag was made: re-run the same command") from None
         except ValueError as e:  # huggingface_hub refuses the card's metadata before committing (e.g. an unknown --license id)
-            raise UserError(f"the Hub refused the dataset card: {_one_line(e)}; nothing was committed") from None
+            raise UserError(f"the Hub refused the dataset card: {one_line(e)}; nothing was committed") from None
         result.commit = commit.oid
     try:
         api.create_tag(repo, tag=tag, revision=result.commit, tag_message=f"Release {tag}", repo_type=REPO_TYPE)
@@ -407,7 +407,7 @@ def _hub_json(api: Any, repo: str, path: str, revision: str) -> Any:
     try:
         return json.loads(Path(api.hf_hub_download(repo, path, repo_type=REPO_TYPE, revision=revision)).read_text())
     except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError that means "could not reach the Hub"
-        raise UserError(f"cannot read {path} of {repo} at {revision} ({_one_line(e)}): re-run when the Hub is reachable") from None
+        raise UserError(f"cannot read {path} of {repo} at {revision} ({one_line(e)}): re-run when the Hub is reachable") from None
     except EntryNotFoundError:
         raise UserError(f"{revision} of {repo} has no {path}: it was not published by `emer publish`; publish to another repo") from None
     except (ValueError, UnicodeDecodeError):
@@ -460,10 +460,10 @@ def _publish_fs(build: Build, target: str, wanted: Version, *, dry_run: bool, li
     listed = json.loads(fs.cat_file(index)) if fs.exists(index) else []
 
     def history(previous: Version) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return json.loads(fs.cat_file(f"{root}/v{_fmt(previous)}/{MANIFEST}")), listed
+        return json.loads(fs.cat_file(f"{root}/v{format_version(previous)}/{MANIFEST}")), listed
 
     release = plan_release(build, wanted, [parse_version(e["version"]) for e in listed], history, target=where, hub_endpoint=None, license=license)
-    tag = f"v{_fmt(wanted)}"
+    tag = f"v{format_version(wanted)}"
     final, staging = f"{root}/{tag}", f"{root}/.incomplete-{tag}"
     # A staging folder, or a version folder that releases.json does not list, is an interrupted publish: finish it.
     partial = staging if fs.exists(staging) else final if fs.exists(final) else None
@@ -508,7 +508,3 @@ def _put(fs: Any, f: ReleaseFile, path: str) -> None:
         fs.pipe_file(path, f.source)
     else:
         fs.put_file(str(f.source), path)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
 import pytest
 
 from pipelines.errors import UserError
+from tests.shared_data import SHARED_DATA
 from transforms.annotations import (
     AnnotationExplainer,
     detect_language,
@@ -20,8 +20,7 @@ from transforms.annotations import (
 )
 from transforms.explanation import ExplainInput, FieldValue, Unavailable
 
-SHARED = Path(os.environ.get("EMER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
-EMER = SHARED / "emer-annotations"
+EMER = SHARED_DATA / "emer-annotations"
 needs_data = pytest.mark.skipif(not (EMER / "gt-eng.csv").is_file(), reason=f"EMER annotation files not found under {EMER} (set EMER_SHARED_DATA)")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,18 +23,12 @@ from pipelines.evaluate import (
     split_labels,
     wheel_metric,
 )
+from tests.shared_data import SHARED_DATA
 from transforms.wheel import EmotionWheel
 
-
-def shared_data() -> Path:
-    """The reference data (not part of the project): $EMER_SHARED_DATA, else ../shared/data beside the clone."""
-    env = os.environ.get("EMER_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-TABLES = shared_data() / "emotion-wheel"
-ANNOTATIONS = shared_data() / "emer-annotations"
-needs_data = pytest.mark.skipif(not (TABLES / "format.csv").is_file(), reason=f"reference data not found at {shared_data()} (set EMER_SHARED_DATA)")
+TABLES = SHARED_DATA / "emotion-wheel"
+ANNOTATIONS = SHARED_DATA / "emer-annotations"
+needs_data = pytest.mark.skipif(not (TABLES / "format.csv").is_file(), reason=f"reference data not found at {SHARED_DATA} (set EMER_SHARED_DATA)")
 
 GT = {"v1": ["happy", "excited"], "v2": ["angry"], "v3": ["worried", "nervous", "sad"]}
 PRED = {"v1": ["joyful"], "v2": ["furious", "surprised"], "v3": ["xyzzy"]}

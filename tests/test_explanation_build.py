@@ -4,7 +4,6 @@ labels normalised with the emotion-wheel tables, unmatched names reported, confl
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
+from tests.shared_data import SHARED_DATA
 
 DEMO_TABLES = Path(__file__).resolve().parents[1] / "bench" / "demo_annotations"
-SHARED = Path(os.environ.get("EMER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
-WHEEL = SHARED / "emotion-wheel"
+WHEEL = SHARED_DATA / "emotion-wheel"
 CLIPS = ("sample_00000870.mp4", "jesper_intro.avi", "no_face_dog.mp4")
 
 

@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import UserError
+from tests.shared_data import SHARED_DATA
 from transforms import wheel as wheel_mod
 from transforms.wheel import FILE_SHA256, WHEELS, EmotionWheel, load_wheel, string_to_list, wheel_dir
 
-
-def shared_data() -> Path:
-    """The reference data (not part of the project): $EMER_SHARED_DATA, else ../shared/data beside the clone."""
-    env = os.environ.get("EMER_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-TABLES = shared_data() / "emotion-wheel"
+TABLES = SHARED_DATA / "emotion-wheel"
 pytestmark = pytest.mark.skipif(not (TABLES / "format.csv").is_file(), reason=f"emotion-wheel reference tables not found at {TABLES} (set EMER_SHARED_DATA)")
 
 

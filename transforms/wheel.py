@@ -44,6 +44,7 @@ from typing import Any
 
 from pipelines.errors import UserError
 from pipelines.models import emer_home
+from transforms.decode import sha256_file
 
 UPSTREAM_REPO = "zeroQiaoba/MERTools"
 UPSTREAM_COMMIT = "89120b780ab18b28349f0e37dcc12b8cc253cb02"
@@ -75,10 +76,6 @@ _PANDAS_NA = frozenset(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    return _sha256(path.read_bytes())  # the tables are a few hundred KB
 
 
 def _hint() -> str:
@@ -128,7 +125,7 @@ def wheel_dir(wheel_dir: str | None = None) -> Path:
         raise UserError(f"cannot create the emotion-wheel cache {folder} ({e.strerror}); set EMER_HOME or {_hint()}") from None
     for name, sha in FILE_SHA256.items():
         path = folder / name
-        if path.is_file() and _file_sha256(path) == sha:
+        if path.is_file() and sha256_file(str(path)) == sha:
             continue
         _download(name, path)
     return folder
@@ -295,7 +292,7 @@ class EmotionWheel:
         self.format_mapping = read_format_mapping(self.folder / "format.csv")
         self.raw_mapping = read_raw_mapping(self.folder / "synonym.xlsx", words)
         self.wheel_map_whole = {name: {level: wheel_cluster(tree, level) for level in LEVELS} for name, tree in wheels.items()}
-        self.file_sha256 = {name: _file_sha256(self.folder / name) for name in FILE_SHA256}
+        self.file_sha256 = {name: sha256_file(str(self.folder / name)) for name in FILE_SHA256}
 
     def mappings(self) -> dict[str, Any]:
         """The compiled mappings in the layout of the authors' `wheel_mapping.npz`."""
