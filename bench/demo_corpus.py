@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 
 import ffmpeg
-
-from pipelines.models import emer_home
+from emer_builder.core.paths import emer_home
 
 PACKAGES = ("kphotoalbum", "pocketsphinx-testdata", "alsa-utils")
 KPA = "usr/share/kphotoalbum/demo"

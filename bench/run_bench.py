@@ -95,7 +95,7 @@ def _tree_rss(root: int) -> int:
 def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "pipelines.cli", "build", str(videos), "--out", str(out), "--overwrite", "--quiet", *extra]
+    cmd = [sys.executable, "-m", "emer_builder.cli.main", "build", str(videos), "--out", str(out), "--overwrite", "--quiet", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     done = threading.Event()

@@ -1,3 +1,1 @@
-"""Beam pipelines and the `emer` command line."""
-
-__version__ = "0.1.0"
+"""The Beam graph of `emer build`: composite PTransforms around the plain-Python stages in transforms."""

@@ -22,19 +22,18 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
-
-from pipelines.card import write_card
-from pipelines.config import BuildConfig
-from pipelines.errors import UserError, one_line
-from pipelines.manifest import MANIFEST, write_manifest
-from pipelines.progress import Progress, ProgressLog, counters, cpu_seconds, model_loads, stage_times
-from pipelines.stages import build_stages, finish_record, provenance, record_schema
-from schemas import RecordSchema, SchemaError
-from schemas.v1 import FAILURE_SCHEMA
-from transforms.clip import Clip, ClipError, Stage
-from transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
-from transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
-from transforms.split import SplitAssigner
+from emer_builder.core.config import BuildConfig
+from emer_builder.core.errors import UserError, one_line
+from emer_builder.pipelines.progress import Progress, ProgressLog, counters, cpu_seconds, model_loads, stage_times
+from emer_builder.pipelines.stages import build_stages, finish_record, provenance, record_schema
+from emer_builder.release.card import write_card
+from emer_builder.release.manifest import MANIFEST, write_manifest
+from emer_builder.schemas import RecordSchema, SchemaError
+from emer_builder.schemas.v1 import FAILURE_SCHEMA
+from emer_builder.transforms.clip import Clip, ClipError, Stage
+from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
+from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
+from emer_builder.transforms.split import SplitAssigner
 
 FAILED = "failed"
 OUTPUTS = ("data", "media", MANIFEST, "failures.parquet", "README.md")
@@ -161,7 +160,7 @@ def run_pipeline(
     plan: Any,
     names: dict[str, str],
 ) -> None:
-    from pipelines.explain import explain_clips
+    from emer_builder.pipelines.explain import explain_clips
 
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
@@ -373,7 +372,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     SplitAssigner(split.ratios, split.group_by, split.group_pattern, split.split_table, split.seed)
     if split.group_by.split(".")[0] not in schema.column_names():
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
-    from pipelines.explain import describe_sources, join_names, prepare
+    from emer_builder.pipelines.explain import describe_sources, join_names, prepare
 
     plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
     if not _names_runner(beam_args):

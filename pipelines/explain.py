@@ -24,16 +24,15 @@ import apache_beam as beam
 import cv2
 import numpy as np
 import soundfile
-
-from pipelines.build import FAILED, failure_row
-from pipelines.config import BuildConfig, LlmConfig
-from pipelines.errors import UserError, one_line
-from pipelines.progress import ProgressLog, cpu_seconds
-from transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
-from transforms.clip import Clip
-from transforms.explanation import EXPLAINED_FIELDS, SOURCES, ExplainInput, explain_clip
-from transforms.keys import VideoInput
-from transforms.rules_explainer import CorpusStats, RulesExplainer, measures_of
+from emer_builder.core.config import BuildConfig, LlmConfig
+from emer_builder.core.errors import UserError, one_line
+from emer_builder.pipelines.build import FAILED, failure_row
+from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
+from emer_builder.transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
+from emer_builder.transforms.clip import Clip
+from emer_builder.transforms.explanation import EXPLAINED_FIELDS, SOURCES, ExplainInput, explain_clip
+from emer_builder.transforms.keys import VideoInput
+from emer_builder.transforms.rules_explainer import CorpusStats, RulesExplainer, measures_of
 
 STAGE = "explanation"
 KEYFRAME_MAX_SIDE = 512
@@ -90,8 +89,8 @@ def describe_sources(sources: dict[str, tuple[str, ...]]) -> str:
 
 
 def make_llm(llm: LlmConfig, language: str) -> Any:
-    from pipelines.models import emer_home
-    from transforms.llm_explainer import LlmExplainer
+    from emer_builder.core.paths import emer_home
+    from emer_builder.transforms.llm_explainer import LlmExplainer
 
     return LlmExplainer(
         base_url=llm.base_url,
@@ -113,8 +112,8 @@ def make_llm(llm: LlmConfig, language: str) -> Any:
 def load_wheel(wheel_dir: str | None) -> tuple[Any, str | None]:
     """The emotion-wheel tables the config asks for: a folder, `fetch` (the pinned download, cached),
     or None: no normalisation, so what a build writes never depends on what the network allows."""
-    from transforms.wheel import EmotionWheel
-    from transforms.wheel import wheel_dir as resolve
+    from emer_builder.transforms.wheel import EmotionWheel
+    from emer_builder.transforms.wheel import wheel_dir as resolve
 
     if wheel_dir is None:
         return None, "no --wheel-dir given (a folder with the tables, or `fetch` to download the pinned ones)"

@@ -6,15 +6,15 @@ import importlib
 import os
 from typing import Any
 
-from pipelines import __version__
-from pipelines.config import BuildConfig
-from pipelines.errors import UserError
-from schemas import SCHEMA, RecordSchema
-from transforms.acoustics import AcousticsStage
-from transforms.clip import Clip, Stage
-from transforms.decode import DecodeStage
-from transforms.faces import FacesStage
-from transforms.transcript import TranscriptStage
+from emer_builder.core.config import BuildConfig
+from emer_builder.core.errors import UserError
+from emer_builder.core.version import __version__
+from emer_builder.schemas import SCHEMA, RecordSchema
+from emer_builder.transforms.acoustics import AcousticsStage
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.decode import DecodeStage
+from emer_builder.transforms.faces import FacesStage
+from emer_builder.transforms.transcript import TranscriptStage
 
 
 def load_stage_class(spec: str) -> type[Stage]:

@@ -1,5 +1,5 @@
 """`python -m schemas`: print the field table of the current schema (pasted into README.md)."""
 
-from schemas import SCHEMA
+from emer_builder.schemas import SCHEMA
 
 print(SCHEMA.field_table())

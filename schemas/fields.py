@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from emer_builder.core.errors import SchemaError
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,6 @@ class RecordSchema:
         rows = ["| field | type | description |", "|---|---|---|"]
         rows += [f"| `{path}` | `{_type_name(f.type)}` | {f.doc} |" for path, f in self.field_paths()]
         return "\n".join(rows)
-
-
-class SchemaError(ValueError):
-    """A record does not fit the schema."""
 
 
 def _type_name(t: pa.DataType) -> str:

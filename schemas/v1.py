@@ -9,8 +9,7 @@ provenance. A group whose input is absent
 from __future__ import annotations
 
 import pyarrow as pa
-
-from schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
+from emer_builder.schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
 
 VERSION = "1.1.0"  # 1.1.0 added the explanation group
 

@@ -39,7 +39,7 @@ def kphotoalbum_movie(demo_videos: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_build(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory):
     """The demo corpus built once on the multi-process runner (2 workers)."""
-    from pipelines.build import build
+    from emer_builder.pipelines.build import build
 
     out = tmp_path_factory.mktemp("demo") / "out"
     summary = build(demo_videos, out, workers=2, show_progress=False)
@@ -51,8 +51,8 @@ def release_builds(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) 
     """Two small real builds for release tests: v1 from 2 clips, v2 from the same 2 plus a third."""
     import shutil
 
-    from pipelines.build import build
-    from pipelines.config import config_from_dict
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
 
     config = config_from_dict({"transcript": {"model": "tiny.en"}})
     outs = []

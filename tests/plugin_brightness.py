@@ -2,9 +2,8 @@
 
 import numpy as np
 import pyarrow as pa
-
-from schemas import Field, FieldGroup
-from transforms.clip import Clip, Stage
+from emer_builder.schemas import Field, FieldGroup
+from emer_builder.transforms.clip import Clip, Stage
 
 
 class BrightnessStage(Stage):

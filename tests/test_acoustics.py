@@ -3,10 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
-from schemas.v1 import EGEMAPS_V02_FUNCTIONALS
-from transforms.acoustics import AcousticFeatures, AcousticsStage, speech_rate
-from transforms.clip import Clip
+from emer_builder.schemas.v1 import EGEMAPS_V02_FUNCTIONALS
+from emer_builder.transforms.acoustics import AcousticFeatures, AcousticsStage, speech_rate
+from emer_builder.transforms.clip import Clip
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-
-from pipelines.errors import UserError
-from tests.shared_data import SHARED_DATA
-from transforms.annotations import (
+from emer_builder.core.errors import UserError
+from emer_builder.transforms.annotations import (
     AnnotationExplainer,
     detect_language,
     load_annotations,
@@ -18,7 +16,9 @@ from transforms.annotations import (
     split_chinese_clues,
     split_english_clues,
 )
-from transforms.explanation import ExplainInput, FieldValue, Unavailable
+from emer_builder.transforms.explanation import ExplainInput, FieldValue, Unavailable
+
+from tests.shared_data import SHARED_DATA
 
 EMER = SHARED_DATA / "emer-annotations"
 needs_data = pytest.mark.skipif(not (EMER / "gt-eng.csv").is_file(), reason=f"EMER annotation files not found under {EMER} (set EMER_SHARED_DATA)")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.media import make_bad_corpus
 
-EMER = [sys.executable, "-m", "pipelines.cli"]
+EMER = [sys.executable, "-m", "emer_builder.cli.main"]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from emer_builder.core.config import config_from_dict
+from emer_builder.core.errors import UserError
+from emer_builder.pipelines.build import build
 
-from pipelines.build import build
-from pipelines.config import config_from_dict
-from pipelines.errors import UserError
 from tests.wer import normalise, wer
 
 DEMO_KEYS = ["jesper_intro", "no_face_dog", "sample_00000870", "sample_00000880", "sample_00000890", "sample_00000920", "sample_00000930"]
@@ -145,7 +145,7 @@ def test_out_holding_another_build_is_refused(demo_build, demo_videos, tmp_path:
 
 
 def test_staging_of_a_killed_build_is_removed(tmp_path: Path):
-    from pipelines.build import STAGING_PREFIX, _remove_stale_staging
+    from emer_builder.pipelines.build import STAGING_PREFIX, _remove_stale_staging
 
     dead = tmp_path / f"{STAGING_PREFIX}999999999"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}"

@@ -1,11 +1,10 @@
 from pathlib import Path
 
 import pytest
-
-from pipelines.config import BuildConfig, load_config
-from pipelines.errors import UserError
-from pipelines.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
-from pipelines.progress import Progress, ProgressLog, stage_times
+from emer_builder.core.config import BuildConfig, load_config
+from emer_builder.core.errors import UserError
+from emer_builder.pipelines.progress import Progress, ProgressLog, stage_times
+from emer_builder.transforms.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
 
 
 def test_config_file_maps_onto_the_dataclasses(tmp_path: Path):

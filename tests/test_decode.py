@@ -2,9 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from transforms.clip import Clip, ClipError
-from transforms.decode import DecodeStage, decode, frame_size, probe_media
+from emer_builder.transforms.clip import Clip, ClipError
+from emer_builder.transforms.decode import DecodeStage, decode, frame_size, probe_media
 
 
 def test_probe_the_kphotoalbum_film(kphotoalbum_movie: Path):

@@ -23,10 +23,10 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from emer_builder.core.errors import UserError
+from emer_builder.release.download import download, iter_samples, load_split
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 
-from pipelines.download import download, iter_samples, load_split
-from pipelines.errors import UserError
 from tests.hub_loopback import HubLoopback, hub_server, online_hub, wait_until
 
 TOKEN = "hf_downloadSECRETtoken0123456789"
@@ -177,7 +177,7 @@ def test_a_killed_download_resumes_on_rerun(hub: HubLoopback, tmp_path: Path, bu
             parked.wait(30)
 
     hub.on("cdn", park, times=1000)
-    code = f"from pipelines.download import download; download({REPO!r}, {str(to)!r}, endpoint={hub.url!r})"
+    code = f"from emer_builder.release.download import download; download({REPO!r}, {str(to)!r}, endpoint={hub.url!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert arrived.wait(60), "the downloader never asked for the parked file"
@@ -312,7 +312,7 @@ def test_directory_target_downloads_and_verifies(tmp_path: Path, release_builds:
 
 
 def test_token_never_printed_logged_or_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, builds, capsys, caplog) -> None:
-    from pipelines.cli import main
+    from emer_builder.cli.main import main
 
     with hub_server(TOKEN) as hub:
         online_hub(monkeypatch, hub, home=tmp_path / "hf-home")

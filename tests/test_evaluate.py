@@ -9,9 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.errors import UserError
-from pipelines.evaluate import (
+from emer_builder.core.errors import UserError
+from emer_builder.evaluate.metrics import (
     discrete_metric,
     evaluate,
     format_report,
@@ -23,8 +22,9 @@ from pipelines.evaluate import (
     split_labels,
     wheel_metric,
 )
+from emer_builder.transforms.wheel import EmotionWheel
+
 from tests.shared_data import SHARED_DATA
-from transforms.wheel import EmotionWheel
 
 TABLES = SHARED_DATA / "emotion-wheel"
 ANNOTATIONS = SHARED_DATA / "emer-annotations"

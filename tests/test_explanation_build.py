@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from emer_builder.cli.main import main
 
-from pipelines.cli import main
 from tests.shared_data import SHARED_DATA
 
 DEMO_TABLES = Path(__file__).resolve().parents[1] / "bench" / "demo_annotations"
@@ -177,9 +177,9 @@ def test_emer_evaluate_reads_a_build(annotated, capsys):
 
 
 def test_configuration_mistakes_are_one_clear_error(tmp_path):
-    from pipelines.config import config_from_dict
-    from pipelines.errors import UserError
-    from pipelines.explain import prepare
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.core.errors import UserError
+    from emer_builder.pipelines.explain import prepare
 
     cases = {
         "explanation.sources.visual_clue must be a list of source names": {"sources": {"visual_clue": "llm"}},
@@ -198,9 +198,9 @@ def test_configuration_mistakes_are_one_clear_error(tmp_path):
 
 
 def test_one_annotated_name_for_two_videos_is_refused_unless_named_by_path():
-    from pipelines.errors import UserError
-    from pipelines.explain import join_names
-    from transforms.keys import VideoInput
+    from emer_builder.core.errors import UserError
+    from emer_builder.pipelines.explain import join_names
+    from emer_builder.transforms.keys import VideoInput
 
     inputs = [VideoInput("video_0001__0001", "/v/video_0001/0001.mp4", "video_0001/0001.mp4"), VideoInput("video_0002__0001", "/v/video_0002/0001.mp4", "video_0002/0001.mp4")]
     with pytest.raises(UserError, match=r"annotated name '0001' matches 2 videos .*'video_0001/0001'"):

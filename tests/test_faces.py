@@ -3,11 +3,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from schemas.v1 import EXPRESSION_CLASSES
-from transforms.clip import Clip
-from transforms.decode import DecodeStage
-from transforms.faces import Detection, FacesStage, FerTfliteExpression, analyse_faces, main_track, track_faces
+from emer_builder.schemas.v1 import EXPRESSION_CLASSES
+from emer_builder.transforms.clip import Clip
+from emer_builder.transforms.decode import DecodeStage
+from emer_builder.transforms.faces import Detection, FacesStage, FerTfliteExpression, analyse_faces, main_track, track_faces
 
 
 @pytest.fixture(scope="module")

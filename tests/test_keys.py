@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from transforms.keys import key_for, match_videos
+from emer_builder.transforms.keys import key_for, match_videos
 
 
 def test_mer_ids_stay_as_they_are():

@@ -21,11 +21,11 @@ from typing import Any
 import cv2
 import pytest
 import soundfile
+from emer_builder.transforms.acoustics import AcousticFeatures
+from emer_builder.transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
+from emer_builder.transforms.llm_explainer import PROMPT_NAMES, LlmEndpointError, LlmExplainer, data_json, load_prompts, parse_labels
 
 from tests.openai_loopback import LABELS, OpenAILoopback
-from transforms.acoustics import AcousticFeatures
-from transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
-from transforms.llm_explainer import PROMPT_NAMES, LlmEndpointError, LlmExplainer, data_json, load_prompts, parse_labels
 
 KEY = "sk-loopback-Zq8vX3-never-log-me"
 KEY_ENV = "EMER_TEST_LLM_KEY"

@@ -21,11 +21,11 @@ import datasets
 import fsspec
 import pytest
 import yaml
+from emer_builder.core.errors import UserError
+from emer_builder.release.download import load_split
+from emer_builder.release.publish import check_bump, is_hub_repo, parse_version, publish, required_bump, schema_changes
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
-from pipelines.download import load_split
-from pipelines.errors import UserError
-from pipelines.publish import check_bump, is_hub_repo, parse_version, publish, required_bump, schema_changes
 from tests.hub_loopback import HubLoopback, hub_server, online_hub
 
 TOKEN = "hf_publishSECRETtoken0123456789"

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from schemas import SCHEMA
+from emer_builder.schemas import SCHEMA
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

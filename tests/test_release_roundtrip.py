@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.cli import main
+from emer_builder.cli.main import main
+
 from tests.hub_loopback import hub_server, online_hub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def test_publish_two_versions_and_download_the_first(release_builds, monkeypatch
         # 1.1.0: the publisher is killed while its tag request is in flight, after the commit landed
         hold = hub.hold_next("tag")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "publish", str(v2), "--repo", REPO, "--version", "1.1.0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-m", "emer_builder.cli.main", "publish", str(v2), "--repo", REPO, "--version", "1.1.0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert hold.wait(60), "the publisher never reached the tag request"
         proc.send_signal(signal.SIGKILL)
         killed_out, killed_err = proc.communicate()
@@ -105,7 +106,7 @@ def test_a_tampered_download_is_repaired_or_refused(release_builds, monkeypatch,
         assert victim.read_bytes() == (v1 / "data" / victim.name).read_bytes()
         assert f"fetched again after a checksum mismatch: data/{victim.name}" in out, out
 
-        import pipelines.download as download_module
+        import emer_builder.release.download as download_module
 
         hashed = []
         monkeypatch.setattr(download_module, "sha256_file", lambda path: hashed.append(path) or "")

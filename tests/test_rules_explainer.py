@@ -8,9 +8,8 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
-
-from transforms.explanation import ExplainInput, FieldValue, Unavailable
-from transforms.rules_explainer import CorpusStats, RulesExplainer, _tokens, measures_of
+from emer_builder.transforms.explanation import ExplainInput, FieldValue, Unavailable
+from emer_builder.transforms.rules_explainer import CorpusStats, RulesExplainer, _tokens, measures_of
 
 
 def test_midrank_percentile_is_order_free():

@@ -10,9 +10,8 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.build import build
-from pipelines.config import config_from_dict
+from emer_builder.core.config import config_from_dict
+from emer_builder.pipelines.build import build
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,9 @@ import copy
 
 import pyarrow as pa
 import pytest
-
-from schemas import SCHEMA, FieldGroup, SchemaError
-from schemas.fields import Field
-from schemas.v1 import EGEMAPS_V02_FUNCTIONALS
+from emer_builder.schemas import SCHEMA, FieldGroup, SchemaError
+from emer_builder.schemas.fields import Field
+from emer_builder.schemas.v1 import EGEMAPS_V02_FUNCTIONALS
 
 
 def test_egemaps_names_are_what_opensmile_produces():

@@ -4,9 +4,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-
-from schemas import SCHEMA
-from transforms.shards import plan_shards, sample_members, write_parquet, write_tar
+from emer_builder.schemas import SCHEMA
+from emer_builder.transforms.shards import plan_shards, sample_members, write_parquet, write_tar
 
 
 def test_plan_is_bounded_by_count_and_bytes_and_ignores_input_order():

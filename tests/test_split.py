@@ -2,9 +2,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from pipelines.errors import UserError
-from transforms.split import SplitAssigner, group_value, hash_split
+from emer_builder.core.errors import UserError
+from emer_builder.transforms.split import SplitAssigner, group_value, hash_split
 
 RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 

@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from emer_builder.transforms.clip import Clip
+from emer_builder.transforms.transcript import Transcriber, TranscriptStage, count_words
 
 from bench.demo_corpus import reference_transcripts
 from tests.wer import wer
-from transforms.clip import Clip
-from transforms.transcript import Transcriber, TranscriptStage, count_words
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_librivox_transcripts_match_references(whisper_base: Transcriber, demo_v
 
 
 def test_film_transcript_and_forced_language(demo_videos: Path, kphotoalbum_movie: Path):
-    from transforms.decode import DecodeStage
+    from emer_builder.transforms.decode import DecodeStage
 
     clip = Clip("movie", str(kphotoalbum_movie), "movie.avi")
     DecodeStage().process(clip)

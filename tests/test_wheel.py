@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from emer_builder.core.errors import UserError
+from emer_builder.transforms import wheel as wheel_mod
+from emer_builder.transforms.wheel import FILE_SHA256, WHEELS, EmotionWheel, load_wheel, string_to_list, wheel_dir
 
-from pipelines.errors import UserError
 from tests.shared_data import SHARED_DATA
-from transforms import wheel as wheel_mod
-from transforms.wheel import FILE_SHA256, WHEELS, EmotionWheel, load_wheel, string_to_list, wheel_dir
 
 TABLES = SHARED_DATA / "emotion-wheel"
 pytestmark = pytest.mark.skipif(not (TABLES / "format.csv").is_file(), reason=f"emotion-wheel reference tables not found at {TABLES} (set EMER_SHARED_DATA)")

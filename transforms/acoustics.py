@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-
-from schemas.v1 import ACOUSTICS, EGEMAPS_V02_FUNCTIONALS
-from transforms.clip import Clip, Stage
-from transforms.decode import SAMPLE_RATE
+from emer_builder.schemas.v1 import ACOUSTICS, EGEMAPS_V02_FUNCTIONALS
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.decode import SAMPLE_RATE
 
 F0_LLD = "F0semitoneFrom27.5Hz_sma3nz"
 LOUDNESS_LLD = "Loudness_sma3"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
-from transforms.decode import sha256_file
-from transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
+from emer_builder.core.errors import UserError
+from emer_builder.core.hashing import sha256_file
+from emer_builder.transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
 
 CLUE_FIELDS: tuple[str, ...] = ("visual_clue", "acoustic_clue", "lexical_clue")
 

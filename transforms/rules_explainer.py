@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from transforms.explanation import FieldValue, Unavailable
+from emer_builder.transforms.explanation import FieldValue, Unavailable
 
 RULES_VERSION = "1"
 SOURCE = f"rules:{RULES_VERSION}"

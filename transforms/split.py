@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
+from emer_builder.core.errors import UserError
 
 
 def group_value(record: dict[str, Any], group_by: str, pattern: str | None = None) -> str:

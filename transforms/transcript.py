@@ -6,10 +6,9 @@ import re
 from typing import Any
 
 import numpy as np
-
-from pipelines.models import resolve_whisper
-from schemas.v1 import TRANSCRIPT
-from transforms.clip import Clip, Stage
+from emer_builder.schemas.v1 import TRANSCRIPT
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.models import resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")

@@ -42,9 +42,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
-from pipelines.models import emer_home
-from transforms.decode import sha256_file
+from emer_builder.core.errors import UserError
+from emer_builder.core.hashing import sha256_file
+from emer_builder.core.paths import emer_home
 
 UPSTREAM_REPO = "zeroQiaoba/MERTools"
 UPSTREAM_COMMIT = "89120b780ab18b28349f0e37dcc12b8cc253cb02"

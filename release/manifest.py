@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-
-from pipelines import __version__
-from pipelines.config import BuildConfig
-from schemas import RecordSchema
-from transforms.decode import sha256_file
+from emer_builder.core.config import BuildConfig
+from emer_builder.core.hashing import sha256_file
+from emer_builder.core.version import __version__
+from emer_builder.schemas import RecordSchema
 
 MANIFEST = "manifest.json"
 PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
+from emer_builder.core.errors import UserError
 
 NAME_COLUMNS = ("name", "names", "key", "video_id")
 LABEL_COLUMNS = ("labels", "openset", "open_vocab_labels", "ov_labels")
@@ -289,7 +289,7 @@ def _normal(labels: list[str]) -> list[str]:
 
 def wheel_metric(name2gt: dict[str, list[str]], name2pred: dict[str, list[str]], wheel: Any, level: int) -> dict[str, Any]:
     """[F, P, R] averaged over the five wheels at one level, with each wheel's own scores and counts."""
-    from transforms.wheel import WHEELS
+    from emer_builder.transforms.wheel import WHEELS
 
     per_wheel = {}
     for name in WHEELS:
@@ -409,7 +409,7 @@ def run_evaluate(gt: str, pred: str, wheel_dir: str | None, synonyms: str | None
     sides = (_read_side(gt), _read_side(pred))
     wheel = None
     if sides[0][0] is not None and sides[1][0] is not None:
-        from transforms.wheel import load_wheel
+        from emer_builder.transforms.wheel import load_wheel
 
         wheel = load_wheel(wheel_dir)
     return _evaluate_read(gt, pred, sides, wheel, synonyms)

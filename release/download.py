@@ -26,13 +26,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipelines.errors import UserError, one_line
-from pipelines.manifest import MANIFEST
-from pipelines.models import emer_home
-from pipelines.publish import SEMVER, VERSION_TAG, format_version, is_hub_repo, parse_version
-from transforms.decode import sha256_file
-from transforms.shards import SAFE_SUFFIX
-from transforms.split import SPLIT_NAME
+from emer_builder.core.errors import UserError, one_line
+from emer_builder.core.hashing import sha256_file
+from emer_builder.core.paths import emer_home
+from emer_builder.release.manifest import MANIFEST
+from emer_builder.release.publish import SEMVER, VERSION_TAG, format_version, is_hub_repo, parse_version
+from emer_builder.transforms.shards import SAFE_SUFFIX
+from emer_builder.transforms.split import SPLIT_NAME
 
 if TYPE_CHECKING:
     import datasets

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from pipelines.errors import UserError
+from emer_builder.core.errors import UserError
 
 
 @dataclass(frozen=True)

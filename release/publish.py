@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipelines.card import build_schema, media_card, release_card
-from pipelines.errors import UserError, one_line
-from pipelines.manifest import MANIFEST
-from transforms.decode import sha256_file
-from transforms.split import split_order
+from emer_builder.core.errors import UserError, one_line
+from emer_builder.core.hashing import sha256_file
+from emer_builder.release.card import build_schema, media_card, release_card
+from emer_builder.release.manifest import MANIFEST
+from emer_builder.transforms.split import split_order
 
 RELEASES = "releases.json"
 CARD = "README.md"

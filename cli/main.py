@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 
-from pipelines import __version__
-from pipelines.errors import UserError
+from emer_builder.core.errors import UserError
+from emer_builder.core.version import __version__
 
 
 def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.build import build
-    from pipelines.config import load_config, with_explanation_inputs
+    from emer_builder.core.config import load_config, with_explanation_inputs
+    from emer_builder.pipelines.build import build
 
     config = with_explanation_inputs(load_config(args.config), args.annotations, args.wheel_dir)
     summary = build(args.videos_dir, args.out, config, workers=args.workers, beam_args=beam_args, overwrite=args.overwrite, show_progress=not args.quiet)
@@ -24,7 +24,7 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
-    from pipelines.evaluate import format_report, run_evaluate
+    from emer_builder.evaluate.metrics import format_report, run_evaluate
 
     result = run_evaluate(args.gt, args.pred, args.wheel_dir, args.synonyms)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
@@ -32,7 +32,7 @@ def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _publish(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.publish import publish
+    from emer_builder.release.publish import publish
 
     result = publish(args.out, args.repo, args.version, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint, license=args.license)
     print(result.text())
@@ -40,7 +40,7 @@ def _publish(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _download(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.download import download
+    from emer_builder.release.download import download
 
     result = download(args.repo, args.to, version=args.version, splits=args.split or None, config=args.config, endpoint=args.endpoint)
     print(result.text())
@@ -48,7 +48,7 @@ def _download(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.models import install_offline_models
+    from emer_builder.transforms.models import install_offline_models
 
     for name, where in install_offline_models().items():
         print(f"{name}: {where}")

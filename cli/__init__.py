@@ -1,0 +1,1 @@
+"""The `emer` command line: a thin layer over importable functions."""

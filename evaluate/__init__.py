@@ -1,0 +1,1 @@
+"""Scoring predicted emotion labels against ground truth (light dependencies only)."""
