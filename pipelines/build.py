@@ -1,126 +1,51 @@
-"""`emer build`: the Beam pipeline from a folder of videos to Parquet + WebDataset shards.
+"""`emer build`: the driver around the Beam graph (pipelines/graph.py).
 
-match -> decode -> transcript -> faces -> acoustics -> [plug-ins] -> record + split
-      -> plan shards per split (by key, bounded by count and bytes) -> write shards
-failures of any stage -> failures.parquet. The driver then writes the manifest and the card,
-and swaps the finished build into OUT only when everything succeeded.
+check inputs, config, stages and OUT (locked) -> run the graph into a staging folder -> verify that
+every input is exactly one record or one failure row -> manifest, card, report -> commit into OUT
+(a journal makes the commit finish or roll forward after a kill at any instant).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
+import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 from emer_builder.core.config import BuildConfig
-from emer_builder.core.errors import UserError, one_line
-from emer_builder.pipelines.progress import Progress, ProgressLog, counters, cpu_seconds, model_loads, stage_times
-from emer_builder.pipelines.stages import build_stages, finish_record, provenance, record_schema
+from emer_builder.core.errors import ClipError, UserError, one_line
+from emer_builder.core.failures import failure_row
+from emer_builder.pipelines.explain import Explain, describe_sources, join_names, prepare
+from emer_builder.pipelines.graph import FAILURES_FILE, ClipStages, MakeRecords, WriteShards, write_failures
+from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
+from emer_builder.pipelines.stages import build_stages, provenance, record_schema
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import MANIFEST, write_manifest
-from emer_builder.schemas import RecordSchema, SchemaError
-from emer_builder.schemas.v1 import FAILURE_SCHEMA
-from emer_builder.transforms.clip import Clip, ClipError, Stage
+from emer_builder.schemas import RecordSchema
+from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
-from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from emer_builder.transforms.split import SplitAssigner
 
-FAILED = "failed"
-OUTPUTS = ("data", "media", MANIFEST, "failures.parquet", "README.md")
+OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # the manifest goes in last: the commit
 STAGING_PREFIX = ".emer-staging-"
-
-
-def failure_row(key: str, source_path: str, stage: str, error: BaseException) -> dict[str, str]:
-    message = str(error) if isinstance(error, (ClipError, SchemaError)) else f"{type(error).__name__}: {error}"
-    return {"key": key, "source_path": source_path, "stage": stage, "error_class": type(error).__name__, "message": message[:2000]}
-
-
-class StageFn(beam.DoFn):
-    """Thin Beam wrapper of one stage: models load in `setup`, once per worker process."""
-
-    def __init__(self, stage: Stage, progress_dir: str):
-        self.stage, self.progress_dir = stage, progress_dir
-
-    def setup(self) -> None:
-        self.stage.setup()
-        self.progress = ProgressLog(self.progress_dir)
-        self.progress.model_load(self.stage.name)
-
-    def process(self, clip: Clip) -> Iterable[Any]:
-        cpu, wall = cpu_seconds(), time.perf_counter()
-        try:
-            self.stage.process(clip)
-        except Exception as e:  # noqa: BLE001 - any failure of one clip must not stop the build
-            logging.getLogger(__name__).debug("stage %s failed on %s", self.stage.name, clip.source_path, exc_info=True)
-            self.progress.mark("failed")
-            yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, self.stage.name, e))
-            return
-        finally:
-            self.progress.stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)
-        yield clip
-
-
-class RecordFn(beam.DoFn):
-    """Assemble, validate and split-assign the record (the explanation step already dropped the decoded samples)."""
-
-    def __init__(self, schema: RecordSchema, prov: dict[str, Any], config: BuildConfig, progress_dir: str):
-        self.schema, self.prov, self.config, self.progress_dir = schema, prov, config, progress_dir
-
-    def setup(self) -> None:
-        s = self.config.split
-        self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed)
-        self.progress = ProgressLog(self.progress_dir)
-
-    def process(self, clip: Clip) -> Iterable[Any]:
-        try:
-            record = finish_record(clip, self.schema, self.prov)
-            record["split"] = self.assign(record)
-            self.schema.validate(record)
-            record = self.schema.conform(record)
-        except Exception as e:  # noqa: BLE001
-            self.progress.mark("failed")
-            yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, "record", e))
-            return
-        self.progress.mark("ok")
-        yield record["key"], (record, clip.media_files)
-
-
-def _shard_assignments(split_sizes: tuple[str, Iterable[tuple[str, int]]], max_records: int, max_bytes: int) -> Iterable[tuple[str, tuple[str, int, int]]]:
-    split, sizes = split_sizes
-    shards = plan_shards(sizes, max_records, max_bytes)
-    for index, keys in enumerate(shards):
-        for key in keys:
-            yield key, (split, index, len(shards))
-
-
-class WriteShardFn(beam.DoFn):
-    """Write one Parquet file and one tar with the same keys, named `{split}-{i}-of-{n}`."""
-
-    def __init__(self, staging: str, schema: RecordSchema, row_group_size: int):
-        self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
-
-    def process(self, shard: tuple[tuple[str, int, int], Iterable[tuple[dict[str, Any], dict[str, bytes]]]]) -> Iterable[str]:
-        (split, index, count), samples = shard
-        samples = sorted(samples, key=lambda s: s[0]["key"])
-        name = shard_name(split, index, count)
-        write_parquet(Path(self.staging, "data", f"{name}.parquet"), [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)
-        write_tar(Path(self.staging, "media", f"{name}.tar"), samples)
-        yield name
-
-
-def _write_failures(rows: list[dict[str, str]], path: str) -> None:
-    rows = sorted(rows, key=lambda r: (r["source_path"], r["stage"]))
-    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), path, compression="zstd")
+LOCK_FILE = ".emer-lock"
+JOURNAL = ".emer-commit"
+RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
 def check_stages(config: BuildConfig) -> None:
@@ -137,19 +62,34 @@ def _names_runner(beam_args: list[str]) -> bool:
     return any(a.startswith("--runner") for a in beam_args)
 
 
+def _runner_aliases(beam_args: list[str]) -> list[str]:
+    """`--runner=DaskRunner` works as well as Beam's full class path (which Beam 2.77 requires)."""
+    out = []
+    for arg in beam_args:
+        name, eq, value = arg.partition("=")
+        out.append(f"{name}={RUNNER_ALIASES.get(value, value)}" if name == "--runner" and eq else arg)
+    return out
+
+
 def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
     """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
     if _names_runner(beam_args):
-        return PipelineOptions(beam_args), None
+        return PipelineOptions(_runner_aliases(beam_args)), None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
+def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]]) -> list[Clip]:
+    """Every input as a clip; inputs that failed before the graph (key collisions) carry their row."""
+    clips = [Clip(i.key, i.path, i.source_path) for i in inputs]
+    clips += [Clip(f["key"], "", f["source_path"], failure=f) for f in early_failures]
+    return sorted(clips, key=lambda c: (c.key, c.source_path))
+
+
 def run_pipeline(
-    inputs: list[VideoInput],
-    early_failures: list[dict[str, str]],
+    clips: list[Clip],
     staging: Path,
     config: BuildConfig,
     schema: RecordSchema,
@@ -160,48 +100,41 @@ def run_pipeline(
     plan: Any,
     names: dict[str, str],
 ) -> None:
-    from emer_builder.pipelines.explain import explain_clips
-
+    """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
-    sh = config.shards
+    e = config.explanation
     with beam.Pipeline(runner=runner, options=options) as p:
-        clips = (
+        (
             p
-            | "Inputs" >> beam.Create([(i.key, i.path, i.source_path) for i in inputs])
-            | "Spread" >> beam.Reshuffle()
-            | "Clip" >> beam.MapTuple(lambda key, path, rel: Clip(key, path, rel))
+            | "Inputs" >> beam.Create(clips)
+            | "ClipStages" >> ClipStages(stages, progress_dir)
+            | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
+            | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir)
+            | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
         )
-        failures = [p | "KeyFailures" >> beam.Create(early_failures)]
-        for stage in stages:
-            result = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, progress_dir)).with_outputs(FAILED, main="clips")
-            clips = result.clips
-            failures.append(result[FAILED])
-        explained = explain_clips(p, clips, plan, names, config.explanation.llm, config.explanation.language, progress_dir)
-        clips = explained.clips
-        failures.append(explained[FAILED])
-        records = clips | "Record" >> beam.ParDo(RecordFn(schema, prov, config, progress_dir)).with_outputs(FAILED, main="records")
-        failures.append(records[FAILED])
-        keyed = records.records
-        plan = (
-            keyed
-            | "Sizes" >> beam.MapTuple(lambda key, rm: (rm[0]["split"], (key, sample_bytes(*rm))))
-            | "BySplit" >> beam.GroupByKey()
-            | "Plan" >> beam.FlatMap(_shard_assignments, sh.max_records, sh.max_bytes)
-        )
-        (
-            {"plan": plan, "samples": keyed}
-            | "Join" >> beam.CoGroupByKey()
-            | "ToShard" >> beam.FlatMapTuple(lambda key, g: [(g["plan"][0], s) for s in g["samples"]])
-            | "ByShard" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(WriteShardFn(str(staging), schema, sh.parquet_row_group_size))
-        )
-        (
-            failures
-            | "AllFailures" >> beam.Flatten()
-            | "FailureList" >> beam.combiners.ToList()
-            | "WriteFailures" >> beam.Map(_write_failures, str(staging / "failures.parquet"))
-        )
+
+
+def written_inputs(root: Path) -> Counter[str]:
+    """Every input (by source path) the build wrote, records and failure rows together, with how often."""
+    seen: Counter[str] = Counter()
+    for path in sorted((root / "data").glob("*.parquet")):
+        seen.update(pq.read_table(path, columns=["source_path"]).column("source_path").to_pylist())
+    if (root / FAILURES_FILE).is_file():
+        seen.update(pq.read_table(root / FAILURES_FILE, columns=["source_path"]).column("source_path").to_pylist())
+    return seen
+
+
+def check_complete(root: Path, expected: list[str]) -> None:
+    """Inputs = records + failures, each input exactly once; anything else names the inputs and the
+    build is not committed (a runner that silently drops or repeats elements is caught here)."""
+    seen = written_inputs(root)
+    missing = sorted(set(expected) - set(seen))
+    repeated = sorted(k for k, n in seen.items() if n > 1)
+    extra = sorted(set(seen) - set(expected))
+    if missing or repeated or extra:
+        parts = [f"{label} {len(keys)} ({', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''})" for label, keys in (("missing", missing), ("repeated", repeated), ("unexpected", extra)) if keys]
+        raise UserError(f"the runner lost or repeated inputs, so nothing was committed: {'; '.join(parts)}")
 
 
 @dataclass
@@ -277,7 +210,7 @@ def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool
         return
     if not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
-    entries = [e for e in out.iterdir() if not e.name.startswith(STAGING_PREFIX)]
+    entries = [e for e in out.iterdir() if not e.name.startswith(STAGING_PREFIX) and e.name not in (LOCK_FILE, JOURNAL)]
     if not entries or overwrite:
         return
     manifest_path = out / MANIFEST
@@ -289,44 +222,135 @@ def _check_out(out: Path, videos_dir: Path, config: BuildConfig, overwrite: bool
         raise UserError(f"output {out} holds an unreadable manifest; pass --overwrite to replace it") from None
     if old.get("config_hash") != config.config_hash() or old.get("videos_dir") != str(videos_dir):
         raise UserError(f"output {out} holds a different build (other inputs or config); pass --overwrite to replace it")
+    broken = verify_build(out, old)
+    if broken:
+        raise UserError(f"output {out} holds a damaged build ({broken}); pass --overwrite to replace it")
+
+
+def verify_build(out: Path, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a committed build, checked cheaply (every listed file there, with its size)."""
+    for rel, meta in sorted(manifest.get("files", {}).items()):
+        path = out / rel
+        if not path.is_file():
+            return f"{rel} is listed in {MANIFEST} but missing"
+        if path.stat().st_size != meta.get("bytes"):
+            return f"{rel} has {path.stat().st_size} bytes, {MANIFEST} says {meta.get('bytes')}"
+    return None
+
+
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """One build at a time per OUT: an flock on OUT/.emer-lock (released by the kernel when the
+    holder dies, so a killed build never leaves a stale lock). A second build fails at once."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another process"
+            raise UserError(f"output {out} is in use by another build ({holder}); wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_staging(out: Path) -> None:
-    """Staging folders of builds that were killed (their process is gone) hold partial output only."""
+    """Staging folders of earlier builds (we hold the lock, so their process is gone) hold partial output only."""
     if not out.is_dir():
         return
     for entry in out.glob(f"{STAGING_PREFIX}*"):
-        pid = entry.name.removeprefix(STAGING_PREFIX)
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if not (out / JOURNAL).is_file() or entry.name != (out / JOURNAL).read_text().strip():
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
-def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
-    """Replace the previous build's outputs with the new ones; without --overwrite only our own
-    outputs are touched, with it everything else in OUT goes too (the inputs are never inside OUT)."""
-    if overwrite:
-        for entry in out.iterdir():
-            if entry != staging:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    for name in OUTPUTS:
-        old = out / name
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        elif old.exists() or old.is_symlink():
-            old.unlink()
+def commit(staging: Path, out: Path, overwrite: bool) -> None:
+    """Move a finished staging folder into OUT so that a kill at any instant leaves the old build or
+    the new one: a journal naming the staging folder is written first (atomically), the old manifest
+    goes first, the new manifest last; the next build finishes an interrupted commit (`recover`)."""
+    tmp = out / (JOURNAL + ".tmp")
+    tmp.write_text(staging.name + "\n")
+    os.replace(tmp, out / JOURNAL)
+    _finish_commit(staging, out, overwrite)
+
+
+def _finish_commit(staging: Path, out: Path, overwrite: bool) -> None:
+    _remove(out / MANIFEST)  # from here on OUT holds no valid old build
+    keep = {staging.name, LOCK_FILE, JOURNAL}
+    for entry in out.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.name in OUTPUTS or (overwrite and not entry.name.startswith(STAGING_PREFIX)):
+            _remove(entry)
+    for name in OUTPUTS:  # manifest last
         if (staging / name).exists():
-            (staging / name).rename(old)
-    shutil.rmtree(staging)
+            _remove(out / name)
+            (staging / name).rename(out / name)
+    (out / JOURNAL).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover(out: Path) -> bool:
+    """Finish a commit that a killed build began (its staging folder is complete: the journal is
+    written only after the manifest). True when one was finished."""
+    journal = out / JOURNAL
+    if not journal.is_file():
+        return False
+    staging = out / journal.read_text().strip()
+    if staging.name.startswith(STAGING_PREFIX) and (staging / MANIFEST).is_file():
+        _finish_commit(staging, out, overwrite=False)
+        return True
+    journal.unlink()
+    return False
+
+
+def _stage_summary(staging: Path) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
+    progress = staging / ".progress"
+    return stage_times(progress), model_loads(progress), counters(progress)
+
+
+@contextmanager
+def _interrupts_stay_here() -> Iterator[None]:
+    """Ctrl-C reaches only the driver: worker processes (started while SIGINT is blocked, which
+    they inherit) do not print their own tracebacks; the driver gets KeyboardInterrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import _thread
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    done = threading.Event()
+
+    def wait() -> None:
+        while not done.is_set():
+            if signal.sigtimedwait({signal.SIGINT}, 0.2) is not None:
+                _thread.interrupt_main()
+                return
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        waiter.join()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _disk_full(e: BaseException) -> bool:
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
 
 def summarise(
@@ -358,63 +382,73 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     beam_args = beam_args or []
     videos = Path(videos_dir).absolute()
     out_path = Path(out).absolute()
-    if not videos.is_dir():
+    if not videos.exists():
         raise UserError(f"input folder not found: {videos_dir}")
+    if not videos.is_dir():
+        raise UserError(f"input {videos_dir} is a file, not a folder: give the folder that holds the videos")
     if out_path.resolve() == videos.resolve() or videos.resolve() in out_path.resolve().parents:
         raise UserError("--out must not be inside the input folder (the build would read its own output)")
     if out_path.resolve() in videos.resolve().parents:
         raise UserError("the input folder must not be inside --out (replacing the build could delete the videos)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
-    _check_out(out_path, videos, config, overwrite)
     schema = record_schema(config)  # fails early on broken plug-ins
     split = config.split
     SplitAssigner(split.ratios, split.group_by, split.group_pattern, split.split_table, split.seed)
     if split.group_by.split(".")[0] not in schema.column_names():
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
-    from emer_builder.pipelines.explain import describe_sources, join_names, prepare
+    if out_path.exists() and not out_path.is_dir():
+        raise UserError(f"output {out} exists and is not a folder")
+    with out_lock(out_path):
+        recover(out_path)
+        _check_out(out_path, videos, config, overwrite)
+        plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
+        if not _names_runner(beam_args):
+            check_stages(config)  # remote workers may differ from this machine: they report their own errors
+        stages = build_stages(config, workers)
+        prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
-    plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
-    if not _names_runner(beam_args):
-        check_stages(config)  # remote workers may differ from this machine: they report their own errors
-    stages = build_stages(config, workers)
-    prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
+        inputs, collisions, skipped = match_videos(videos)
+        names = join_names(inputs, plan.annotations.names)
+        unmatched = plan.annotations.unmatched(set(names.values())) if plan.annotations.names else ([], [])
+        early = [
+            failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
+            for c in collisions
+        ]
+        clips = input_clips(inputs, early)
+        if not clips:
+            raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
-    inputs, collisions, skipped = match_videos(videos)
-    names = join_names(inputs, plan.annotations.names)
-    unmatched = plan.annotations.unmatched(set(names.values())) if plan.annotations.names else ([], [])
-    early = [
-        failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
-        for c in collisions
-    ]
-    total = len(inputs) + len(collisions)
-    if total == 0:
-        raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
-
-    _remove_stale_staging(out_path)
-    staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
-    try:
-        for sub in ("data", "media", ".progress"):
-            (staging / sub).mkdir(parents=True)
-    except OSError as e:
-        raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
-    started = time.monotonic()
-    progress = Progress(staging / ".progress", total=total, already_failed=len(early), enabled=show_progress)
-    try:
-        with progress:
-            run_pipeline(inputs, early, staging, config, schema, stages, prov, workers, beam_args, plan, names)
-        seconds, loads, counts = stage_times(staging / ".progress"), model_loads(staging / ".progress"), counters(staging / ".progress")
-        shutil.rmtree(staging / ".progress")
-        wall = round(time.monotonic() - started, 2)
-        annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
-        manifest = write_manifest(staging, videos, config, schema, prov, inputs=total, skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
-        write_card(staging, manifest, schema, config)
-        _swap_into_place(staging, out_path, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _remove_stale_staging(out_path)
+        staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
+        try:
+            for sub in ("data", "media", ".progress"):
+                (staging / sub).mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+        started = time.monotonic()
+        progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
+        try:
+            with progress, _interrupts_stay_here():
+                run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names)
+            if not (staging / FAILURES_FILE).is_file():
+                write_failures([], staging / FAILURES_FILE)
+            check_complete(staging, [c.source_path for c in clips])
+            seconds, loads, counts = _stage_summary(staging)
+            shutil.rmtree(staging / ".progress")
+            wall = round(time.monotonic() - started, 2)
+            annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
+            manifest = write_manifest(staging, videos, config, schema, prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
+            write_card(staging, manifest, schema, config)
+            (staging / "build.json").write_text(json.dumps({"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts}, indent=2, sort_keys=True) + "\n")
+            commit(staging, out_path, overwrite)
+        except BaseException as e:
+            if not (out_path / JOURNAL).is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+            if _disk_full(e):
+                raise UserError(f"no space left on the device of {out_path} ({shutil.disk_usage(out_path).free // 2**20} MiB free); free space or choose another --out (nothing was committed)") from None
+            raise
     logging.getLogger(__name__).info("build finished")
-    summary = summarise(out_path, total, skipped, wall, manifest, seconds, loads)
+    summary = summarise(out_path, len(clips), skipped, wall, manifest, seconds, loads)
     summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.llm is not None else {}
     return summary
-

@@ -9,8 +9,9 @@ clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
-import logging
 import re
 import time
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ import numpy as np
 import soundfile
 from emer_builder.core.config import BuildConfig, LlmConfig
 from emer_builder.core.errors import UserError, one_line
-from emer_builder.pipelines.build import FAILED, failure_row
+from emer_builder.pipelines.graph import guarded
 from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
 from emer_builder.transforms.annotations import AnnotationExplainer, AnnotationTable, load_annotations
 from emer_builder.transforms.clip import Clip
@@ -194,13 +195,20 @@ def wav_bytes(audio: np.ndarray | None) -> bytes | None:
 
 def slim(clip: Clip, frames: int, send_audio: bool) -> Clip:
     """Keep what the explainers read, drop the decoded samples before the join moves clips around."""
-    clip.explain_media = {"keyframes": keyframes(clip.frames, frames), "audio_wav": wav_bytes(clip.audio) if send_audio else None}
-    clip.drop_decoded()
-    return clip
+    if clip.failure is not None:
+        return clip
+    media = {"keyframes": keyframes(clip.frames, frames), "audio_wav": wav_bytes(clip.audio) if send_audio else None}
+    return dataclasses.replace(clip, audio=None, frames=[], explain_media=media)
+
+
+def batch_of(key: str, batches: int) -> int:
+    """A stable batch number for a clip: batches are groups of a GroupByKey, not BatchElements
+    (whose `finish_bundle` output the DaskRunner drops)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big") % batches
 
 
 class ExplainFn(beam.DoFn):
-    """Explain a batch of (clip, annotation name, annotation values); the rules read the corpus side input."""
+    """Explain one batch of (clip, annotation name, annotation values) with the corpus statistics."""
 
     def __init__(self, plan: ExplainPlan, language: str, concurrency: int, progress_dir: str):
         # not the plan itself: its annotation table reaches the workers through the join, row by row
@@ -213,57 +221,72 @@ class ExplainFn(beam.DoFn):
         if self.llm is not None:
             self.llm.setup()
 
-    def process(self, batch: list[tuple[Clip, str, dict[str, Any]]], corpus: CorpusStats) -> Iterable[Any]:
+    def process(self, element: tuple[int, dict[str, list[Any]]]) -> Iterable[Clip]:
+        _, joined = element
+        corpus = joined["corpus"][0] if joined["corpus"] else CorpusStats()
+        batch = sorted(joined["clips"], key=lambda j: j[0].key)
         rules = RulesExplainer(corpus)
         llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
-        def one(joined: tuple[Clip, str, dict[str, Any]]) -> BaseException | None:
-            clip, name, values = joined
-            media = clip.explain_media or {}
-            item = ExplainInput(clip.key, name, clip.fields, media.get("keyframes") or [], media.get("audio_wav"))
-            explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
-            try:
-                clip.fields[STAGE] = explain_clip(item, self.sources, explainers, self.wheel)
-            except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
-                logging.getLogger(__name__).debug("explanation failed on %s", clip.source_path, exc_info=True)
-                return e
-            return None
+        def one(item: tuple[Clip, str, dict[str, Any]]) -> Clip:
+            clip, name, values = item
+
+            def explain(out: Clip) -> None:
+                media = out.explain_media or {}
+                given = ExplainInput(out.key, name, out.fields, media.get("keyframes") or [], media.get("audio_wav"))
+                explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
+                out.fields[STAGE] = explain_clip(given, self.sources, explainers, self.wheel)
+
+            return dataclasses.replace(guarded(clip, STAGE, explain, self.progress), explain_media=None)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
-            errors = list(pool.map(one, batch))
+            explained = list(pool.map(one, batch))
         self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
         if self.llm is not None:
             self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
-        for (clip, _, _), error in zip(batch, errors, strict=True):
-            clip.explain_media = None
-            if error is None:
-                yield clip
-            else:
-                self.progress.mark("failed")
-                yield beam.pvalue.TaggedOutput(FAILED, failure_row(clip.key, clip.source_path, STAGE, error))
+        yield from explained
 
 
-def explain_clips(
-    p: beam.Pipeline, clips: beam.PCollection, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, progress_dir: str
-) -> Any:
-    """The explanation step as Beam transforms; returns the ParDo result with main output `clips`."""
-    frames = llm_config.frames if plan.llm is not None else 0
-    slimmed = clips | "Slim" >> beam.Map(slim, frames, llm_config.send_audio and plan.llm is not None)
-    corpus = (
-        slimmed
-        | "Measures" >> beam.Map(lambda c: measures_of(c.fields))
-        | "CorpusList" >> beam.combiners.ToList()
-        | "Corpus" >> beam.Map(CorpusStats.from_measures)
-    )
-    by_name = slimmed | "ByName" >> beam.Map(lambda c, names: (names[c.key], c), names)
-    rows = p | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
-    concurrency = llm_config.concurrency if plan.llm is not None else 1
-    return (
-        {"clips": by_name, "rows": rows}
-        | "JoinAnnotations" >> beam.CoGroupByKey()
-        | "Pairs" >> beam.FlatMapTuple(lambda name, g: [(c, name, g["rows"][0] if g["rows"] else {}) for c in g["clips"]])
-        # fixed-size batches: adaptive batching starts at 1 and would leave the request slots idle
-        | "Batch" >> beam.BatchElements(min_batch_size=2 * concurrency, max_batch_size=2 * concurrency)
-        | "Explain" >> beam.ParDo(ExplainFn(plan, language, concurrency, progress_dir), corpus=beam.pvalue.AsSingleton(corpus)).with_outputs(FAILED, main="clips")
-    )
+def _corpus_per_batch(_: int, rows: Iterable[dict[str, float]], batches: int = 1) -> list[tuple[int, CorpusStats]]:
+    stats = CorpusStats.from_measures(list(rows))
+    return [(b, stats) for b in range(batches)]
+
+
+def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Clip, str, dict[str, Any]]]]:
+    values = joined["rows"][0] if joined["rows"] else {}
+    return [(batch_of(c.key, batches), (c, name, values)) for c in joined["clips"]]
+
+
+class Explain(beam.PTransform):
+    """Clips -> explained clips: annotation rows joined by name, the rules' corpus statistics and the
+    clips meet per batch in CoGroupByKeys (no side inputs), then explained on a thread pool."""
+
+    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int, progress_dir: str):
+        super().__init__()
+        self.plan, self.names, self.llm_config, self.language, self.progress_dir = plan, names, llm_config, language, progress_dir
+        self.concurrency = llm_config.concurrency if plan.llm is not None else 1
+        self.batches = max(1, -(-inputs // (2 * self.concurrency if plan.llm is not None else 8)))
+
+    def expand(self, clips: beam.PCollection) -> beam.PCollection:
+        plan, batches = self.plan, self.batches
+        frames = self.llm_config.frames if plan.llm is not None else 0
+        slimmed = clips | "Slim" >> beam.Map(slim, frames, self.llm_config.send_audio and plan.llm is not None)
+        corpus = (
+            slimmed
+            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, measures_of(c.fields))])
+            | "AllMeasures" >> beam.GroupByKey()
+            | "Corpus" >> beam.FlatMapTuple(_corpus_per_batch, batches=batches)
+        )
+        rows = clips.pipeline | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
+        by_name = slimmed | "ByName" >> beam.Map(lambda c, names: (names.get(c.key, c.key), c), self.names)
+        joined = (
+            {"clips": by_name, "rows": rows}
+            | "JoinAnnotations" >> beam.CoGroupByKey()
+            | "ByBatch" >> beam.FlatMapTuple(_clips_by_batch, batches=batches)
+        )
+        return (
+            {"clips": joined, "corpus": corpus}
+            | "JoinCorpus" >> beam.CoGroupByKey()
+            | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency, self.progress_dir))
+        )

@@ -24,6 +24,7 @@ class Clip:
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)
     media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
     explain_media: dict[str, Any] | None = None  # keyframes / audio an LLM reads; dropped after the explanation
+    failure: dict[str, str] | None = None  # the failure row once a stage failed: later stages pass the clip on untouched
 
     def drop_decoded(self) -> None:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""

@@ -12,18 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-# Filled in this order: later fields may read earlier ones.
-EXPLAINED_FIELDS: tuple[str, ...] = (
-    "subtitle",
-    "visual_clue",
-    "acoustic_clue",
-    "lexical_clue",
-    "multimodal_explanation",
-    "open_vocab_labels",
-    "discrete_label",
-    "valence",
-)
-TEXT_FIELDS: tuple[str, ...] = ("subtitle", "visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation")
+from emer_builder.schemas.v1 import EXPLANATION
+
+# Derived from the schema (one source of truth), in its order: later fields may read earlier ones.
+# Every struct of the group that carries a `source` is an explained field; `evidence` is not.
+EXPLAINED_FIELDS: tuple[str, ...] = tuple(f.name for f in EXPLANATION.fields if any(c.name == "source" for c in f.children))
+TEXT_FIELDS: tuple[str, ...] = tuple(f.name for f in EXPLANATION.fields if f.name in EXPLAINED_FIELDS and any(c.name == "text" for c in f.children))
 SOURCES: tuple[str, ...] = ("annotations", "rules", "llm")
 
 

@@ -1,0 +1,205 @@
+"""The Beam graph of `emer build` as named composite transforms.
+
+    Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards
+
+Every transform takes and returns one PCollection of `Clip`s (or outcomes): a clip that failed a
+step carries its failure row (`clip.failure`) and passes the later steps untouched, so records and
+failures travel together and meet one sink. The graph uses only constructs every runner we support
+executes correctly: no tagged outputs, one sink, no side inputs, no `finish_bundle` output, no
+reliance on `Reshuffle` (Beam 2.77's DaskRunner gets each of those wrong; tests/test_graph.py keeps
+them out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from emer_builder.core.failures import failure_row
+from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
+from emer_builder.pipelines.stages import finish_record
+from emer_builder.schemas import RecordSchema
+from emer_builder.schemas.v1 import FAILURE_SCHEMA
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
+from emer_builder.transforms.split import SplitAssigner
+
+FAILURES_SHARD = ("failures", 0, 1)  # the one "shard" that holds every failure row
+FAILURES_FILE = "failures.parquet"
+
+
+def guarded(clip: Clip, step: str, work: Callable[[Clip], None], progress: ProgressLog | None = None) -> Clip:
+    """Run one step on a copy of `clip` (Beam elements are never mutated); any exception becomes the
+    clip's failure row instead of stopping the build. A clip that already failed passes untouched."""
+    if clip.failure is not None:
+        return clip
+    out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files))
+    try:
+        work(out)
+    except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
+        logging.getLogger(__name__).debug("%s failed on %s", step, clip.source_path, exc_info=True)
+        if progress is not None:
+            progress.mark("failed")
+        return dataclasses.replace(clip, audio=None, frames=[], explain_media=None, failure=failure_row(clip.key, clip.source_path, step, e))
+    return out
+
+
+class StageFn(beam.DoFn):
+    """One stage: models load in `setup`, once per worker process."""
+
+    def __init__(self, stage: Stage, progress_dir: str):
+        self.stage, self.progress_dir = stage, progress_dir
+
+    def setup(self) -> None:
+        self.stage.setup()
+        self.progress = ProgressLog(self.progress_dir)
+        self.progress.model_load(self.stage.name)
+
+    def process(self, clip: Clip) -> Iterable[Clip]:
+        if clip.failure is not None:
+            yield clip
+            return
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        out = guarded(clip, self.stage.name, self.stage.process, self.progress)
+        self.progress.stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)
+        yield out
+
+
+class ClipStages(beam.PTransform):
+    """The per-clip stages in run order (decode, transcript, faces, acoustics, plug-ins)."""
+
+    def __init__(self, stages: list[Stage], progress_dir: str):
+        super().__init__()
+        self.stages, self.progress_dir = stages, progress_dir
+
+    def expand(self, clips: beam.PCollection) -> beam.PCollection:
+        for stage in self.stages:
+            clips = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, self.progress_dir))
+        return clips
+
+
+class Outcome(NamedTuple):
+    """What became of one input: a record with its media files, or a failure row."""
+
+    key: str
+    record: dict[str, Any] | None
+    media_files: dict[str, bytes]
+    failure: dict[str, str] | None
+
+
+class RecordFn(beam.DoFn):
+    """Assemble, validate and split-assign the record of a clip whose steps all ran."""
+
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str):
+        self.schema, self.prov, self.split, self.progress_dir = schema, prov, split, progress_dir
+
+    def setup(self) -> None:
+        s = self.split
+        self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed)
+        self.progress = ProgressLog(self.progress_dir)
+
+    def process(self, clip: Clip) -> Iterable[Outcome]:
+        if clip.failure is not None:
+            self.progress.mark("failed")
+            yield Outcome(clip.key, None, {}, clip.failure)
+            return
+        try:
+            record = finish_record(clip, self.schema, self.prov)
+            record["split"] = self.assign(record)
+            self.schema.validate(record)
+            record = self.schema.conform(record)
+        except Exception as e:  # noqa: BLE001
+            self.progress.mark("failed")
+            yield Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e))
+            return
+        self.progress.mark("ok")
+        yield Outcome(record["key"], record, clip.media_files, None)
+
+
+class MakeRecords(beam.PTransform):
+    """Clips -> outcomes: a validated, split-assigned record or the clip's failure row."""
+
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str):
+        super().__init__()
+        self.fn = RecordFn(schema, prov, split, progress_dir)
+
+    def expand(self, clips: beam.PCollection) -> beam.PCollection:
+        return clips | "Record" >> beam.ParDo(self.fn)
+
+
+def _group_of(outcome: Outcome) -> tuple[str, tuple[str, int]]:
+    if outcome.failure is not None:
+        return FAILURES_SHARD[0], (outcome.key, 0)
+    return "split:" + outcome.record["split"], (outcome.key, sample_bytes(outcome.record, outcome.media_files))
+
+
+def _shard_assignments(group_sizes: tuple[str, Iterable[tuple[str, int]]], max_records: int, max_bytes: int) -> Iterable[tuple[str, tuple[str, int, int]]]:
+    group, sizes = group_sizes
+    if group == FAILURES_SHARD[0]:
+        for key, _ in sizes:
+            yield key, FAILURES_SHARD
+        return
+    split = group.removeprefix("split:")
+    shards = plan_shards(sizes, max_records, max_bytes)
+    for index, keys in enumerate(shards):
+        for key in keys:
+            yield key, (split, index, len(shards))
+
+
+def write_failures(rows: list[dict[str, str]], path: str | Path) -> None:
+    rows = sorted(rows, key=lambda r: (r["source_path"], r["stage"], r["key"]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), path, compression="zstd")
+
+
+class WriteShardFn(beam.DoFn):
+    """Write one Parquet file and one tar with the same keys, named `{split}-{i}-of-{n}`; or, for the
+    failures group, failures.parquet. Yields the file names written."""
+
+    def __init__(self, staging: str, schema: RecordSchema, row_group_size: int):
+        self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
+
+    def process(self, shard: tuple[tuple[str, int, int], Iterable[Outcome]]) -> Iterable[str]:
+        target, outcomes = shard
+        if tuple(target) == FAILURES_SHARD:
+            write_failures([o.failure for o in outcomes], Path(self.staging, FAILURES_FILE))
+            yield FAILURES_FILE
+            return
+        split, index, count = target
+        samples = sorted(((o.record, o.media_files) for o in outcomes), key=lambda s: s[0]["key"])
+        name = shard_name(split, index, count)
+        write_parquet(Path(self.staging, "data", f"{name}.parquet"), [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)
+        write_tar(Path(self.staging, "media", f"{name}.tar"), samples)
+        yield name
+
+
+class WriteShards(beam.PTransform):
+    """Outcomes -> shard files: per split, keys in order cut by count and bytes; failures in one table.
+    The plan and the samples meet in a CoGroupByKey (no side input), and this is the graph's one sink."""
+
+    def __init__(self, staging: str, schema: RecordSchema, shards: Any):
+        super().__init__()
+        self.staging, self.schema, self.shards = staging, schema, shards
+
+    def expand(self, outcomes: beam.PCollection) -> beam.PCollection:
+        sh = self.shards
+        plan = (
+            outcomes
+            | "Sizes" >> beam.Map(_group_of)
+            | "ByGroup" >> beam.GroupByKey()
+            | "Plan" >> beam.FlatMap(_shard_assignments, sh.max_records, sh.max_bytes)
+        )
+        keyed = outcomes | "ByKey" >> beam.Map(lambda o: (o.key, o))
+        return (
+            {"plan": plan, "outcomes": keyed}
+            | "Join" >> beam.CoGroupByKey()
+            | "ToShard" >> beam.FlatMapTuple(lambda key, g: [(tuple(g["plan"][0]), o) for o in g["outcomes"]])
+            | "ByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(WriteShardFn(self.staging, self.schema, sh.parquet_row_group_size))
+        )
