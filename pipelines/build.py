@@ -113,6 +113,18 @@ def run_pipeline(
             | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir)
             | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
         )
+    if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
+        _close_dask_client()
+
+
+def _close_dask_client() -> None:
+    """Beam's DaskRunner leaves its client open: it would keep reconnecting after the cluster stops."""
+    try:
+        from distributed import default_client
+
+        default_client().close()
+    except (ImportError, ValueError):
+        pass
 
 
 def written_inputs(root: Path) -> Counter[str]:

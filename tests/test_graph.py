@@ -1,0 +1,182 @@
+"""The composite transforms of the build graph on small in-memory inputs (TestPipeline + assert_that),
+and a guard that keeps constructs some runners execute wrongly out of the graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from emer_builder.core.config import BuildConfig, config_from_dict
+from emer_builder.core.errors import ClipError
+from emer_builder.pipelines.build import input_clips, run_pipeline
+from emer_builder.pipelines.explain import Explain, prepare
+from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
+from emer_builder.pipelines.stages import provenance, record_schema
+from emer_builder.schemas import Field, FieldGroup
+from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.keys import VideoInput
+
+LOUDNESS = FieldGroup("loudness", "test group", (Field("rms", pa.float32(), "root mean square of the samples"),))
+
+
+class LoudnessStage(Stage):
+    """A real little stage: RMS of the decoded audio; clips without audio fail."""
+
+    name = "loudness"
+    group = LOUDNESS
+
+    def process(self, clip: Clip) -> None:
+        if clip.audio is None:
+            raise ClipError("no audio to measure")
+        clip.fields["loudness"] = {"rms": float(np.sqrt(np.mean(np.square(clip.audio))))}
+
+
+class Broken(Stage):
+    name = "broken"
+    group = LOUDNESS
+
+    def process(self, clip: Clip) -> None:
+        raise RuntimeError("library exploded")
+
+
+def _clips() -> list[Clip]:
+    return [
+        Clip("a", "/v/a.mp4", "a.mp4", audio=np.full(1600, 0.5, dtype=np.float32)),
+        Clip("b", "/v/b.mp4", "b.mp4", audio=None),
+        Clip("c", "/v/c.mp4", "c.mp4", failure={"key": "c", "source_path": "c.mp4", "stage": "match", "error_class": "ClipError", "message": "collides"}),
+    ]
+
+
+def test_guarded_copies_and_never_mutates_its_input():
+    clip = _clips()[0]
+    out = guarded(clip, "loudness", LoudnessStage().process)
+    assert out.fields == {"loudness": {"rms": pytest.approx(0.5)}} and clip.fields == {}
+    failed = guarded(_clips()[1], "loudness", LoudnessStage().process)
+    assert failed.failure["stage"] == "loudness" and failed.failure["message"] == "no audio to measure"
+    already = _clips()[2]
+    assert guarded(already, "loudness", Broken().process) is already
+
+
+def test_clip_stages_pass_failures_through_and_keep_the_first(tmp_path: Path):
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(_clips()) | ClipStages([LoudnessStage(), Broken()], str(tmp_path))
+        summary = out | beam.Map(lambda c: (c.key, c.failure and (c.failure["stage"], c.failure["message"])))
+        assert_that(
+            summary,
+            equal_to([("a", ("broken", "RuntimeError: library exploded")), ("b", ("loudness", "no audio to measure")), ("c", ("match", "collides"))]),
+        )
+
+
+def _record_inputs() -> tuple[BuildConfig, object, dict]:
+    config = config_from_dict({"split": {"ratios": {"train": 1.0}}})
+    schema = record_schema(config).with_group(LOUDNESS)
+    prov = {g.name: None for g in schema.groups if g.name == "provenance"}
+    return config, schema, prov
+
+
+def test_make_records_validates_and_turns_bad_records_into_failures(tmp_path: Path):
+    config, schema, _ = _record_inputs()
+    good = Clip("a", "/v/a.mp4", "a.mp4", fields={"loudness": {"rms": 0.5}})
+    bad = Clip("b", "/v/b.mp4", "b.mp4", fields={"loudness": {"rms": "loud"}})  # not a float: the schema says no
+    with BeamTestPipeline() as p:
+        outcomes = p | beam.Create([good, bad, _clips()[2]]) | MakeRecords(schema, None, config.split, str(tmp_path))
+        summary = outcomes | beam.Map(lambda o: (o.key, o.record["split"] if o.record else None, o.failure["stage"] if o.failure else None))
+        assert_that(summary, equal_to([("a", "train", None), ("b", None, "record"), ("c", None, "match")]))
+
+
+def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
+    config, schema, _ = _record_inputs()
+    config = dataclasses.replace(config, shards=dataclasses.replace(config.shards, max_records=2))
+    records = []
+    for key in ("k3", "k1", "k2", "k4", "k5"):
+        record = {g.name: None for g in schema.groups} | {"key": key, "split": "train", "source_path": f"{key}.mp4", "loudness": {"rms": 0.25}}
+        records.append(Outcome(key, schema.conform(record), {"flac": key.encode()}, None))
+    failure = Outcome("bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "media").mkdir()
+    with BeamTestPipeline() as p:
+        names = p | beam.Create([*records, failure]) | WriteShards(str(tmp_path), schema, config.shards)
+        assert_that(names, equal_to(["failures.parquet", "train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003"]))
+    keys = [pq.read_table(f, columns=["key"]).column("key").to_pylist() for f in sorted((tmp_path / "data").glob("*.parquet"))]
+    assert keys == [["k1", "k2"], ["k3", "k4"], ["k5"]]
+    assert pq.read_table(tmp_path / "failures.parquet").to_pylist()[0]["message"] == "empty"
+
+
+def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
+    config = BuildConfig()
+    plan = prepare(config)
+    fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
+    clips = [Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields)) for k in ("x", "y", "z")]
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips), str(tmp_path))
+        summary = out | beam.Map(lambda c: (c.key, c.failure is None, c.fields["explanation"]["lexical_clue"]["source"] if c.failure is None else None))
+        assert_that(summary, equal_to([("x", True, "rules:1"), ("y", True, "rules:1"), ("z", True, "rules:1")]))
+
+
+FORBIDDEN = ("BatchElements", "Reshuffle", "GroupIntoBatches")
+
+
+def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
+    """No tagged outputs, no side inputs, no BatchElements/Reshuffle, exactly one sink: the DaskRunner
+    of Beam 2.77 gets each of these wrong (see offline notes), so they must not come back."""
+    config = config_from_dict({"transcript": {"model": "tiny.en"}})
+    schema = record_schema(config)
+    plan = prepare(config)
+    inputs = [VideoInput("a", "/v/a.mp4", "a.mp4"), VideoInput("b", "/v/b.mp4", "b.mp4")]
+    captured = {}
+
+    class Capture(beam.Pipeline):
+        def run(self, test_runner_api="AUTO"):  # inspect instead of running
+            captured["pipeline"] = self
+            return None
+
+        def __exit__(self, *exc):
+            self.run()
+
+    import emer_builder.pipelines.build as build_module
+
+    real = build_module.beam.Pipeline
+    build_module.beam.Pipeline = Capture
+    try:
+        run_pipeline(input_clips(inputs, []), tmp_path, config, schema, [LoudnessStage()], provenance_stub(), 1, [], plan, {"a": "a", "b": "b"})
+    finally:
+        build_module.beam.Pipeline = real
+    proto = captured["pipeline"].to_runner_api()
+    consumed = {pc for t in proto.components.transforms.values() for pc in t.inputs.values()}
+    leaves = []
+    for tid, t in proto.components.transforms.items():
+        own = not (t.unique_name.startswith(("Inputs/", "Explain/AnnotationRows/")))  # Create's own internals are not ours
+        assert not (own and any(word in t.unique_name for word in FORBIDDEN)), t.unique_name
+        if t.spec.urn == "beam:transform:pardo:v1":
+            from apache_beam.portability.api import beam_runner_api_pb2
+
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
+            assert not payload.side_inputs, f"{t.unique_name} reads a side input"
+            assert len(t.outputs) <= 1, f"{t.unique_name} has tagged outputs"
+        if not t.subtransforms and t.outputs and not set(t.outputs.values()) & consumed:
+            leaves.append(t.unique_name)
+    assert leaves == ["WriteShards/Write"]
+
+
+def provenance_stub() -> dict:
+    return {"tool": "emer-builder test", "schema_version": "x", "config_hash": "", "whisper_model": None, "face_detector": None, "expression_model": None, "opensmile": None, "explanation_sources": "", "emotion_wheel": None}
+
+
+def test_provenance_names_every_model():
+    class Named(Stage):
+        def __init__(self, name: str):
+            self.name = name
+
+        def model_id(self) -> str:
+            return f"{self.name}-model"
+
+    prov = provenance([Named("transcript"), Named("faces"), Named("acoustics")], "h", "s", None)
+    assert prov["whisper_model"] == "transcript-model" and prov["opensmile"] == "acoustics-model"
