@@ -93,8 +93,11 @@ class BuildConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     explanation: ExplanationConfig = field(default_factory=ExplanationConfig)
-    # Extra stages, "module:Class", each adding its own field group (see README, "Adding a field group").
+    # Extra stages, "module:Class" or an `emer_builder.stages` entry-point name, each adding its own
+    # field group (see README, "Adding a field group").
     extra_stages: tuple[str, ...] = ()
+    # Config sections of plug-in stages, by stage name; each stage checks its own against its dataclass.
+    stage_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,8 +119,70 @@ def with_explanation_inputs(config: BuildConfig, annotations: list[str], wheel_d
 
 
 def config_from_dict(data: dict[str, Any]) -> BuildConfig:
-    """Build a config from plain data, rejecting unknown keys with the path that was wrong."""
-    return _build(BuildConfig, data or {}, "")
+    """Build a config from plain data, rejecting unknown keys, wrong types and values out of range
+    with the path that was wrong."""
+    config = _build(BuildConfig, data or {}, "")
+    check_ranges(config)
+    return config
+
+
+def section_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """A plug-in stage's config section (a dataclass) from build.yaml, checked like ours."""
+    return _build(cls, data or {}, where)
+
+
+# (section, key) -> (test, what the value must be)
+RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("decode", "sample_fps"): (lambda v: 0 < v <= 60, "above 0 and at most 60"),
+    ("decode", "frame_max_side"): (lambda v: 32 <= v <= 8192, "between 32 and 8192"),
+    ("decode", "min_duration_s"): (lambda v: v >= 0, "at least 0"),
+    ("decode", "max_duration_s"): (lambda v: v > 0, "above 0"),
+    ("transcript", "beam_size"): (lambda v: 1 <= v <= 20, "between 1 and 20"),
+    ("transcript", "device"): (lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+    ("transcript", "cpu_threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
+    ("faces", "crop_size"): (lambda v: 16 <= v <= 1024, "between 16 and 1024"),
+    ("faces", "max_crops"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
+    ("faces", "expression_model"): (lambda v: v in ("auto", "deepface", "fer-tflite"), "one of auto, deepface, fer-tflite"),
+    ("shards", "max_records"): (lambda v: v >= 1, "at least 1"),
+    ("shards", "max_bytes"): (lambda v: v >= 1024, "at least 1024"),
+    ("shards", "parquet_row_group_size"): (lambda v: v >= 1, "at least 1"),
+}
+
+
+def check_ranges(config: BuildConfig) -> None:
+    """Every numeric and enum value up front: one `emer: error:` line instead of every clip failing
+    on a library's message."""
+    for (section, key), (ok, what) in RANGES.items():
+        value = getattr(getattr(config, section), key)
+        if not ok(value):
+            raise UserError(f"config key {section}.{key} must be {what}, got {value!r}")
+    d = config.decode
+    if d.min_duration_s > d.max_duration_s:
+        raise UserError(f"config keys decode.min_duration_s ({d.min_duration_s}) must not exceed decode.max_duration_s ({d.max_duration_s})")
+    ratios = config.split.ratios
+    if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in ratios.values()):
+        raise UserError(f"config key split.ratios must map split names to numbers of at least 0, got {ratios!r}")
+    if abs(sum(ratios.values()) - 1.0) > 1e-6:
+        raise UserError(f"config key split.ratios must sum to 1, got {sum(ratios.values()):g} ({', '.join(f'{k} {v:g}' for k, v in ratios.items())})")
+    if not isinstance(config.stage_config, dict) or not all(isinstance(v, dict) for v in config.stage_config.values()):
+        raise UserError("config key stage_config must map stage names to mappings")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (YAML would keep the last silently)."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def load_config(path: str | Path | None) -> BuildConfig:
@@ -127,7 +192,7 @@ def load_config(path: str | Path | None) -> BuildConfig:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise UserError(f"config file {p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

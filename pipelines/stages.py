@@ -1,32 +1,21 @@
-"""The stage list of a build and its record schema: core stages plus any `extra_stages` plug-ins."""
+"""The stage list of a build (core stages plus `extra_stages` plug-ins) and the records' provenance."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from emer_builder.core.config import BuildConfig
-from emer_builder.core.errors import UserError
 from emer_builder.core.version import __version__
 from emer_builder.schemas import SCHEMA, RecordSchema
 from emer_builder.transforms.acoustics import AcousticsStage
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.decode import DecodeStage
 from emer_builder.transforms.faces import FacesStage
+from emer_builder.transforms.plugins import plugin_stages, record_schema
 from emer_builder.transforms.transcript import TranscriptStage
 
-
-def load_stage_class(spec: str) -> type[Stage]:
-    """`package.module:Class` -> the class; a plug-in stage must declare `name` and `group`."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"extra stage {spec!r} cannot be loaded: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Stage) and getattr(cls, "group", None) is not None):
-        raise UserError(f"extra stage {spec!r} must be a transforms.clip.Stage subclass with a field group")
-    return cls
+__all__ = ["build_stages", "finish_record", "provenance", "record_schema"]
 
 
 def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
@@ -39,16 +28,8 @@ def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
         FacesStage(config.faces.detector, config.faces.crop_size, config.faces.max_crops, config.faces.expression_model),
         AcousticsStage(),
     ]
-    stages += [load_stage_class(spec)() for spec in config.extra_stages]
+    stages += plugin_stages(config)
     return stages
-
-
-def record_schema(config: BuildConfig) -> RecordSchema:
-    """Schema v1 plus the field groups of the configured plug-in stages."""
-    schema = SCHEMA
-    for spec in config.extra_stages:
-        schema = schema.with_group(load_stage_class(spec).group)
-    return schema
 
 
 def provenance(stages: list[Stage], config_hash: str, explanation_sources: str, emotion_wheel: str | None) -> dict[str, Any]:

@@ -1,9 +1,18 @@
-"""An example plug-in stage, as a user would write one: it adds the `brightness` field group."""
+"""An example plug-in stage, as a user would write one: it adds the `brightness` field group and
+reads its own config section (`stage_config.brightness` in build.yaml)."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
 from emer_builder.schemas import Field, FieldGroup
-from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip import Clip, ClipError, Stage
+
+
+@dataclass(frozen=True)
+class BrightnessConfig:
+    dark_below: float = 50.0  # a frame whose mean luma is below this counts as dark
 
 
 class BrightnessStage(Stage):
@@ -11,9 +20,23 @@ class BrightnessStage(Stage):
     group = FieldGroup(
         "brightness",
         "Mean luma of the sampled frames.",
-        (Field("mean", pa.float32(), "mean pixel value 0-255 over all sampled frames"), Field("frames", pa.int32(), "frames measured")),
+        (
+            Field("mean", pa.float32(), "mean pixel value 0-255 over all sampled frames"),
+            Field("frames", pa.int32(), "frames measured"),
+            Field("dark_frames", pa.int32(), "frames darker than `stage_config.brightness.dark_below`"),
+        ),
     )
+    config_type = BrightnessConfig
+
+    def __init__(self, config: BrightnessConfig):
+        self.config = config
 
     def process(self, clip: Clip) -> None:
+        if not clip.frames:
+            raise ClipError("no frames to measure")
         values = [float(frame.mean()) for _, frame in clip.frames]
-        clip.fields[self.name] = {"mean": round(float(np.mean(values)), 3), "frames": len(values)}
+        dark = sum(v < self.config.dark_below for v in values)
+        clip.fields[self.name] = {"mean": round(float(np.mean(values)), 3), "frames": len(values), "dark_frames": dark}
+
+    def model_id(self) -> str:
+        return f"brightness dark_below={self.config.dark_below}"

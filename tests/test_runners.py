@@ -55,7 +55,9 @@ def test_portable_runner_gives_the_same_shards(two_clips: Path, tmp_path: Path, 
 
 
 def test_plugin_stage_adds_a_field_group_everywhere(two_clips: Path, tmp_path: Path):
-    config = config_from_dict({"transcript": {"model": "tiny.en"}, "extra_stages": ["tests.plugin_brightness:BrightnessStage"], "split": {"ratios": {"train": 1.0}}})
+    config = config_from_dict(
+        {"transcript": {"model": "tiny.en"}, "extra_stages": ["tests.plugin_brightness:BrightnessStage"], "stage_config": {"brightness": {"dark_below": 256}}, "split": {"ratios": {"train": 1.0}}}
+    )
     out = tmp_path / "out"
     summary = build(two_clips, out, config, workers=1, show_progress=False)
     assert summary.records == 2 and "brightness" in summary.stage_seconds
@@ -63,6 +65,7 @@ def test_plugin_stage_adds_a_field_group_everywhere(two_clips: Path, tmp_path: P
     assert [r["key"] for r in rows] == ["jesper_intro", "sample_00000880"]
     for row in rows:
         assert 10 < row["brightness"]["mean"] < 245 and row["brightness"]["frames"] == row["media"]["frames_sampled"]
+        assert row["brightness"]["dark_frames"] == row["brightness"]["frames"]  # every frame is below 256
     assert "| `brightness.mean` |" in (out / "README.md").read_text()
     loaded = datasets.load_dataset(str(out))["train"]
     assert loaded.features["brightness"]["mean"].dtype == "float32"
