@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= out/demo
 DEMO_ANNOTATIONS := $(foreach t,$(wildcard bench/demo_annotations/*.csv),--annotations $(t))
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint imports bench clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,20 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# the layer contract (pyproject.toml [tool.importlinter]) checked on an installed copy: the editable
+# install's namespace cannot be walked by import-linter
+imports: setup
+	@rm -rf .imports && $(BIN)/pip install -q --no-deps --target .imports . && PYTHONPATH=.imports $(BIN)/lint-imports; status=$$?; rm -rf .imports; exit $$status
+
 test: setup
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory imports
 	$(BIN)/python -m pytest -q
+
+# everything but full builds and fresh installs: what a maintainer runs after each change
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m bench.run_bench

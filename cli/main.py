@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.version import __version__
@@ -24,10 +25,12 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
-    from emer_builder.evaluate.metrics import format_report, run_evaluate
+    from emer_builder.evaluate import format_summary, run_evaluate_many
+    from emer_builder.evaluate.run import llm_settings
 
-    result = run_evaluate(args.gt, args.pred, args.wheel_dir, args.synonyms)
-    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
+    llm = llm_settings(args.config, args.llm_base_url, args.llm_model)
+    results = run_evaluate_many(args.gt, args.pred, args.wheel_dir, args.synonyms, args.task, args.label_parsing, llm)
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False) if args.json else format_summary(results))
     return 0
 
 
@@ -55,6 +58,13 @@ def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from emer_builder.report import write_report
+
+    print(write_report(args.out, args.to, audio=not args.no_audio))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emer", description="Build Explainable Multimodal Emotion Recognition datasets from raw videos.")
     p.add_argument("--version", action="version", version=f"emer-builder {__version__}")
@@ -69,12 +79,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--annotations", action="append", default=[], metavar="FILE", help="annotation table joined by clip name (repeatable; formats in README)")
     b.add_argument("--wheel-dir", help="emotion-wheel tables for label normalisation: a folder, or `fetch` (pinned download, cached); default: none")
     b.set_defaults(func=_build)
-    e = sub.add_parser("evaluate", help="score predicted labels against ground truth (emotion-wheel, MER2024 sets, discrete)")
-    e.add_argument("--gt", required=True, help="ground truth: CSV/JSONL of name + labels, or a built dataset folder (OUT or OUT:SPLIT)")
-    e.add_argument("--pred", required=True, help="predictions, same forms as --gt")
+    e = sub.add_parser("evaluate", help="score predicted emotion labels against ground truth (hit rate, sentiment F1, emotion-wheel P/R/F)")
+    e.add_argument("--gt", required=True, help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")
+    e.add_argument("--pred", required=True, action="append", help="name + openset (list), discrete or sentiment column, or a build; repeatable: one row per file")
+    e.add_argument("--task", choices=("discrete", "sentiment", "openset"), help="hit rate, sentiment weighted F1, or emotion-wheel P/R/F (default: from what the files hold)")
     e.add_argument("--wheel-dir", help="folder with the emotion-wheel tables (default: the cache, fetched from the pinned source)")
     e.add_argument("--synonyms", help="synonym groups for the MER2024 set-level metrics")
-    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--label-parsing", choices=("lenient", "authors"), default="lenient", help="list cells: lenient (labels keep commas/apostrophes) or authors (MERTools string_to_list)")
+    e.add_argument("--config", help="build config YAML whose explanation.llm endpoint maps open-set predictions to sentiment")
+    e.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for that mapping (overrides the config)")
+    e.add_argument("--llm-model", help="chat model for that mapping (the authors used Qwen2.5-7B-Instruct)")
+    e.add_argument("--json", action="store_true", help="print the result as JSON (a list with several --pred)")
     e.set_defaults(func=_evaluate)
     pub = sub.add_parser("publish", help="publish a build as a versioned release (Hub repo, directory or fsspec URL)")
     pub.add_argument("out", help="a finished build folder")
@@ -82,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--version", required=True, help="semantic version X.Y.Z, greater than every published one")
     pub.add_argument("--private", action="store_true", help="create the Hub repo as private")
     pub.add_argument("--dry-run", action="store_true", help="print what would be uploaded and the card; change nothing")
-    pub.add_argument("--endpoint", help="Hub endpoint (default: huggingface_hub's, i.e. HF_ENDPOINT or huggingface.co)")
+    pub.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co); for s3:// set AWS_ENDPOINT_URL instead")
     pub.add_argument("--license", default="other", help="licence id for the card (default: other)")
     pub.set_defaults(func=_publish)
     dl = sub.add_parser("download", help="download a published release, verified against its manifest")
@@ -91,10 +106,15 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--split", action="append", default=[], help="only this split (repeatable)")
     dl.add_argument("--config", choices=("default", "media"), default="default", help="default: Parquet tables; media: WebDataset shards")
     dl.add_argument("--to", required=True, help="destination folder (an interrupted download resumes there)")
-    dl.add_argument("--endpoint", help="Hub endpoint")
+    dl.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co); for s3:// set AWS_ENDPOINT_URL instead")
     dl.set_defaults(func=_download)
     m = sub.add_parser("models", help="prepare the offline default models (idempotent)")
     m.set_defaults(func=_models)
+    r = sub.add_parser("report", help="write the HTML report (overview, plots, sample gallery) of a build or a downloaded release")
+    r.add_argument("out", help="a build folder or a downloaded release")
+    r.add_argument("--to", help="the HTML file (default OUT/report.html); its images and audio go to the folder of the same name")
+    r.add_argument("--no-audio", action="store_true", help="leave the FLAC copies (and the audio players) out")
+    r.set_defaults(func=_report)
     return p
 
 
@@ -120,8 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("emer: interrupted; the output folder was left as it was", file=sys.stderr)
-        return 130
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    """Ctrl-C: one line. Beam's runner threads die with their own tracebacks and may keep the
+    interpreter waiting, so a command-line run ends here (the build already removed its staging)."""
+    import threading
+
+    threading.excepthook = lambda args: None
+    print("emer: interrupted; the output folder was left as it was", file=sys.stderr, flush=True)
+    if threading.current_thread() is threading.main_thread() and sys.argv and Path(sys.argv[0]).name == "emer":
+        sys.stdout.flush()
+        os._exit(130)
+    return 130
 
 
 if __name__ == "__main__":

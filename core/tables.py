@@ -78,7 +78,8 @@ def read_table(path: str | Path, format: str | None = None, what: str = "table")
     if fmt == "xlsx":
         return _read_xlsx(p, what)
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        with open(p, encoding="utf-8-sig", newline="") as f:  # newline="": a quoted cell keeps its own line breaks
+            text = f.read()
     except UnicodeDecodeError as e:
         raise UserError(f"{_where(what, p)} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:

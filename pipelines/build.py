@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
+import sys
+import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -277,8 +279,7 @@ def _remove_stale_staging(out: Path) -> None:
     if not out.is_dir():
         return
     for entry in out.glob(f"{STAGING_PREFIX}*"):
-        if not (out / JOURNAL).is_file() or entry.name != (out / JOURNAL).read_text().strip():
-            shutil.rmtree(entry, ignore_errors=True)
+        shutil.rmtree(entry, ignore_errors=True)  # called after `recover`, so no journal names one
 
 
 def _remove(path: Path) -> None:
@@ -290,42 +291,52 @@ def _remove(path: Path) -> None:
 
 def commit(staging: Path, out: Path, overwrite: bool) -> None:
     """Move a finished staging folder into OUT so that a kill at any instant leaves the old build or
-    the new one: a journal naming the staging folder is written first (atomically), the old manifest
-    goes first, the new manifest last; the next build finishes an interrupted commit (`recover`)."""
+    the new one: a journal naming the staging folder and its outputs is written first (atomically),
+    the old manifest goes first, the new manifest last; the next build finishes an interrupted commit
+    (`recover`)."""
+    journal = {"staging": staging.name, "outputs": [n for n in OUTPUTS if (staging / n).exists()], "overwrite": overwrite}
     tmp = out / (JOURNAL + ".tmp")
-    tmp.write_text(staging.name + "\n")
+    tmp.write_text(json.dumps(journal) + "\n")
     os.replace(tmp, out / JOURNAL)
-    _finish_commit(staging, out, overwrite)
+    _finish_commit(out, journal)
 
 
-def _finish_commit(staging: Path, out: Path, overwrite: bool) -> None:
+def _finish_commit(out: Path, journal: dict[str, Any]) -> None:
+    staging = out / journal["staging"]
+    if not (staging / MANIFEST).exists():  # the new manifest is in place: only the clean-up was left
+        (out / JOURNAL).unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     _remove(out / MANIFEST)  # from here on OUT holds no valid old build
-    keep = {staging.name, LOCK_FILE, JOURNAL}
     for entry in out.iterdir():
-        if entry.name in keep:
+        name = entry.name
+        if name in (staging.name, LOCK_FILE, JOURNAL) or name.startswith(STAGING_PREFIX):
             continue
-        if entry.name in OUTPUTS or (overwrite and not entry.name.startswith(STAGING_PREFIX)):
+        if name in OUTPUTS:
+            if name not in journal["outputs"] or (staging / name).exists():  # an old output (a new one not yet moved replaces it)
+                _remove(entry)
+        elif journal["overwrite"]:
             _remove(entry)
-    for name in OUTPUTS:  # manifest last
+    for name in journal["outputs"]:  # in OUTPUTS order: manifest last
         if (staging / name).exists():
-            _remove(out / name)
             (staging / name).rename(out / name)
     (out / JOURNAL).unlink()
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def recover(out: Path) -> bool:
-    """Finish a commit that a killed build began (its staging folder is complete: the journal is
+    """Finish a commit that a killed build began (its staging folder was complete: the journal is
     written only after the manifest). True when one was finished."""
-    journal = out / JOURNAL
-    if not journal.is_file():
+    path = out / JOURNAL
+    if not path.is_file():
         return False
-    staging = out / journal.read_text().strip()
-    if staging.name.startswith(STAGING_PREFIX) and (staging / MANIFEST).is_file():
-        _finish_commit(staging, out, overwrite=False)
-        return True
-    journal.unlink()
-    return False
+    try:
+        journal = json.loads(path.read_text())
+    except ValueError:  # killed while writing the journal's temporary file cannot leave this; be safe
+        path.unlink()
+        return False
+    _finish_commit(out, journal)
+    return True
 
 
 def _stage_summary(staging: Path) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
@@ -334,31 +345,32 @@ def _stage_summary(staging: Path) -> tuple[dict[str, dict[str, float]], dict[str
 
 
 @contextmanager
-def _interrupts_stay_here() -> Iterator[None]:
-    """Ctrl-C reaches only the driver: worker processes (started while SIGINT is blocked, which
-    they inherit) do not print their own tracebacks; the driver gets KeyboardInterrupt as usual."""
-    if threading.current_thread() is not threading.main_thread():
+def _quiet_workers() -> Iterator[None]:
+    """Worker processes inherit a standard error that goes to a temporary file (not in OUT, which may
+    be full), so their chatter and, on Ctrl-C, their tracebacks stay out of the terminal; the driver's
+    own lines (progress, errors) still reach it. EMER_WORKER_STDERR=inherit shows everything."""
+    if os.environ.get("EMER_WORKER_STDERR") == "inherit":
         yield
         return
-    import _thread
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    done = threading.Event()
-
-    def wait() -> None:
-        while not done.is_set():
-            if signal.sigtimedwait({signal.SIGINT}, 0.2) is not None:
-                _thread.interrupt_main()
-                return
-
-    waiter = threading.Thread(target=wait, daemon=True)
-    waiter.start()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd, log = tempfile.mkstemp(prefix="emer-workers-", suffix=".log")
+    os.unlink(log)  # the open descriptor keeps it until the run ends
+    os.dup2(fd, 2)
+    os.close(fd)
+    original, hook = sys.stderr, threading.excepthook
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace")
+    # Beam's runner threads report a dying worker themselves: into the log, with the workers' words
+    threading.excepthook = lambda args: traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=original)
     try:
         yield
     finally:
-        done.set()
-        waiter.join()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        threading.excepthook = hook
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -441,7 +453,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         started = time.monotonic()
         progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
         try:
-            with progress, _interrupts_stay_here():
+            with _quiet_workers(), progress:
                 run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names)
             if not (staging / FAILURES_FILE).is_file():
                 write_failures([], staging / FAILURES_FILE)
@@ -455,6 +467,8 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             (staging / "build.json").write_text(json.dumps({"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts}, indent=2, sort_keys=True) + "\n")
             commit(staging, out_path, overwrite)
         except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                threading.excepthook = lambda args: None  # Beam's runner threads die loudly after an interrupt
             if not (out_path / JOURNAL).is_file():
                 shutil.rmtree(staging, ignore_errors=True)
             if _disk_full(e):

@@ -9,6 +9,7 @@ from where it was published, and the changelog of every release.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import yaml
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import UserError
-from emer_builder.schemas import SCHEMA, Field, RecordSchema
+from emer_builder.schemas import SCHEMA, Field, FieldGroup, RecordSchema
 from emer_builder.transforms.split import split_order
 
 EMER_CITATION = """@article{lian2023explainable,
@@ -137,6 +138,21 @@ does not load through `load_dataset("{target}", "media")` yet; `load_split(..., 
 {own_api}
 
 A private repo needs a token (`HF_TOKEN` or `hf auth login`)."""
+    elif "://" in target:  # an object store: `datasets` reads Parquet files by URL, not a folder; webdataset has no s3://
+        data_files = {s: f"{target}/{tag}/data/{s}-*.parquet" for s in _ordered(manifest["splits"])}
+        loading = f"""```python
+import datasets
+rows = datasets.load_dataset("parquet", data_files={data_files!r})   # Parquet tables, all fields, no media
+```
+
+The WebDataset shards (`{target}/{tag}/media/`) load through emer-builder: `load_split(..., config="media")`
+below, or `iter_samples` for training loops. Credentials and endpoint come from the usual variables
+(for s3://: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`).
+
+{own_api}
+
+Every version is a folder `vX.Y.Z/` next to `releases.json`, which lists the published versions
+(a folder that it does not list is an unfinished publish)."""
     else:
         loading = f"""```python
 import datasets
@@ -265,12 +281,17 @@ def build_schema(root: Path, manifest: dict[str, Any]) -> RecordSchema:
 
 
 def _documented_schema(manifest: dict[str, Any]) -> RecordSchema:
-    from emer_builder.pipelines.stages import load_stage_class
+    """This code's schema plus the field groups of the build's plug-in stages that are installed here.
 
+    A plug-in names its class as `package.module:Class` with a `group` attribute; it is imported directly
+    (not through the pipelines layer, which would pull in the build's media tools)."""
     schema = SCHEMA
     for spec in manifest["config"].get("extra_stages", []):
+        module_name, _, attr = spec.partition(":")
         try:
-            schema = schema.with_group(load_stage_class(spec).group)
-        except UserError:  # the plug-in is not installed here: its fields go undocumented
+            group = getattr(getattr(importlib.import_module(module_name), attr), "group", None)
+        except (ImportError, AttributeError, ValueError):  # the plug-in is not installed here: its fields go undocumented
             continue
+        if isinstance(group, FieldGroup):
+            schema = schema.with_group(group)
     return schema

@@ -19,18 +19,18 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from emer_builder.core.errors import UserError, one_line
+from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.paths import emer_home
 from emer_builder.release.manifest import MANIFEST
-from emer_builder.release.publish import SEMVER, VERSION_TAG, format_version, is_hub_repo, parse_version
+from emer_builder.release.store import Store, open_store
+from emer_builder.release.versions import RELEASES, SEMVER, format_version, parse_version
 from emer_builder.transforms.shards import SAFE_SUFFIX
 from emer_builder.transforms.split import SPLIT_NAME
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RELEASES = "releases.json"
 CONFIGS = ("default", "media")
 ROOT_FILES = ("failures.parquet",)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
 PICKLED_SUFFIXES = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})  # webdataset's default decoders would unpickle these
@@ -72,148 +71,6 @@ class DownloadResult:
         return "\n".join(lines)
 
 
-class _Source(Protocol):
-    """Where releases come from: a Hub repo or an fsspec target. A revision is what `versions` maps a version to."""
-
-    def versions(self) -> dict[str, str]: ...
-
-    def read(self, revision: str, name: str) -> bytes: ...
-
-    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
-        """Bring `files` (path -> expected sha256) and, where the release has them, `optional` into `to`.
-
-        Returns the sha256 of the files it hashed on the way, so they are not read twice."""
-        ...
-
-    def refetch(self, revision: str, path: str, to: Path) -> None: ...
-
-
-class _Hub:
-    """A Hub dataset repo; versions are its `vX.Y.Z` tags, pinned to their commit so all files come from one commit."""
-
-    def __init__(self, repo: str, endpoint: str | None, token: str | bool | None) -> None:
-        from huggingface_hub import HfApi
-
-        self.repo, self.endpoint, self.token = repo, endpoint, token
-        self.api = HfApi(endpoint=endpoint, token=token)
-
-    def versions(self) -> dict[str, str]:
-        from huggingface_hub.errors import RepositoryNotFoundError
-
-        try:
-            refs = self.api.list_repo_refs(self.repo, repo_type="dataset")
-        except RepositoryNotFoundError:
-            raise UserError(f"dataset repo {self.repo} not found (a private repo needs a token: `hf auth login` or HF_TOKEN)") from None
-        except _network_errors() as e:
-            raise UserError(f"cannot list the releases of {self.repo}: {one_line(e)}") from None
-        return {format_version(parse_version(tag.name)): tag.target_commit for tag in refs.tags if VERSION_TAG.fullmatch(tag.name)}
-
-    def read(self, revision: str, name: str) -> bytes:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        with tempfile.TemporaryDirectory(prefix="emer-download-") as tmp:
-            try:
-                path = self._call(hf_hub_download, filename=name, revision=revision, local_dir=tmp)
-            except LocalEntryNotFoundError as e:  # "could not reach the Hub", a subclass of the next one
-                raise UserError(f"cannot read {name} of {self.repo} ({one_line(e)}): run the same command again to resume") from None
-            except EntryNotFoundError:
-                raise UserError(f"commit {revision} of {self.repo} has no {name}: not a release made by `emer publish`") from None
-            return Path(path).read_bytes()
-
-    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
-        from huggingface_hub import snapshot_download
-
-        # Exact paths as patterns: a file the manifest does not list is never fetched. snapshot_download skips
-        # files it fetched before (its metadata in TO/.cache/huggingface) and resumes broken transfers.
-        patterns = sorted(files) + optional
-        self._call(snapshot_download, revision=revision, local_dir=to, allow_patterns=patterns)
-        return {}
-
-    def refetch(self, revision: str, path: str, to: Path) -> None:
-        from huggingface_hub import hf_hub_download
-
-        self._call(hf_hub_download, filename=path, revision=revision, local_dir=to, force_download=True)
-
-    def _call(self, fn: Any, **kwargs: Any) -> Any:
-        """A huggingface_hub download function on this repo; network failures become a UserError that says to re-run."""
-        from huggingface_hub.errors import EntryNotFoundError
-
-        try:
-            return fn(self.repo, repo_type="dataset", endpoint=self.endpoint, token=self.token, **kwargs)
-        except EntryNotFoundError:
-            raise
-        except (*_network_errors(), ValueError) as e:  # ValueError: huggingface_hub's "force download failed"
-            raise UserError(f"download from {self.repo} failed ({type(e).__name__}: {one_line(e)}); run the same command again to resume") from None
-
-
-class _Fsspec:
-    """A directory or fsspec URL laid out by `emer publish`: TARGET/releases.json and TARGET/vX.Y.Z/<files>."""
-
-    def __init__(self, target: str) -> None:
-        import fsspec
-
-        self.target = target
-        self.fs, root = fsspec.core.url_to_fs(os.path.expanduser(target))
-        self.root = root.rstrip("/")
-
-    def versions(self) -> dict[str, str]:
-        path = f"{self.root}/{RELEASES}"
-        try:
-            data = json.loads(self.fs.cat_file(path))
-        except FileNotFoundError:
-            raise UserError(f"{self.target} has no {RELEASES}: it is not a target written by `emer publish`") from None
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {self.target}/{RELEASES}: {e}") from None
-        listed = [str(e.get("version", "")) for e in data if isinstance(e, dict)] if isinstance(data, list) else []
-        versions = [format_version(parse_version(v)) for v in listed if SEMVER.fullmatch(v)]
-        return {v: f"{self.root}/v{v}" for v in versions}
-
-    def read(self, revision: str, name: str) -> bytes:
-        try:
-            return self.fs.cat_file(f"{revision}/{name}")
-        except OSError as e:
-            raise UserError(f"cannot read {name} of {revision}: {e}") from None
-
-    def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
-        hashes = {}
-        for path, want in sorted(files.items()):
-            dest = to / path
-            if dest.is_file() and (have := sha256_file(str(dest))) == want:  # the resume: a verified copy stays
-                hashes[path] = have
-                continue
-            try:
-                hashes[path] = self._copy(f"{revision}/{path}", dest)
-            except FileNotFoundError:
-                continue  # reported by the verification as missing from the release
-        for name in optional:
-            if self.fs.exists(f"{revision}/{name}"):
-                self._copy(f"{revision}/{name}", to / name)
-        return hashes
-
-    def refetch(self, revision: str, path: str, to: Path) -> None:
-        self._copy(f"{revision}/{path}", to / path)
-
-    def _copy(self, src: str, dest: Path) -> str:
-        """Stream to a partial file, then rename: an interrupted copy never sits under the real name."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.partial")
-        h = hashlib.sha256()
-        try:
-            with self.fs.open(src, "rb") as f, open(partial, "wb") as out:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-                    out.write(block)
-            os.replace(partial, dest)
-        except FileNotFoundError:
-            partial.unlink(missing_ok=True)
-            raise
-        except OSError as e:
-            partial.unlink(missing_ok=True)
-            raise UserError(f"copying {src} failed ({e}); run the same command again to resume") from None
-        return h.hexdigest()
-
-
 def download(
     repo: str | os.PathLike[str],
     to: str | os.PathLike[str],
@@ -230,9 +87,9 @@ def download(
     A file whose sha256 differs from the manifest is fetched once more; if it still differs it is deleted and a
     UserError names it. `to` holds one release: a folder with another release's manifest.json is refused.
     """
-    source = _source(repo, endpoint, token)
-    version, revision = _pick_version(str(repo), source, version)
-    return _download(source, str(repo), version, revision, Path(to).expanduser().absolute(), [splits] if isinstance(splits, str) else splits, config)
+    store = open_store(repo, endpoint=endpoint, token=token)
+    version, revision = _pick_version(str(repo), store, version)
+    return _download(store, str(repo), version, revision, Path(to).expanduser().absolute(), [splits] if isinstance(splits, str) else splits, config)
 
 
 def load_split(
@@ -336,8 +193,8 @@ def _samples(shards: list[Path], keys: set[str]) -> Iterator[dict[str, Any]]:
             yield {"__key__": sample["__key__"], "json": json.loads(sample["json"]), "flac": sample.get("flac"), "faces": [sample[s] for s in faces]}
 
 
-def _download(source: _Source, label: str, version: str, revision: str, to: Path, splits: list[str] | None, config: str) -> DownloadResult:
-    raw = source.read(revision, MANIFEST)
+def _download(store: Store, label: str, version: str, revision: str, to: Path, splits: list[str] | None, config: str) -> DownloadResult:
+    raw = store.read(revision, MANIFEST)
     manifest = _parse_manifest(raw, f"{label} v{version}")
     selected = {p: manifest["files"][p]["sha256"] for p in _select(manifest, splits or None, config)}
     to.mkdir(parents=True, exist_ok=True)
@@ -346,13 +203,13 @@ def _download(source: _Source, label: str, version: str, revision: str, to: Path
     _write_atomic(to / MANIFEST, raw)  # first: a later run into this folder knows which release it holds
     before = {p: _stamp(to / p) for p in selected}
     optional = ["README.md", RELEASES] + (["media/README.md"] if config == "media" else [])
-    hashes = source.fetch(revision, selected, optional, to)
+    hashes = store.fetch(revision, selected, optional, to)
     fetched = sorted(p for p in selected if (to / p).is_file() and _stamp(to / p) != before[p])
     bad, missing = _verify(to, selected, hashes)
     redownloaded = []
     for path in bad:
         log.warning("%s: sha256 does not match the manifest; fetching it again", path)
-        source.refetch(revision, path, to)
+        store.refetch(revision, path, to)
         redownloaded.append(path)
     still_bad, _ = _verify(to, {p: selected[p] for p in bad}, {})
     for path in still_bad:
@@ -385,34 +242,27 @@ def _fetch_release(
     token: str | bool | None,
 ) -> tuple[Path, dict[str, Any]]:
     """Download one split of a release into the per-release cache folder; returns (folder, manifest)."""
-    source = _source(repo, endpoint, token)
-    version, revision = _pick_version(str(repo), source, version)
+    store = open_store(repo, endpoint=endpoint, token=token)
+    version, revision = _pick_version(str(repo), store, version)
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", str(repo)).strip("_")[:80]
     ident = hashlib.sha256(f"{endpoint or ''}|{repo}".encode()).hexdigest()[:8]  # same name, other endpoint: another folder
     root = Path(cache_dir).expanduser().absolute() if cache_dir is not None else emer_home() / "releases"
-    result = _download(source, str(repo), version, revision, root / f"{slug}-{ident}" / version, [split], config)
+    result = _download(store, str(repo), version, revision, root / f"{slug}-{ident}" / version, [split], config)
     return result.to, result.manifest
 
 
-def _source(repo: str | os.PathLike[str], endpoint: str | None, token: str | bool | None) -> _Source:
-    """The rule of `emer publish`: a URL, a path or an existing folder is an fsspec source, else a Hub id."""
-    text = str(repo)
-    if isinstance(repo, os.PathLike) or not is_hub_repo(text):
-        return _Fsspec(text)
-    return _Hub(text, endpoint, token)
-
-
-def _pick_version(label: str, source: _Source, version: str | None) -> tuple[str, str]:
-    versions = source.versions()
+def _pick_version(label: str, store: Store, version: str | None) -> tuple[str, str]:
+    """(version, revision): the one asked for, or the highest published."""
+    versions = store.versions()
     if not versions:
         raise UserError(f"{label} has no published releases (no vX.Y.Z)")
-    ordered = sorted(versions, key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
+    ordered = sorted(versions, reverse=True)
     if version is None:
-        return ordered[0], versions[ordered[0]]
-    wanted = format_version(parse_version(version)) if SEMVER.fullmatch(version.strip()) else None
+        return format_version(ordered[0]), versions[ordered[0]]
+    wanted = parse_version(version) if SEMVER.fullmatch(version.strip()) else None
     if wanted not in versions:
-        raise UserError(f"{label} has no release {version!r}; available: {', '.join(ordered)}")
-    return wanted, versions[wanted]
+        raise UserError(f"{label} has no release {version!r}; available: {', '.join(map(format_version, ordered))}")
+    return format_version(wanted), versions[wanted]
 
 
 def _parse_manifest(raw: bytes, label: str) -> dict[str, Any]:
@@ -527,12 +377,6 @@ def _media_features(root: Path) -> datasets.Features:
     if not features:
         raise UserError(f"{root}/media/README.md has no dataset_info features: not a release of `emer build` output")
     return datasets.DatasetInfo._from_yaml_dict({"features": features}).features
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    import httpx2
-
-    return (OSError, httpx2.HTTPError)
 
 
 def _files(n: int) -> str:

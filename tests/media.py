@@ -34,14 +34,14 @@ def make_bad_corpus(demo_videos: Path, dest: Path) -> dict[str, tuple[str, str |
     (dest / "readme.txt").write_text("not a video")
     return {
         "empty.mp4": ("decode", "file is empty"),
-        "truncated.mp4": ("decode", "not a readable media file"),
-        "notes_renamed.mp4": ("decode", "not a readable media file"),
+        "truncated.mp4": ("decode", "not a readable media file: it is cut short or was never finished (mov,mp4,m4a,3gp,3g2,mj2: moov atom not found)"),
+        "notes_renamed.mp4": ("decode", "not a readable media file: it is a text file, not a video"),
         "no_audio.mp4": ("record", None),
-        "audio_only.mp4": ("decode", "no video stream"),
+        "audio_only.mp4": ("decode", "no video stream: it is an audio file (aac)"),
         "silence.mp4": ("record", None),
         "no_face.mp4": ("record", None),
         "tiny.mp4": ("decode", "minimum is 0.3 s"),
-        "unreadable.mp4": ("decode", "cannot read file"),
+        "unreadable.mp4": ("decode", "cannot read file: No such file or directory"),
         "clip.v1.mp4": ("match", "collides with clip_v1.mkv"),
         "clip_v1.mkv": ("match", "collides with clip.v1.mp4"),
     }

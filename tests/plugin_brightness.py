@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, ClipError, Stage
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from emer_builder.core.errors import UserError
+from emer_builder.core.labels import parse_labels
 from emer_builder.transforms.annotations import (
     AnnotationExplainer,
     detect_language,
     load_annotations,
-    parse_label_list,
     split_chinese_clues,
     split_english_clues,
 )
@@ -186,11 +186,11 @@ def test_label_lists_are_parsed_not_evaluated(tmp_path: Path):
     assert t.values("d")["open_vocab_labels"] == {"en": ["surprised"]}
     assert t.values("e") == {} and "e" in t.names  # name stripped, empty cell is no value
     assert t.values("f")["open_vocab_labels"] == {"en": ["line\u2028separator", "crlf"]}
-    assert parse_label_list("['开心', '放松']") == ["开心", "放松"]
+    assert parse_labels("['开心', '放松']") == ["开心", "放松"]
     assert detect_language(["['开心', '放松']"]) == "zh" and detect_language(['In the text, "哎呀" she says']) == "en"
     for bad in ["__import__('os').system('true')", "[__import__('os')]", "[1, 2]", "['a'] + ['b']", "{'a'}", "happy, sad"]:
         with pytest.raises(ValueError):
-            parse_label_list(bad)
+            parse_labels(bad, "strict")
     unquoted = _write(tmp_path / "unquoted.csv", "name,openset\nx,['a', 'b']\n")
     with pytest.raises(UserError, match=r"unquoted\.csv: line 2 has 3 cells but the header has 2"):
         load_annotations([unquoted])
@@ -324,3 +324,13 @@ def test_explainer_on_real_tables_and_unmatched(fine):
     assert len(no_video) == 330 and no_video[0] == "sample_00000007" and "sample_00000461" not in no_video
     assert no_annotation == ["another", "my_holiday"]
     assert json.loads(json.dumps(fine.by_name, ensure_ascii=False)) == fine.by_name
+
+
+def test_excel_csv_with_bom_and_crlf(tmp_path: Path):
+    """Excel writes a byte-order mark and CRLF: the header is still recognised, quoted line breaks stay in the cell."""
+    path = tmp_path / "labels.csv"
+    path.write_bytes('\ufeffname,discrete,valence\r\ns1,"happy",2.5\r\ns2,angry,-1\r\n'.encode())
+    t = load_annotations([path])
+    assert t.files[0]["format"] == "mer2023" and t.values("s1") == {"discrete_label": {"en": "happy"}, "valence": {None: 2.5}}
+    subs = _write(tmp_path / "subs.tsv", 'name\tchinese\tenglish\r\ns1\t别再说了。\t"Stop.\r\nPlease."\r\n')
+    assert load_annotations([subs]).values("s1")["subtitle"] == {"zh": "别再说了。", "en": "Stop.\r\nPlease."}

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -114,6 +113,7 @@ def test_two_builds_are_byte_identical(demo_build, demo_videos, tmp_path: Path):
     assert [k for k in first if first[k] != second[k]] == []
 
 
+@pytest.mark.slow
 def test_small_shard_limits_cut_splits_into_several_shards(demo_videos, tmp_path: Path):
     config = config_from_dict({"shards": {"max_records": 2}, "split": {"ratios": {"train": 1.0}}, "transcript": {"model": "tiny.en"}})
     out = tmp_path / "out"
@@ -142,14 +142,3 @@ def test_out_holding_another_build_is_refused(demo_build, demo_videos, tmp_path:
     with pytest.raises(UserError, match="not empty and holds no emer build"):
         build(demo_videos, foreign, show_progress=False)
     assert (foreign / "thesis.tex").read_text() == "precious"
-
-
-def test_staging_of_a_killed_build_is_removed(tmp_path: Path):
-    from emer_builder.pipelines.build import STAGING_PREFIX, _remove_stale_staging
-
-    dead = tmp_path / f"{STAGING_PREFIX}999999999"
-    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}"
-    for d in (dead, live):
-        (d / "data").mkdir(parents=True)
-    _remove_stale_staging(tmp_path)
-    assert not dead.exists() and live.exists()

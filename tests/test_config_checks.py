@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from emer_builder.core.config import config_from_dict, load_config
 from emer_builder.core.errors import UserError
 from emer_builder.transforms.plugins import load_stage_class, plugin_stages, record_schema

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines.build import build, check_complete

@@ -10,18 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from emer_builder.core.errors import UserError
-from emer_builder.evaluate.metrics import (
-    discrete_metric,
-    evaluate,
-    format_report,
-    mer2024_metric,
-    read_discrete,
-    read_labels,
-    read_synonyms,
-    run_evaluate,
-    split_labels,
-    wheel_metric,
-)
+from emer_builder.core.labels import parse_labels
+from emer_builder.evaluate import evaluate, format_report, run_evaluate
+from emer_builder.evaluate.metrics import discrete_metric, mer2024_metric, wheel_metric
+from emer_builder.evaluate.readers import read_discrete, read_labels, read_synonyms
+from emer_builder.transforms.annotations import load_annotations
 from emer_builder.transforms.wheel import EmotionWheel
 
 from tests.shared_data import SHARED_DATA
@@ -93,7 +86,9 @@ def test_shifted_predictions_match_the_authors_algorithm(wheel: EmotionWheel, tm
 def test_run_evaluate_with_wheel_dir_and_discrete_real_file(tmp_path: Path) -> None:
     gt = str(ANNOTATIONS / "gt-eng.csv")  # EMER-V1: discrete `emotions` only
     result = run_evaluate(gt, gt, str(TABLES), None)
+    assert result["task"] == "discrete"
     assert result["discrete"] == {"accuracy": 1.0, "weighted_f1": 1.0, "evaluated": 100, "missing_predictions": 0}
+    assert result["hit_rate"]["hit_rate"] == 1.0 and result["hit_rate"]["predictions"] == "discrete labels"
     assert "emotion_wheel" not in result
     pred = tmp_path / "all-angry.csv"
     with open(pred, "w", newline="") as f:
@@ -102,8 +97,11 @@ def test_run_evaluate_with_wheel_dir_and_discrete_real_file(tmp_path: Path) -> N
         w.writerows([n, "Angry"] for n in read_discrete(gt))
     d = run_evaluate(gt, str(pred), str(TABLES), None)["discrete"]
     assert (d["accuracy"], round(d["weighted_f1"], 6)) == (0.36, 0.190588)  # 36 of 100 are angry
-    with pytest.raises(UserError, match="nothing to compare"):
-        run_evaluate(gt, str(ANNOTATIONS / "check-openset.csv"), str(TABLES), None)
+    # one gold word against open-set lists: the hit rate (this said "nothing to compare" before issue 14)
+    hit = run_evaluate(gt, str(ANNOTATIONS / "check-openset.csv"), str(TABLES), None)
+    assert hit["task"] == "discrete" and hit["counts"]["gt"] == 100 and "discrete" not in hit
+    with pytest.raises(UserError, match=r"nothing to compare: .*gt-eng\.csv has discrete labels; .*x\.csv has no labels"):
+        run_evaluate(gt, _write(tmp_path / "x.csv", "name,comment\nsample_00000648,loud\n"), str(TABLES), None)
     with pytest.raises(UserError, match=r"--wheel-dir .*: missing format\.csv, synonym\.xlsx, wheel1\.xlsx"):
         run_evaluate(str(ANNOTATIONS / "check-openset.csv"), str(ANNOTATIONS / "check-openset.csv"), str(tmp_path), None)
 
@@ -117,14 +115,27 @@ def test_discrete_accuracy_and_weighted_f1_by_hand() -> None:
     assert (d["evaluated"], d["missing_predictions"]) == (5, 1)
 
 
-def test_split_labels() -> None:
-    assert split_labels("['excited', 'joyful']") == ["excited", "joyful"]
-    assert split_labels("""["can't stand it", 'happy, sort of']""") == ["can't stand it", "happy, sort of"]
-    assert split_labels("happy, sad ,") == ["happy", "sad"]
-    assert split_labels("[happy, sad]") == ["happy", "sad"]  # not a literal: split like the authors' string_to_list
-    assert split_labels("[__import__('os').system('false')]") == ["__import__(", "os", ").system(", "false", ")"]  # never evaluated
-    assert split_labels("") == [] and split_labels(None) == [] and split_labels("[]") == []
-    assert split_labels(["a ", "", "b"]) == ["a", "b"]
+def test_one_label_parser_named_modes(tmp_path: Path) -> None:
+    """The build and `emer evaluate` read a cell the same way; the authors' splitting is a named mode."""
+    cell = "['can't stop', 'happy, relieved']"
+    assert parse_labels(cell, "strict") == parse_labels(cell, "lenient") == ["can't stop", "happy, relieved"]
+    assert parse_labels(cell, "authors") == ["can", "t stop", "happy", "relieved"]  # MERTools' string_to_list
+    path = tmp_path / "openset.csv"
+    path.write_text(f'name,openset\ns1,"{cell}"\n')
+    built = load_annotations([path]).values("s1")["open_vocab_labels"]["en"]
+    assert built == read_labels(str(path))["s1"] == ["can't stop", "happy, relieved"]
+    assert read_labels(str(path), label_mode="authors")["s1"] == ["can", "t stop", "happy", "relieved"]
+    # lenient: what strict cannot read is split the authors' way, or at commas when unbracketed
+    assert parse_labels("['excited', 'joyful']", "lenient") == ["excited", "joyful"]
+    assert parse_labels("happy, sad ,", "lenient") == ["happy", "sad"]
+    assert parse_labels("[happy, sad]", "lenient") == ["happy", "sad"]
+    assert parse_labels("[__import__('os').system('false')]", "lenient") == ["__import__(", "os", ").system(", "false", ")"]  # never evaluated
+    assert parse_labels("", "lenient") == [] and parse_labels(None, "lenient") == [] and parse_labels("[]", "lenient") == []
+    assert parse_labels(["a ", "", "b"], "lenient") == ["a", "b"]
+    with pytest.raises(ValueError):
+        parse_labels("[happy, sad]", "strict")
+    with pytest.raises(ValueError, match="unknown label mode"):
+        parse_labels("[]", "loose")  # type: ignore[arg-type]
 
 
 def test_csv_and_jsonl_readers(tmp_path: Path) -> None:
@@ -147,7 +158,7 @@ def test_csv_and_jsonl_readers(tmp_path: Path) -> None:
         read_labels(str(dup))
     with pytest.raises(UserError, match="no open-vocabulary label column"):
         read_labels(_write(tmp_path / "x.csv", "name,emotions\ns,happy\n"))
-    with pytest.raises(UserError, match="expected a .csv or .jsonl"):
+    with pytest.raises(UserError, match=r"x\.txt: cannot tell its format from the extension"):
         read_labels(_write(tmp_path / "x.txt", "hi"))
     with pytest.raises(UserError, match="no such file"):
         read_labels(str(tmp_path / "nope.csv"))
@@ -243,3 +254,19 @@ def test_file_without_name_column_says_so(tmp_path: Path) -> None:
     path = _write(tmp_path / "x.csv", "id,openset\ns1,happy\n")
     with pytest.raises(UserError, match=r"no name column \(looked for name, names, key, video_id; found id, openset\)"):
         evaluate(path, path, None)
+
+
+@needs_data
+def test_authors_label_parsing_reproduces_their_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--label-parsing authors` scores the cell as MERTools does: its pieces `happy` and `relieved` reach the wheel."""
+    from emer_builder.cli.main import main
+
+    gt = _write(tmp_path / "gt.csv", "name,openset\ns1,\"['can't stop', 'happy, relieved']\"\ns2,\"['sad']\"\n")
+    pred = _write(tmp_path / "pred.csv", "name,openset\ns1,\"['joyful']\"\ns2,\"['sad']\"\n")
+    whole = run_evaluate(gt, pred, str(TABLES))["emotion_wheel"]["level1"]["wheels"]["wheel1"]
+    assert (whole["evaluated"], whole["skipped"]) == (1, 1)  # "can't stop" and "happy, relieved" are no known words: s1 skipped
+    cut = run_evaluate(gt, pred, str(TABLES), label_mode="authors")["emotion_wheel"]["level1"]["wheels"]["wheel1"]
+    assert (cut["evaluated"], cut["skipped"]) == (2, 0)
+    assert (cut["p"], cut["r"]) == (1.0, 1.0)  # s1: happy and relieved both sit at `happy` on wheel1, as does joyful
+    assert main(["evaluate", "--gt", gt, "--pred", pred, "--wheel-dir", str(TABLES), "--label-parsing", "authors", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["emotion_wheel"]["level1"]["wheels"]["wheel1"]["evaluated"] == 2

@@ -100,6 +100,7 @@ def test_conflicting_tables_are_one_error_naming_both(three_clips, tmp_path, cap
 LLM_KEY = "sk-build-loopback-7f3Kq-do-not-print"
 
 
+@pytest.mark.slow
 def test_llm_explainer_end_to_end_in_a_build(three_clips, tmp_path, monkeypatch, capsys):
     """Every clue, the explanation and the labels from an OpenAI-compatible endpoint (a loopback server
     driven by the real openai client) in a 2-worker build; a re-run is answered from the cache."""

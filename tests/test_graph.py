@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
 from emer_builder.core.config import BuildConfig, config_from_dict
 from emer_builder.core.errors import ClipError
 from emer_builder.pipelines.build import input_clips, run_pipeline
@@ -152,7 +151,7 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
     proto = captured["pipeline"].to_runner_api()
     consumed = {pc for t in proto.components.transforms.values() for pc in t.inputs.values()}
     leaves = []
-    for tid, t in proto.components.transforms.items():
+    for t in proto.components.transforms.values():
         own = not (t.unique_name.startswith(("Inputs/", "Explain/AnnotationRows/")))  # Create's own internals are not ours
         assert not (own and any(word in t.unique_name for word in FORBIDDEN)), t.unique_name
         if t.spec.urn == "beam:transform:pardo:v1":

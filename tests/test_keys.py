@@ -1,6 +1,8 @@
+import os
 from pathlib import Path
 
-from emer_builder.transforms.keys import key_for, match_videos
+import pytest
+from emer_builder.transforms.keys import MAX_KEY_BYTES, display_path, key_for, match_videos
 
 
 def test_mer_ids_stay_as_they_are():
@@ -36,3 +38,73 @@ def test_colliding_keys_are_all_reported(tmp_path: Path):
     assert [i.key for i in inputs] == ["ok"]
     assert sorted((c.source_path, c.others) for c in collisions) == [("clip.v1.mp4", ("clip_v1.mkv",)), ("clip_v1.mkv", ("clip.v1.mp4",))]
     assert {c.key for c in collisions} == {"clip_v1"}
+
+
+def test_names_that_are_not_utf8_keep_their_real_path_and_get_a_display_form(tmp_path: Path):
+    root = os.fsencode(tmp_path)
+    os.makedirs(os.path.join(root, b"d\xe9j\xe0"))
+    for raw in (b"caf\xe9.mp4", b"d\xe9j\xe0/\xff\xfe.mkv", b"back\\slash.mp4", b"tab\there.mp4", b"notes\xff.txt"):
+        with open(os.path.join(root, raw), "wb") as f:
+            f.write(b"x")
+    inputs, collisions, skipped = match_videos(tmp_path)
+    assert collisions == []
+    assert [(i.source_path, i.key) for i in inputs] == [
+        ("back\\\\slash.mp4", "back_slash"),
+        ("caf\\xe9.mp4", "caf_xe9"),
+        ("d\\xe9j\\xe0/\\xff\\xfe.mkv", "d_xe9j_xe0__xff_xfe"),
+        ("tab\\x09here.mp4", "tab_x09here"),
+    ]
+    assert skipped == ["notes\\xff.txt"]
+    for i in inputs:
+        i.source_path.encode("utf-8")  # what Parquet and JSON get
+        with open(i.path, "rb") as f:  # what ffmpeg gets: the real name
+            assert f.read() == b"x"
+
+
+def test_display_path_is_one_to_one():
+    names = ["a\\xe9.mp4", os.fsdecode(b"a\xe9.mp4"), "a\u00e9.mp4", "a\ne.mp4", "a\\x0ae.mp4", "\u202egnp.mp4"]
+    shown = [display_path(n) for n in names]
+    assert len(set(shown)) == len(names)
+    assert shown[:2] == ["a\\\\xe9.mp4", "a\\xe9.mp4"] and shown[5] == "\\u202egnp.mp4"
+    assert display_path("中文/视频 1.mp4") == "中文/视频 1.mp4"  # any script and spaces stay as they are
+
+
+def test_keys_for_unreadable_or_long_names_stay_unique_and_fit():
+    assert key_for("😀.mp4") != key_for("🎉.mp4") and key_for("😀.mp4").startswith("h")
+    long_a, long_b = "n" * 300 + "a.mp4", "n" * 300 + "b.mp4"
+    assert key_for(long_a) != key_for(long_b) and len(key_for(long_a).encode()) <= MAX_KEY_BYTES
+    assert key_for(long_a) == key_for(long_a)
+    assert key_for(b"caf\xe9.mp4") == key_for(os.fsdecode(b"caf\xe9.mp4")) == "caf_xe9"
+
+
+def test_symlinked_folders_are_followed_once_and_loops_listed(tmp_path: Path):
+    videos, outside = tmp_path / "videos", tmp_path / "outside"
+    (videos / "real" / "deep").mkdir(parents=True)
+    (outside / "sub").mkdir(parents=True)
+    for p in (videos / "real" / "a.mp4", videos / "real" / "deep" / "b.mp4", outside / "c.mp4", outside / "sub" / "d.mp4"):
+        p.write_bytes(b"x")
+    os.symlink(outside, videos / "ext")  # outside the input folder: followed
+    os.symlink(outside / "sub", videos / "ext_sub")  # already reached through ext/sub
+    os.symlink(videos / "real", videos / "alias")  # a second name for a folder walked already
+    os.symlink("..", videos / "real" / "deep" / "up")  # a loop
+    os.symlink(tmp_path / "missing", videos / "gone")
+    inputs, collisions, skipped = match_videos(videos)
+    assert [i.source_path for i in inputs] == ["ext/c.mp4", "ext/sub/d.mp4", "real/a.mp4", "real/deep/b.mp4"]
+    assert skipped == [
+        "alias/ (symlink to real/, already included: not followed)",
+        "ext_sub/ (symlink to ext/sub/, already included: not followed)",
+        "gone (broken symlink)",
+        "real/deep/up/ (symlink to real/, already included: not followed)",
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_folder_is_listed_not_lost(tmp_path: Path):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "x.mp4").write_bytes(b"x")
+    (tmp_path / "locked").chmod(0)
+    try:
+        _, _, skipped = match_videos(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert skipped == ["locked/ (folder not readable: Permission denied)"]

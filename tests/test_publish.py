@@ -1,4 +1,5 @@
-"""`emer publish`: real builds (`release_builds`), the real huggingface_hub client, the loopback Hub (tests/hub_loopback.py).
+"""`emer publish`: small real builds (`release_builds`, written without Beam by tests/release_fixtures.py), the real
+huggingface_hub client, the loopback Hub (tests/hub_loopback.py).
 
 What must hold: one commit then one tag per version, tags never moved, versions increase by at least the bump the
 schema change requires, an interrupted publish leaves no tag and its re-run uploads nothing twice, a racing

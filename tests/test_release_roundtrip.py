@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import pytest
 from emer_builder.cli.main import main
 
 from tests.hub_loopback import hub_server, online_hub
@@ -112,3 +115,42 @@ def test_a_tampered_download_is_repaired_or_refused(release_builds, monkeypatch,
         monkeypatch.setattr(download_module, "sha256_file", lambda path: hashed.append(path) or "")
         assert main(["download", REPO, "--to", str(to)]) == 0  # verified before, not rewritten since: no hashing again
         assert hashed == [] and "verified against manifest.json" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_real_build_is_what_the_release_fixture_imitates(demo_videos, release_builds, tmp_path):
+    """The release tests publish builds written without Beam (tests/release_fixtures.py). This full build of one
+    demo clip checks that the imitation keeps the real shape (manifest keys, Parquet schema, tar members), and that
+    a real build publishes to a directory and downloads back byte for byte."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
+    from emer_builder.release.download import download
+    from emer_builder.release.publish import publish
+
+    from tests.release_fixtures import CONFIG
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copyfile(demo_videos / "sample_00000870.mp4", videos / "sample_00000870.mp4")
+    out = tmp_path / "out"
+    build(videos, out, config_from_dict(CONFIG), workers=1, show_progress=False)
+
+    fixture = release_builds[0]
+    real, imitated = (json.loads((o / "manifest.json").read_text()) for o in (out, fixture))
+    assert set(real) == set(imitated) and real["fields"] == imitated["fields"] and real["keys"]["train"] == imitated["keys"]["train"]
+    kinds = [{re.sub(r"^(data|media)/[a-z]+-", r"\1/", p) for p in m["files"]} for m in (real, imitated)]
+    assert kinds[0] == kinds[1], kinds  # the same files, split names aside
+    shard = "data/train-00000-of-00001.parquet"
+    assert pq.read_schema(out / shard) == pq.read_schema(fixture / shard)
+    members = [sorted(n.split(".", 1)[1] for n in tarfile.open(o / "media/train-00000-of-00001.tar").getnames()) for o in (out, fixture)]
+    assert {"flac", "json", "face_000.jpg"} <= set(members[0]) and set(members[1]) <= set(members[0]) | {f"face_{i:03d}.jpg" for i in range(16)}
+
+    publish(out, str(tmp_path / "releases"), "1.0.0")
+    got = download(str(tmp_path / "releases"), tmp_path / "dl", config="media")
+    assert got.verified == len([p for p in real["files"] if p.startswith("media/")])
+    assert {p: (tmp_path / "dl" / p).read_bytes() for p in real["files"] if p.startswith("media/")} == {
+        p: (out / p).read_bytes() for p in real["files"] if p.startswith("media/")
+    }

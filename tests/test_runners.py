@@ -54,6 +54,7 @@ def test_portable_runner_gives_the_same_shards(two_clips: Path, tmp_path: Path, 
         assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "portable" / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_plugin_stage_adds_a_field_group_everywhere(two_clips: Path, tmp_path: Path):
     config = config_from_dict(
         {"transcript": {"model": "tiny.en"}, "extra_stages": ["tests.plugin_brightness:BrightnessStage"], "stage_config": {"brightness": {"dark_below": 256}}, "split": {"ratios": {"train": 1.0}}}

@@ -20,13 +20,29 @@ def test_egemaps_names_are_what_opensmile_produces():
 def test_derived_layouts_agree():
     arrow = SCHEMA.arrow_schema()
     assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "explanation", "provenance"]
-    assert arrow.metadata[b"emer_schema_version"] == b"1.1.0"
+    assert arrow.metadata[b"emer_schema_version"] == b"1.2.0"
     features = SCHEMA.features()
     assert list(features) == arrow.names
     assert features.arrow_schema.field("acoustics").type.field("egemaps").type.num_fields == 88
     table = SCHEMA.field_table()
     assert "| `faces.crops[].box.x` |" in table
     assert "| `acoustics.egemaps.F0semitoneFrom27.5Hz_sma3nz_amean` |" in table
+
+
+def test_media_group_1_2_only_adds_documented_fields():
+    from emer_builder.schemas.v1 import MEDIA
+
+    names = [f.name for f in MEDIA.fields]
+    v1_1 = ["container", "size_bytes", "sha256", "duration_s", "video_codec", "width", "height", "fps", "has_audio", "audio_codec", "audio_sample_rate", "sampled_fps", "frames_sampled"]
+    added = ["audio_stream", "audio_language", "other_audio_streams", "declared_duration_s", "decoded_duration_s", "decoded_fraction", "truncated"]
+    assert names == v1_1 + added  # a minor version: the 1.1 fields keep their names, types and order
+    types = SCHEMA.field_types()
+    assert types["media.other_audio_streams"] == "list<struct>" and types["media.other_audio_streams[].is_default"] == "bool"
+    assert types["media.decoded_duration_s"] == "double" and types["media.truncated"] == "bool" and types["media.audio_stream"] == "int32"
+    table = SCHEMA.field_table()
+    for name in added:
+        assert f"| `media.{name}` |" in table
+    assert all(len(f.doc) > 20 for f in MEDIA.fields if f.name in added)
 
 
 def test_plugin_group_extends_without_core_edits():

@@ -58,3 +58,36 @@ def test_bad_split_config_is_a_user_error(tmp_path: Path):
     bad.write_text("key,split\na,../../etc\n")
     with pytest.raises(UserError, match="invalid split name"):
         SplitAssigner(RATIOS, split_table=str(bad))
+
+
+def test_split_tables_in_every_table_format(tmp_path: Path):
+    """Read by the one table reader: a BOM and CRLF line ends (Excel's CSV), TSV, JSON lines."""
+    csv_bom = tmp_path / "splits.csv"
+    csv_bom.write_bytes("\ufeffname,split\r\nsample_00000648,test\r\n\r\n sample_00000870 ,validation\r\n".encode())
+    tsv = tmp_path / "splits.tsv"
+    tsv.write_text("key\tsplit\nsample_00000648\ttest\nsample_00000870\tvalidation\n")
+    jsonl = tmp_path / "splits.jsonl"
+    jsonl.write_text('{"key": "sample_00000648", "split": "test"}\n\n{"key": "sample_00000870", "split": "validation"}\n')
+    for table in (csv_bom, tsv, jsonl):
+        assign = SplitAssigner(RATIOS, split_table=str(table))
+        assert assign.table == {"sample_00000648": "test", "sample_00000870": "validation"}
+        assert assign({"key": "sample_00000870"}) == "validation"
+
+
+def test_bad_split_tables_are_one_line(tmp_path: Path):
+    cases = {
+        "twice.csv": ("key,split\na,train\na,test\n", r"twice\.csv: line 3 puts 'a' in 'test', an earlier line in 'train'"),
+        "wide.csv": ("key,split\na,train,x\n", r"wide\.csv: line 2 has 3 cells but the header has 2"),
+        "bad.jsonl": ('{"key": "a", "split": "train"}\n["a", "train"]\n', r"bad\.jsonl: line 2 is not a JSON object"),
+        "latin1.csv": ("key,split\ncaf\xe9,train\n".encode("latin-1"), r"latin1\.csv is not UTF-8 text"),
+        "splits.txt": ("key,split\n", r"splits\.txt: cannot tell its format from the extension"),
+        "empty.csv": ("", r"empty\.csv is empty"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(UserError, match=message) as e:
+            SplitAssigner(RATIOS, split_table=str(path))
+        assert "\n" not in str(e.value) and str(e.value).startswith("split table ")
+    with pytest.raises(UserError, match=r"split table .*nope\.csv: no such file"):
+        SplitAssigner(RATIOS, split_table=str(tmp_path / "nope.csv"))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from emer_builder.core.errors import UserError
+from emer_builder.core.labels import parse_labels
 from emer_builder.transforms import wheel as wheel_mod
-from emer_builder.transforms.wheel import FILE_SHA256, WHEELS, EmotionWheel, load_wheel, string_to_list, wheel_dir
+from emer_builder.transforms.wheel import FILE_SHA256, WHEELS, EmotionWheel, load_wheel, wheel_dir
 
 from tests.shared_data import SHARED_DATA
 
@@ -87,10 +88,26 @@ def test_wheel_categories_record_field(wheel: EmotionWheel) -> None:
 
 
 def test_authors_string_to_list() -> None:
-    assert string_to_list("abandoned,abandon,abandons") == ["abandoned", "abandon", "abandons"]
-    assert string_to_list("['excited', 'joyful']") == ["excited", "joyful"]
-    assert string_to_list("uncovered, revealed") == ["uncovered", "revealed"]
-    assert string_to_list(None) == [] and string_to_list("") == [] and string_to_list("NaN") == []
+    """The tables are read with the one label parser in its `authors` mode: MERTools' `string_to_list`."""
+    assert parse_labels("abandoned,abandon,abandons", "authors") == ["abandoned", "abandon", "abandons"]
+    assert parse_labels("['excited', 'joyful']", "authors") == ["excited", "joyful"]
+    assert parse_labels("uncovered, revealed", "authors") == ["uncovered", "revealed"]
+    assert parse_labels(None, "authors") == [] and parse_labels("", "authors") == []
+    assert wheel_mod._labels(wheel_mod._cell("NaN")) == [] and wheel_mod._labels(wheel_mod._cell("N/A")) == []  # pandas reads these as missing
+
+
+def test_damaged_table_is_one_line(tmp_path: Path) -> None:
+    for name in FILE_SHA256:
+        shutil.copyfile(TABLES / name, tmp_path / name)
+    (tmp_path / "wheel2.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(UserError, match=r"^emotion-wheel table .*wheel2\.xlsx: cannot read it as \.xlsx \(") as e:
+        EmotionWheel(tmp_path)
+    assert "\n" not in str(e.value)
+    (tmp_path / "wheel2.xlsx").unlink()
+    shutil.copyfile(TABLES / "wheel2.xlsx", tmp_path / "wheel2.xlsx")
+    (tmp_path / "format.csv").write_bytes("\ufeffname,format\r\nhappy,\"['glad', 'joyful']\"\r\n".encode())  # BOM and CRLF
+    small = EmotionWheel(tmp_path)
+    assert small.format_mapping == {"glad": ["happy"], "joyful": ["happy"], "happy": ["happy"]}
 
 
 def test_given_folder_missing_a_file(tmp_path: Path) -> None:

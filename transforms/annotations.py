@@ -19,10 +19,6 @@ Recognised headers (CSV, TSV or JSON lines; column order and case do not matter)
 
 from __future__ import annotations
 
-import ast
-import csv
-import io
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +28,8 @@ from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
+from emer_builder.core.labels import parse_labels
+from emer_builder.core.tables import Table, read_table, table_format
 from emer_builder.transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
 
 CLUE_FIELDS: tuple[str, ...] = ("visual_clue", "acoustic_clue", "lexical_clue")
@@ -47,7 +45,7 @@ RECOGNISED_HELP = (
     "names,emotions,subtitles,reasons (EMER-V1); name,chinese,english (EMER-Fine/OV-MERD explanations or subtitles); "
     "name,openset (open-vocabulary labels); name,discrete,valence (MER2023)"
 )
-EXTENSION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+WHAT = "annotation table"  # how messages name these files
 
 # A value's key inside one clip: (field, language); valence has language None.
 ValueKey = tuple[str, "str | None"]
@@ -133,116 +131,7 @@ def split_english_clues(text: str) -> dict[str, str] | None:
     return clues if all(clues.values()) else None
 
 
-def parse_label_list(text: str) -> list[str]:
-    """Labels from a list written as JSON or as a Python literal of strings; never evaluated as code.
-
-    Also reads the unescaped form people write by hand, `['can't believe it', 'happy, relieved']`,
-    by splitting between quoted items, so labels keep their commas and apostrophes.
-    Raises ValueError for anything that is not a list of strings.
-    """
-    text = text.strip()
-    if not text:
-        return []
-    if not (text.startswith("[") and text.endswith("]")):
-        raise ValueError(f"not a list of labels: {text[:80]!r}")
-    items: list[Any] | None = None
-    try:
-        loaded = json.loads(text)
-        items = loaded if isinstance(loaded, list) else None
-    except ValueError:
-        try:
-            node = ast.parse(text, mode="eval").body
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            node = None
-        if isinstance(node, ast.List) and all(isinstance(e, ast.Constant) for e in node.elts):
-            items = [e.value for e in node.elts]  # type: ignore[attr-defined]
-        elif node is None:
-            items = _split_quoted_items(text[1:-1])
-    if items is None or not all(isinstance(i, str) for i in items):
-        raise ValueError(f"not a list of strings: {text[:80]!r}")
-    return [s for s in (i.strip() for i in items) if s]
-
-
-def _split_quoted_items(inner: str) -> list[str] | None:
-    inner = inner.strip()
-    if not inner:
-        return []
-    pieces = re.split(r"(?<=['\"])\s*,\s*(?=['\"])", inner)
-    if not all(len(p) >= 2 and p[0] in "'\"" and p[-1] == p[0] for p in pieces):
-        return None
-    return [p[1:-1] for p in pieces]
-
-
-@dataclass
-class _Rows:
-    path: Path
-    fmt: str  # csv | tsv | jsonl
-    columns: list[str]
-    rows: list[tuple[int, dict[str, Any]]]  # (line number, column -> cell)
-
-
-def _file_format(path: Path, given: str | None = None) -> str:
-    if given is not None:
-        if given not in ("csv", "tsv", "jsonl"):
-            raise UserError(f"annotation table {path}: format must be csv, tsv or jsonl, not {given!r}")
-        return given
-    fmt = EXTENSION_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"annotation table {path}: cannot tell its format from the extension; use .csv, .tsv or .jsonl (or give `format`)")
-    return fmt
-
-
-def _read_table(path: Path, fmt: str) -> _Rows:
-    if not path.is_file():
-        raise UserError(f"annotation table {path} not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"annotation table {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if fmt == "jsonl":
-        columns: list[str] = []
-        for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"annotation table {path}: line {number} is not JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"annotation table {path}: line {number} is not a JSON object")
-            columns.extend(k for k in obj if k not in columns)
-            rows.append((number, obj))
-        if not rows:
-            raise UserError(f"annotation table {path} is empty")
-        return _Rows(path, fmt, columns, rows)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
-    try:
-        return _csv_rows(path, fmt, reader)
-    except csv.Error as e:
-        raise UserError(f"annotation table {path}: line {reader.line_num} is not valid {fmt.upper()} ({e})") from None
-
-
-def _csv_rows(path: Path, fmt: str, reader: Any) -> _Rows:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    header = next(reader, None)
-    if not header:
-        raise UserError(f"annotation table {path} is empty")
-    columns = [c.strip() for c in header]
-    if len(set(columns)) != len(columns):
-        raise UserError(f"annotation table {path}: its header repeats a column ({','.join(columns)})")
-    for cells in reader:
-        number = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) > len(columns):
-            raise UserError(f"annotation table {path}: line {number} has {len(cells)} cells but the header has {len(columns)} (quote cells holding the delimiter)")
-        cells = cells + [""] * (len(columns) - len(cells))
-        rows.append((number, dict(zip(columns, cells, strict=True))))
-    return _Rows(path, fmt, columns, rows)
-
-
-def _cell_text(table: _Rows, number: int, column: str, cell: Any) -> str | None:
+def _cell_text(table: Table, number: int, column: str, cell: Any) -> str | None:
     """A cell as stripped text; None when empty."""
     if cell is None:
         return None
@@ -252,23 +141,17 @@ def _cell_text(table: _Rows, number: int, column: str, cell: Any) -> str | None:
     return text or None
 
 
-def _field_value(table: _Rows, number: int, name: str, column: str, field_name: str, cell: Any) -> Any:
+def _field_value(table: Table, number: int, name: str, column: str, field_name: str, cell: Any) -> Any:
     """A cell parsed for its field: text, a label list, or a finite float; None when empty."""
     if field_name == "open_vocab_labels":
-        if isinstance(cell, list):
-            labels: Any = cell
-            if not all(isinstance(s, str) for s in labels):
-                raise UserError(f"annotation table {table.path}: {name} column {column!r} is not a list of strings")
-            labels = [s.strip() for s in labels if s.strip()]
-        else:
-            text = _cell_text(table, number, column, cell)
-            if text is None:
+        if not isinstance(cell, list):
+            cell = _cell_text(table, number, column, cell)
+            if cell is None:
                 return None
-            try:
-                labels = parse_label_list(text)
-            except ValueError as e:
-                raise UserError(f"annotation table {table.path}: {name} column {column!r}: {e}") from None
-        return labels  # an annotated empty list is a value: the annotator saw no clear emotion
+        try:
+            return parse_labels(cell, "strict")  # an annotated empty list is a value: the annotator saw no clear emotion
+        except ValueError as e:
+            raise UserError(f"annotation table {table.path}: {name} column {column!r}: {e}") from None
     if field_name == "valence":
         if isinstance(cell, (int, float)) and not isinstance(cell, bool):
             value = float(cell)
@@ -286,11 +169,11 @@ def _field_value(table: _Rows, number: int, name: str, column: str, field_name: 
     return _cell_text(table, number, column, cell)
 
 
-def _column_language(table: _Rows, column: str) -> str:
+def _column_language(table: Table, column: str) -> str:
     """One language per column: a table's column is written in one language (cells may be text or, in JSON lines, label lists)."""
 
     def texts() -> Iterable[str]:
-        for _, cells in table.rows:
+        for cells in table.rows:
             cell = cells.get(column)
             for text in cell if isinstance(cell, list) else [cell]:
                 if isinstance(text, str):
@@ -299,9 +182,9 @@ def _column_language(table: _Rows, column: str) -> str:
     return detect_language(texts())
 
 
-def _is_explanation_table(table: _Rows, chinese: str) -> bool:
+def _is_explanation_table(table: Table, chinese: str) -> bool:
     """Whether a `name,chinese,english` table holds EMER-Fine explanations (not subtitles): most Chinese cells carry the clue markers."""
-    cells = [str(c[chinese]) for _, c in table.rows if str(c.get(chinese) or "").strip()]
+    cells = [str(c[chinese]) for c in table.rows if str(c.get(chinese) or "").strip()]
     marked = sum(1 for c in cells if ZH_MARKERS[0][1] in c and ZH_MARKERS[1][1] in c)
     return bool(cells) and marked * 2 >= len(cells)
 
@@ -313,10 +196,10 @@ class _Parsed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _collect(table: _Rows, fmt: str, name_column: str, per_row: Callable[[int, str, dict[str, Any]], dict[ValueKey, Any]]) -> _Parsed:
+def _collect(table: Table, fmt: str, name_column: str, per_row: Callable[[int, str, dict[str, Any]], dict[ValueKey, Any]]) -> _Parsed:
     """Run `per_row(cells) -> {(field, lang): value}` over the rows; one name may repeat only with equal values."""
     out: dict[str, dict[ValueKey, Any]] = {}
-    for number, cells in table.rows:
+    for number, cells in table.numbered():
         name = _cell_text(table, number, name_column, cells.get(name_column))
         if name is None:
             raise UserError(f"annotation table {table.path}: line {number} has no name in column {name_column!r}")
@@ -327,11 +210,11 @@ def _collect(table: _Rows, fmt: str, name_column: str, per_row: Callable[[int, s
     return _Parsed(fmt, out)
 
 
-def _lower_columns(table: _Rows) -> dict[str, str]:
+def _lower_columns(table: Table) -> dict[str, str]:
     return {c.lower(): c for c in table.columns}
 
 
-def _parse_recognised(table: _Rows, kind: str) -> _Parsed:
+def _parse_recognised(table: Table, kind: str) -> _Parsed:
     col = _lower_columns(table)
     if kind == "emer-v1":
         fields = {"emotions": "discrete_label", "subtitles": "subtitle", "reasons": "multimodal_explanation"}
@@ -388,7 +271,7 @@ def _parse_recognised(table: _Rows, kind: str) -> _Parsed:
     return parsed
 
 
-def _parse_mapped(spec: Mapping[str, Any]) -> tuple[_Rows, _Parsed]:
+def _parse_mapped(spec: Mapping[str, Any]) -> tuple[Table, _Parsed]:
     if not isinstance(spec, Mapping):
         raise UserError(f"explanation.mapped_annotations entries must be mappings {{path, columns, format, language}}, got {spec!r}")
     unknown = set(spec) - {"path", "format", "columns", "language"}
@@ -408,7 +291,7 @@ def _parse_mapped(spec: Mapping[str, Any]) -> tuple[_Rows, _Parsed]:
     language = spec.get("language")
     if language is not None and not (isinstance(language, str) and re.fullmatch(r"[a-z]{2,3}", language)):
         raise UserError(f"annotation mapping for {path}: language must be an ISO 639-1 code such as en or zh, or null to detect it, not {language!r}")
-    table = _read_table(path, _file_format(path, spec.get("format")))
+    table = read_table(path, table_format(path, spec.get("format"), WHAT), WHAT)
     for key, column in columns.items():
         if column not in table.columns:
             raise UserError(f"annotation table {path}: no column {column!r} (mapped to {key}); its columns are {', '.join(table.columns)}")
@@ -457,10 +340,10 @@ def load_annotations(files: Sequence[str | Path], mapped: Sequence[Mapping[str, 
 
     Two tables may both give a (name, field, language) only if they agree; a clash names both files.
     """
-    parsed: list[tuple[_Rows, _Parsed]] = []
+    parsed: list[tuple[Table, _Parsed]] = []
     for f in files:
         path = Path(f)
-        table = _read_table(path, _file_format(path))
+        table = read_table(path, what=WHAT)
         kind = RECOGNISED_HEADERS.get(frozenset(c.lower() for c in table.columns))
         if kind is None:
             raise UserError(f"annotation table {path}: header {','.join(table.columns)} is not recognised; recognised: {RECOGNISED_HELP}; give other tables with a column mapping")
@@ -522,7 +405,6 @@ __all__ = [
     "RECOGNISED_HEADERS",
     "detect_language",
     "load_annotations",
-    "parse_label_list",
     "split_chinese_clues",
     "split_english_clues",
 ]

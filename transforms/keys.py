@@ -1,21 +1,34 @@
-"""Match input videos and give each a stable key that is safe as a WebDataset key and a file name."""
+"""Match input videos and give each a stable key that is safe as a WebDataset key and a file name.
+
+Nothing under the input folder may vanish: every entry ends as an input (then a record or a failure
+row), a key collision (a failure row), a skipped non-video file, or a skipped folder with the reason.
+File names are bytes on Linux; names that are not valid UTF-8 keep their real path for opening and
+get a UTF-8 display form (`caf\\xe9.mp4`) for everything written (source_path, failure rows, reports).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import stat
 import unicodedata
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".ts"})
+
+MAX_KEY_BYTES = 160  # keys become file names with a suffix (`KEY.flac`): stay well under 255 bytes
+# Characters that reorder how text is shown (a name could display as `mp4.exe`): escaped in the display form.
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
 class VideoInput:
     key: str
-    path: str  # absolute
-    source_path: str  # relative to the input folder, POSIX separators
+    path: str  # absolute, the real name for opening (may hold undecodable bytes as surrogates)
+    source_path: str  # relative to the input folder, POSIX separators, display form (valid UTF-8)
 
 
 @dataclass(frozen=True)
@@ -26,44 +39,152 @@ class KeyCollision:
     others: tuple[str, ...]  # source paths of the other files with the same key
 
 
-def key_for(source_path: str) -> str:
-    """Key from a relative path: extension dropped, folders joined by `__`, other unsafe characters `_`.
+def display_path(rel: str | bytes) -> str:
+    """A path as valid UTF-8 text, one-to-one: undecodable bytes as `\\xNN` (80-ff), control and
+    direction characters as `\\xNN` (below 80) or `\\uNNNN`, a backslash as `\\\\`; everything else
+    (any script, spaces) as it is.
+
+    One-to-one matters: two files must never share a source_path, or the accounting of inputs breaks.
+    """
+    text = os.fsdecode(rel) if isinstance(rel, bytes) else rel
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode (surrogateescape) holds it
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # \x80-\xff: raw bytes only
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _key_part(part: str) -> str:
+    part = unicodedata.normalize("NFC", part)
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in part)  # exactly regex `[\w-]`
+    cleaned = cleaned.strip("_")
+    if not any(ch.isalnum() for ch in cleaned):
+        # Nothing readable (emoji, punctuation): a short hash keeps such names apart instead of all becoming `_`.
+        cleaned = "h" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return cleaned
+
+
+def key_for(source_path: str | bytes) -> str:
+    """Key from a relative path (as the file system gives it, str or bytes): extension dropped, folders
+    joined by `__`, other unsafe characters `_`; undecodable bytes count as their `xNN` display form.
 
     MER ids such as `sample_00000648` stay as they are. Keys never hold dots (WebDataset splits a
-    member name at the first dot), slashes, `..` or anything a shell or a file system treats specially.
+    member name at the first dot), slashes, `..` or anything a shell or a file system treats specially;
+    a part with no letter or digit becomes `h` + 8 hex digits of its hash, and a key longer than
+    MAX_KEY_BYTES is cut and ends in a hash of the whole path, so it stays unique and fits a file name.
     """
-    parts = Path(source_path).with_suffix("").parts
-    cleaned = []
-    for part in parts:
-        part = unicodedata.normalize("NFC", part)
-        part = "".join(ch if (ch.isalnum() or ch in "-_") else "_" for ch in part)
-        cleaned.append(part.strip("_") or "_")
-    key = "__".join(cleaned)
-    return re.sub(r"_{3,}", "__", key)
+    raw = os.fsdecode(source_path) if isinstance(source_path, bytes) else source_path
+    text = display_path(raw)  # what the hash of a long key covers: one-to-one with the name
+    # undecodable bytes and control characters count as their `xNN` form; a backslash is just unsafe
+    path = PurePosixPath("".join(ch if ch == "\\" else display_path(ch) for ch in raw))
+    parts = [p for p in (*path.parent.parts, path.stem) if p not in ("", "/")] or ["_"]
+    key = re.sub(r"_{3,}", "__", "__".join(_key_part(p) for p in parts))
+    if len(key.encode()) > MAX_KEY_BYTES:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        cut = key.encode()[: MAX_KEY_BYTES - 13].decode("utf-8", "ignore").rstrip("_")
+        key = f"{cut}_{digest}"
+    return key
+
+
+@dataclass
+class _Walk:
+    """One pass over the input folder: files found (real absolute path, raw relative path) and what was skipped."""
+
+    files: list[tuple[str, str]]
+    skipped: list[str]
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def walk_inputs(videos_dir: str | Path) -> _Walk:
+    """Every entry under `videos_dir`, following symlinked folders once each (loops and repeats are
+    listed as skipped with the reason). Hidden entries (`.git`, `.DS_Store`) are not inputs."""
+    root = os.path.abspath(os.fspath(videos_dir))
+    files: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> where it was included
+    links: deque[tuple[str, str]] = deque()  # symlinked folders, followed after the real tree (real paths win)
+
+    def walk(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        except OSError as e:
+            skipped.append(f"{display_path(prefix) or '.'}/ (folder not readable: {e.strerror or e})")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files and folders are not inputs
+            rel = prefix + entry.name
+            try:
+                is_link, is_dir = entry.is_symlink(), entry.is_dir()
+            except OSError:
+                is_link, is_dir = False, False
+            if is_dir and is_link:
+                links.append((entry.path, rel))
+            elif is_dir:
+                st = entry.stat(follow_symlinks=False)
+                where = seen.setdefault((st.st_dev, st.st_ino), rel)
+                if where != rel:  # reached again through a symlinked folder followed earlier (or a bind mount)
+                    skipped.append(f"{display_path(rel)}/ (same folder as {display_path(where)}/, already included: not walked again)")
+                    continue
+                walk(entry.path, rel + "/")
+            elif os.path.splitext(entry.name)[1].lower() in VIDEO_EXTENSIONS:
+                files.append((entry.path, rel))  # special files and broken links too: decode names the problem
+            elif is_link and not os.path.exists(entry.path):
+                skipped.append(f"{display_path(rel)} (broken symlink)")
+            else:
+                skipped.append(display_path(rel))
+
+    st = os.stat(root)
+    seen[(st.st_dev, st.st_ino)] = "."
+    walk(root, "")
+    while links:
+        path, rel = links.popleft()
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            skipped.append(f"{display_path(rel)}/ (symlinked folder not readable: {e.strerror or e})")
+            continue
+        where = seen.get((st.st_dev, st.st_ino))
+        if where is not None:
+            what = "the input folder itself" if where == "." else f"{display_path(where)}/"
+            skipped.append(f"{display_path(rel)}/ (symlink to {what}, already included: not followed)")
+            continue
+        seen[(st.st_dev, st.st_ino)] = rel
+        walk(path, rel + "/")
+    return _Walk(files, sorted(skipped))
 
 
 def match_videos(videos_dir: str | Path) -> tuple[list[VideoInput], list[KeyCollision], list[str]]:
-    """All video files under `videos_dir` in key order, files whose keys collide, and skipped non-video files."""
-    root = Path(videos_dir)
+    """All video files under `videos_dir` in key order, files whose keys collide, and skipped entries
+    (non-video files by name; folders and broken links with the reason in parentheses)."""
+    found = walk_inputs(videos_dir)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    skipped: list[str] = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in Path(rel).parts):
-            continue  # hidden files and folders (.DS_Store, .git) are not inputs
-        if path.is_dir():
-            continue
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            skipped.append(rel)
-            continue
-        by_key[key_for(rel)].append((str(path.absolute()), rel))
+    for path, rel in found.files:
+        by_key[key_for(rel)].append((path, display_path(rel)))
     inputs, collisions = [], []
     for key in sorted(by_key):
-        files = by_key[key]
+        files = sorted(by_key[key], key=lambda f: f[1])
         if len(files) == 1:
             inputs.append(VideoInput(key, *files[0]))
             continue
         for path, rel in files:
             others = tuple(r for _, r in files if r != rel)
             collisions.append(KeyCollision(path, rel, key, others))
-    return inputs, collisions, skipped
+    return inputs, collisions, found.skipped
+
+
+__all__ = ["VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "match_videos", "walk_inputs"]

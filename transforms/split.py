@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 from emer_builder.core.errors import UserError
+from emer_builder.core.tables import read_table
 
 
 def group_value(record: dict[str, Any], group_by: str, pattern: str | None = None) -> str:
@@ -51,20 +51,21 @@ def hash_split(group: str, ratios: dict[str, float], seed: str = "emer") -> str:
 
 
 def load_split_table(path: str | Path) -> dict[str, str]:
-    """key -> split from a CSV with a header `key,split` (`name` is accepted for `key`, as MER tables use)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"split table not found: {p}")
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        key_col = "key" if "key" in fields else "name" if "name" in fields else None
-        if key_col is None or "split" not in fields:
-            raise UserError(f"split table {p} needs columns key (or name) and split; it has {fields}")
-        table = {}
-        for row in reader:
-            table[row[key_col].strip()] = row["split"].strip()
-    return table
+    """key -> split from a table (CSV, TSV or JSON lines) with columns `key` (or `name`, as MER tables use) and `split`."""
+    table = read_table(path, what="split table")
+    key_col = table.column("key", "name")
+    split_col = table.column("split")
+    if key_col is None or split_col is None:
+        raise UserError(f"split table {table.path} needs columns key (or name) and split; it has {', '.join(table.columns)}")
+    out: dict[str, str] = {}
+    for line, row in table.numbered():
+        key, split = (str(row.get(c) if row.get(c) is not None else "").strip() for c in (key_col, split_col))
+        if not key:
+            continue
+        if key in out and out[key] != split:
+            raise UserError(f"split table {table.path}: line {line} puts {key!r} in {split!r}, an earlier line in {out[key]!r}")
+        out[key] = split
+    return out
 
 
 def validate_ratios(ratios: dict[str, float]) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import urllib.error
@@ -44,7 +43,9 @@ from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
+from emer_builder.core.labels import parse_labels
 from emer_builder.core.paths import emer_home
+from emer_builder.core.tables import read_table
 
 UPSTREAM_REPO = "zeroQiaoba/MERTools"
 UPSTREAM_COMMIT = "89120b780ab18b28349f0e37dcc12b8cc253cb02"
@@ -134,20 +135,6 @@ def wheel_dir(wheel_dir: str | None = None) -> Path:
 # ---------------------------------------------------------------- reading the tables
 
 
-def string_to_list(value: Any) -> list[str]:
-    """The authors' `string_to_list`: drop one leading `[` and trailing `]`, split on quotes and commas, strip."""
-    if isinstance(value, list):
-        return value
-    if value is None or (isinstance(value, str) and value in _PANDAS_NA):
-        return []
-    text = str(value)
-    if text[0] == "[":
-        text = text[1:]
-    if text and text[-1] == "]":
-        text = text[:-1]
-    return [item.strip() for item in re.split("['\",]", text) if item.strip() not in ("", ",")]
-
-
 def _cell(value: Any) -> str | None:
     """A table cell as pandas would give it to the authors' code: None for missing, else the text."""
     if value is None:
@@ -156,42 +143,24 @@ def _cell(value: Any) -> str | None:
     return None if text in _PANDAS_NA else text
 
 
-def _read_xlsx(path: Path) -> list[dict[str, str | None]]:
-    """Rows of the first sheet as header -> cell; fully empty rows dropped (they change no mapping)."""
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as e:  # openpyxl raises many types for a damaged file
-        raise UserError(f"cannot read the emotion-wheel table {path}: {e}") from None
-    try:
-        rows = book.worksheets[0].iter_rows(values_only=True)
-        header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
-        out = []
-        for row in rows:
-            cells = {h: _cell(v) for h, v in zip(header, row, strict=False) if h}  # openpyxl may give short rows
-            if any(v is not None for v in cells.values()):
-                out.append(cells)
-        return out
-    finally:
-        book.close()
+def _read_rows(path: Path) -> list[dict[str, str | None]]:
+    """Rows of a wheel table (.csv or the first sheet of .xlsx) as header -> cell, cells read as pandas reads them;
+    rows left without any cell are dropped (they change no mapping)."""
+    table = read_table(path, what="emotion-wheel table")
+    rows = [{k: _cell(v) for k, v in row.items()} for row in table.rows]
+    return [row for row in rows if any(v is not None for v in row.values())]
 
 
-def _read_csv(path: Path) -> list[dict[str, str | None]]:
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"cannot read the emotion-wheel table {path}: {e}") from None
+def _labels(cell: str | None) -> list[str]:
+    """A list cell of the tables, split exactly as the authors' `string_to_list` splits it."""
+    return [] if cell is None else parse_labels(cell, "authors")
 
 
 def read_wheel_to_map(path: Path) -> dict[str, dict[str, list[str]]]:
     """level1 -> level2 -> [level3]; blank cells repeat the value above (authors' `read_wheel_to_map`)."""
     store: dict[str, dict[str, list[str]]] = {}
     level1 = level2 = level3 = ""
-    for row in _read_xlsx(path):
+    for row in _read_rows(path):
         for col in LEVELS + ("level3",):
             if col not in row:
                 raise UserError(f"emotion-wheel table {path} has no column {col}; {_hint()}")
@@ -228,7 +197,7 @@ def _merge_map(map1: dict[str, list[str]], map2: dict[str, list[str]]) -> dict[s
 
 def read_raw_mapping(path: Path, wheel_words: set[str]) -> dict[str, list[str]]:
     """Base word -> wheel words from synonym.xlsx, eight runs merged (authors' `read_candidate_synonym_merge`)."""
-    rows = _read_xlsx(path)
+    rows = _read_rows(path)
     merged: dict[str, list[str]] | None = None
     for run in SYNONYM_RUNS:
         label2wheel: dict[str, list[str]] = {}
@@ -240,7 +209,7 @@ def read_raw_mapping(path: Path, wheel_words: set[str]) -> dict[str, list[str]]:
             if raw not in wheel_words:
                 raise UserError(f"emotion-wheel table {path}: word_{run} {raw!r} is on no wheel; {_hint()}")
             label2wheel.setdefault(raw, []).append(raw)
-            for synonym in string_to_list(row.get(f"synonym_{run}")):
+            for synonym in _labels(row.get(f"synonym_{run}")):
                 label2wheel.setdefault(synonym.strip().lower(), []).append(raw)
         merged = label2wheel if merged is None else _merge_map(merged, label2wheel)
     return merged or {}
@@ -249,11 +218,11 @@ def read_raw_mapping(path: Path, wheel_words: set[str]) -> dict[str, list[str]]:
 def read_format_mapping(path: Path) -> dict[str, list[str]]:
     """Surface form -> base words from format.csv; each base word maps to itself too (authors' `read_format2raws`)."""
     format2raws: dict[str, list[str]] = {}
-    for row in _read_csv(path):
+    for row in _read_rows(path):
         if "name" not in row or "format" not in row:
             raise UserError(f"emotion-wheel table {path} needs columns name,format; {_hint()}")
         raw = row["name"] or ""
-        for item in string_to_list(row["format"]):
+        for item in _labels(row["format"]):
             format2raws.setdefault(item, []).append(raw)
         format2raws.setdefault(raw, []).append(raw)
     return format2raws

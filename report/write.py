@@ -1,0 +1,103 @@
+"""`write_report`: OUT/report.html plus its files in OUT/report/, from what the build folder holds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from emer_builder.core.errors import UserError
+from emer_builder.report.collect import BuildData, flat_row, load_build, samples, shards
+from emer_builder.report.media import SampleMedia, write_sample
+from emer_builder.report.page import render_page
+from emer_builder.report.plots import draw_plots
+
+MARKER = "README.txt"  # marks a folder as the report's own: only such a folder is ever replaced
+MARKER_TEXT = "Files of the report beside this folder (face-crop strips, audio, plots), written by `emer report`; replaced on every run.\n"
+
+
+def write_report(build_dir: str | os.PathLike[str], to: str | os.PathLike[str] | None = None, *, audio: bool = True, manifest: dict[str, Any] | None = None) -> Path:
+    """Write the HTML report of a build (or a downloaded release) and return its path.
+
+    `to` defaults to `build_dir/report.html`; its files go to the folder of the same name without `.html`
+    (`report/`), referenced relatively, so the page opens offline from anywhere the two are copied together.
+    Reads only the build folder (manifest.json, build.json, data/, media/, failures.parquet): no Beam, no models.
+    The same build gives byte-identical files. `audio=False` leaves the FLAC copies out (the report then holds
+    no audio players; each record's FLAC is about as large as its face crops). `manifest` is the build's
+    manifest when the caller has it in hand (the build does).
+    """
+    root = Path(build_dir)
+    if not root.is_dir():
+        raise UserError(f"build folder not found: {root}")
+    target = Path(to) if to is not None else root / "report.html"
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"the report is an HTML file: give --to a name ending in .html, not {target}")
+    for folder in ("data", "media"):
+        if (root / folder).resolve() in (target.parent.resolve(), *target.parent.resolve().parents):
+            raise UserError(f"refusing to write the report inside {root / folder}: datasets read every file there")
+    assets = target.with_suffix("")
+    if assets.exists() and not (assets / MARKER).is_file():
+        raise UserError(f"{assets} exists and was not written by `emer report`: the report's files would replace it; choose another --to")
+    data = load_build(root, manifest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{assets.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        (staging / MARKER).write_text(MARKER_TEXT)
+        media, notes = _media(data, staging, assets.name, audio)
+        plots = draw_plots(data.records, data.splits, len(data.failures), staging, assets.name)
+        page = render_page(data, media, plots, notes)
+        if assets.exists():
+            shutil.rmtree(assets)
+        staging.rename(assets)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    partial.write_text(page, encoding="utf-8")
+    os.replace(partial, target)
+    return target
+
+
+def _media(data: BuildData, staging: Path, name: str, audio: bool) -> tuple[dict[str, SampleMedia], list[str]]:
+    """Strips and audio from every tar shard present; records from the shards' json for splits without Parquet.
+    Returns what each key got and notes on what this folder lacks."""
+    with_table = {r["split"] for r in data.records}
+    found = shards(data.root, data.manifest)
+    with_shards = {split for split, _ in found}
+    media: dict[str, SampleMedia] = {}
+    extra = []
+    for split, path in found:
+        for key, members in samples(split, path, data.manifest):
+            media[key] = write_sample(key, members, staging, name, audio)
+            if split not in with_table and "json" in members:
+                extra.append(flat_row(_json(members["json"], path, key)))
+    if extra:
+        data.records = sorted(data.records + extra, key=lambda r: r["key"])
+    notes = []
+    expected = data.manifest.get("splits") or {}
+    present = {s: sum(r["split"] == s for r in data.records) for s in expected}
+    for split, n in expected.items():
+        if present[split] < n:
+            notes.append(f"split {split}: {present[split]} of {n} records present in this folder (a partial download?); the others are not shown")
+        elif split not in with_table:
+            notes.append(f"split {split}: no Parquet table here; records read from the tar shards' json")
+        if split not in with_shards and n:
+            notes.append(f"split {split}: no tar shards here, so no face crops or audio in the gallery (`emer download --config media` fetches them)")
+    if (data.manifest.get("counts") or {}).get("failures") and not data.failures:
+        notes.append("failures.parquet is not in this folder: the failures are counted but not listed")
+    return media, notes
+
+
+def _json(raw: bytes, path: Path, key: str) -> dict[str, Any]:
+    import json
+
+    try:
+        record = json.loads(raw)
+    except ValueError as e:
+        raise UserError(f"{path}: {key}.json is not JSON: {e}") from None
+    if not isinstance(record, dict) or record.get("key") != key:
+        raise UserError(f"{path}: {key}.json does not hold the record of {key}")
+    return record
