@@ -86,6 +86,14 @@ class ExplanationConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The per-clip stage cache (resume after a kill, incremental builds); it never changes the output."""
+
+    enabled: bool = True
+    dir: str | None = None  # a folder or fsspec URL; None: $EMER_CLIP_CACHE, else $EMER_HOME/clip-cache
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
@@ -93,6 +101,7 @@ class BuildConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     explanation: ExplanationConfig = field(default_factory=ExplanationConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     # Extra stages, "module:Class" or an `emer_builder.stages` entry-point name, each adding its own
     # field group (see README, "Adding a field group").
     extra_stages: tuple[str, ...] = ()
@@ -100,13 +109,17 @@ class BuildConfig:
     stage_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What shapes the build (the manifest records it); where stage results are cached does not."""
+        data = dataclasses.asdict(self)
+        data.pop("cache")
+        return data
 
     def config_hash(self) -> str:
         """Hash of what shapes the records; how fast or where the LLM answers are fetched and cached does not."""
         data = self.to_dict()
         for name in ("timeout_s", "max_retries", "concurrency", "cache_dir"):
             data["explanation"]["llm"].pop(name)
+
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import ClipError, UserError, one_line
 from emer_builder.core.failures import failure_row
+from emer_builder.core.paths import emer_home
 from emer_builder.pipelines.explain import Explain, describe_sources, join_names, prepare
 from emer_builder.pipelines.graph import FAILURES_FILE, ClipStages, MakeRecords, WriteShards, write_failures
 from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
@@ -40,6 +42,7 @@ from emer_builder.release.card import write_card
 from emer_builder.release.manifest import MANIFEST, write_manifest
 from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
 from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
 from emer_builder.transforms.split import SplitAssigner
 
@@ -106,11 +109,12 @@ def run_pipeline(
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
     e = config.explanation
+    need_samples = plan.llm is not None and (e.llm.frames > 0 or e.llm.send_audio)  # the LLM reads frames or audio
     with beam.Pipeline(runner=runner, options=options) as p:
         (
             p
             | "Inputs" >> beam.Create(clips)
-            | "ClipStages" >> ClipStages(stages, progress_dir)
+            | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
             | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
             | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir)
             | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
@@ -127,6 +131,26 @@ def _close_dask_client() -> None:
         default_client().close()
     except (ImportError, ValueError):
         pass
+
+
+def cache_root(config: BuildConfig) -> str | None:
+    """Where stage results are cached: the config's folder or URL, $EMER_CLIP_CACHE, else under $EMER_HOME."""
+    if not config.cache.enabled:
+        return None
+    return config.cache.dir or os.environ.get("EMER_CLIP_CACHE") or str(emer_home() / "clip-cache")
+
+
+def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, label: str) -> None:
+    """Tell the cache which entries this build's records rest on (for `emer cache --prune`)."""
+    where = cache_root(config)
+    if where is None:
+        return
+    digests = chain_digests(stages)
+    addresses = []
+    for path in sorted((root / "data").glob("*.parquet")):
+        for media in pq.read_table(path, columns=["media"]).column("media").to_pylist():
+            addresses += [entry_address(media["sha256"], d) for d in digests]
+    ClipCache(where).record_use(addresses, label)
 
 
 def written_inputs(root: Path) -> Counter[str]:
@@ -168,6 +192,9 @@ class BuildSummary:
     annotations: dict[str, Any] = field(default_factory=dict)
     emotion_wheel: str = ""
     llm: dict[str, int] = field(default_factory=dict)  # requests, cache hits and misses, fields left null
+    up_to_date: bool = False  # nothing changed since the build in OUT: it was kept as it is
+    stage_runs: dict[str, int] = field(default_factory=dict)  # stage -> clips it computed (the rest came from the cache)
+    cache_restored: dict[str, int] = field(default_factory=dict)  # last stage restored from the cache -> clips
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -182,8 +209,9 @@ class BuildSummary:
         splits = ", ".join(f"{k} {v}" for k, v in sorted(self.records_per_split.items())) or "none"
         fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures_by_stage.items())) or "none"
         langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items())) or "none"
+        first = f"up to date: {self.records} records from {self.inputs} inputs in {self.out} (nothing changed)" if self.up_to_date else f"built {self.records} records from {self.inputs} inputs in {self.wall_s:.1f} s -> {self.out}"
         lines = [
-            f"built {self.records} records from {self.inputs} inputs in {self.wall_s:.1f} s -> {self.out}",
+            first,
             f"  splits: {splits}",
             f"  failures: {self.failures} ({fails}); details in failures.parquet",
             f"  faces found in {self.clips_with_faces}/{self.records} clips; languages: {langs}; audio {self.audio_hours * 3600:.1f} s ({self.audio_hours:.4f} h)",
@@ -194,6 +222,8 @@ class BuildSummary:
             lines.append(f"  stage CPU time {cpu_total:.1f} s: {shares}")
         if self.model_loads:
             lines.append("  stage set-ups (model loads): " + ", ".join(f"{k} {v}" for k, v in self.model_loads.items()))
+        if self.stage_runs:
+            lines.append("  clips run per stage: " + ", ".join(f"{k} {v}" for k, v in self.stage_runs.items()) + f"; restored from the cache up to: {_restored(self.cache_restored)}")
         if self.explanation_sources:
             by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
             lines.append("  explanation: " + "; ".join(by_field))
@@ -213,6 +243,10 @@ class BuildSummary:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
             lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
         return "\n".join(lines)
+
+
+def _restored(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
 def _first(names: list[str], shown: int = 3) -> str:
@@ -377,6 +411,38 @@ def _disk_full(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
 
+def inputs_fingerprint(config: BuildConfig, stages: list[Stage], inputs: list[VideoInput], tables: list[dict[str, Any]], beam_args: list[str]) -> str:
+    """What a build's output depends on, cheaply: config, code (the stages' cache digests), every
+    input's path, size and modification time, the annotation tables' checksums."""
+    listing = []
+    for i in inputs:
+        st = os.stat(i.path)
+        listing.append((i.source_path, st.st_size, st.st_mtime_ns))
+    data = {
+        "config": config.config_hash(),
+        "stages": chain_digests(stages),
+        "inputs": sorted(listing),
+        "tables": sorted(t.get("sha256", "") for t in tables),
+        "runner": [a for a in beam_args if a.startswith("--runner")],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def up_to_date(out: Path, fingerprint: str) -> BuildSummary | None:
+    """The summary of the build already in OUT when nothing it depends on changed (a no-op rebuild
+    costs a directory listing, no Beam run); None when it must be rebuilt."""
+    try:
+        log = json.loads((out / "build.json").read_text())
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if log.get("inputs_fingerprint") != fingerprint or verify_build(out, manifest) is not None:
+        return None
+    summary = summarise(out, manifest["counts"]["inputs"], log.get("skipped_files", manifest.get("skipped_files", [])), 0.0, manifest, {}, {})
+    summary.up_to_date = True
+    return summary
+
+
 def summarise(
     out: Path, inputs: int, skipped: list[str], wall_s: float, manifest: dict[str, Any], stage_seconds: dict[str, dict[str, float]], loads: dict[str, int]
 ) -> BuildSummary:
@@ -427,12 +493,16 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         recover(out_path)
         _check_out(out_path, videos, config, overwrite)
         plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
+        stages = build_stages(config, workers)
+        inputs, collisions, skipped = match_videos(videos)
+        fingerprint = inputs_fingerprint(config, stages, inputs, plan.annotations.files, beam_args)
+        current = up_to_date(out_path, fingerprint) if not overwrite else None
+        if current is not None:
+            return current
         if not _names_runner(beam_args):
             check_stages(config)  # remote workers may differ from this machine: they report their own errors
-        stages = build_stages(config, workers)
         prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
-        inputs, collisions, skipped = match_videos(videos)
         names = join_names(inputs, plan.annotations.names)
         unmatched = plan.annotations.unmatched(set(names.values())) if plan.annotations.names else ([], [])
         early = [
@@ -464,7 +534,9 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
             manifest = write_manifest(staging, videos, config, schema, prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
             write_card(staging, manifest, schema, config)
-            (staging / "build.json").write_text(json.dumps({"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts}, indent=2, sort_keys=True) + "\n")
+            log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
+            (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
+            record_cache_use(config, stages, staging, str(out_path))
             commit(staging, out_path, overwrite)
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
@@ -477,4 +549,6 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     logging.getLogger(__name__).info("build finished")
     summary = summarise(out_path, len(clips), skipped, wall, manifest, seconds, loads)
     summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.llm is not None else {}
+    summary.stage_runs = {s.name: counts.get(f"ran_{s.name}", 0) for s in stages}
+    summary.cache_restored = {k.removeprefix("restored_"): v for k, v in counts.items() if k.startswith("restored_")}
     return summary

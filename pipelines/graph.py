@@ -28,6 +28,7 @@ from emer_builder.pipelines.stages import finish_record
 from emer_builder.schemas import RecordSchema
 from emer_builder.schemas.v1 import FAILURE_SCHEMA
 from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
 from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from emer_builder.transforms.split import SplitAssigner
 
@@ -51,37 +52,90 @@ def guarded(clip: Clip, step: str, work: Callable[[Clip], None], progress: Progr
     return out
 
 
-class StageFn(beam.DoFn):
-    """One stage: models load in `setup`, once per worker process."""
+class RestoreFn(beam.DoFn):
+    """Look each clip's stage results up in the per-clip cache, in stage order, stopping at the first
+    miss: a clip whose stages are all cached is never decoded again."""
 
-    def __init__(self, stage: Stage, progress_dir: str):
-        self.stage, self.progress_dir = stage, progress_dir
+    def __init__(self, cache_root: str, digests: list[str], groups: list[str], progress_dir: str):
+        self.cache_root, self.digests, self.groups, self.progress_dir = cache_root, digests, groups, progress_dir
 
     def setup(self) -> None:
-        self.stage.setup()
+        self.cache = ClipCache(self.cache_root)
         self.progress = ProgressLog(self.progress_dir)
-        self.progress.model_load(self.stage.name)
+
+    def process(self, clip: Clip) -> Iterable[Clip]:
+        if clip.failure is not None or not clip.path:
+            yield clip
+            return
+        try:
+            sha = self.cache.input_sha256(clip.path)
+        except OSError:  # unreadable input: decode says why
+            yield clip
+            return
+        out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files), cache_addresses=[entry_address(sha, d) for d in self.digests])
+        for index, (address, group) in enumerate(zip(out.cache_addresses, self.groups, strict=True)):
+            found = self.cache.get(address)
+            if found is None:
+                break
+            out.fields[group], media = found
+            out.media_files.update(media)
+            out.restored_through = index
+        if out.restored_through >= 0:
+            self.progress.count({f"restored_{self.groups[out.restored_through]}": 1})
+        yield out
+
+
+class StageFn(beam.DoFn):
+    """One stage: models load in `setup`, once per worker process. A stage whose result was restored
+    from the cache is skipped, except decode when a later stage still needs the decoded samples; a
+    result computed here goes into the cache."""
+
+    def __init__(self, stage: Stage, index: int, last: int, progress_dir: str, cache_root: str | None, provides_samples: bool):
+        self.stage, self.index, self.last, self.progress_dir = stage, index, last, progress_dir
+        self.cache_root, self.provides_samples = cache_root, provides_samples
+
+    def setup(self) -> None:
+        self.progress = ProgressLog(self.progress_dir)
+        self.cache = ClipCache(self.cache_root) if self.cache_root else None
+        self.ready = False
 
     def process(self, clip: Clip) -> Iterable[Clip]:
         if clip.failure is not None:
             yield clip
             return
+        restored = self.index <= clip.restored_through
+        if restored and not (self.provides_samples and clip.restored_through < self.last):
+            yield clip
+            return
+        if not self.ready:  # models load on the first clip that needs them: a cached build loads none
+            self.stage.setup()
+            self.progress.model_load(self.stage.name)
+            self.ready = True
         cpu, wall = cpu_seconds(), time.perf_counter()
         out = guarded(clip, self.stage.name, self.stage.process, self.progress)
         self.progress.stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)
+        self.progress.count({f"ran_{self.stage.name}": 1})
+        if out.failure is None and not restored and self.cache is not None and out.cache_addresses:
+            added = {k: v for k, v in out.media_files.items() if clip.media_files.get(k) != v}
+            self.cache.put(out.cache_addresses[self.index], out.fields.get(self.stage.group.name), added)
         yield out
 
 
 class ClipStages(beam.PTransform):
-    """The per-clip stages in run order (decode, transcript, faces, acoustics, plug-ins)."""
+    """The per-clip stages in run order (decode, transcript, faces, acoustics, plug-ins), behind the
+    per-clip cache when one is given."""
 
-    def __init__(self, stages: list[Stage], progress_dir: str):
+    def __init__(self, stages: list[Stage], progress_dir: str, cache_root: str | None = None, need_samples: bool = False):
         super().__init__()
-        self.stages, self.progress_dir = stages, progress_dir
+        self.stages, self.progress_dir, self.cache_root, self.need_samples = stages, progress_dir, cache_root, need_samples
 
     def expand(self, clips: beam.PCollection) -> beam.PCollection:
-        for stage in self.stages:
-            clips = clips | stage.name.capitalize() >> beam.ParDo(StageFn(stage, self.progress_dir))
+        if self.cache_root:
+            clips = clips | "Restore" >> beam.ParDo(RestoreFn(self.cache_root, chain_digests(self.stages), [s.group.name for s in self.stages], self.progress_dir))
+        last = len(self.stages) if self.need_samples else len(self.stages) - 1  # need_samples: decode even when all is cached
+        for index, stage in enumerate(self.stages):
+            fn = StageFn(stage, index, last, self.progress_dir, self.cache_root, provides_samples=index == 0)
+            clips = clips | stage.name.capitalize() >> beam.ParDo(fn)
         return clips
 
 

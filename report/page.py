@@ -175,7 +175,12 @@ def _timings_table(timings: dict[str, Any]) -> str:
             f'<td class="n">{escape(str(loads.get(stage, "")))}</td></tr>'
         )
     head = '<tr><th>stage</th><th class="n">CPU s</th><th class="n">wall s</th><th class="n">share</th><th></th><th class="n">set-ups</th></tr>'
-    return f"<h3>Build time: {_seconds(timings.get('wall_s'))} wall</h3><table>{head}{''.join(rows)}</table><p class=\"muted\">Share: of the stages' CPU time, summed over workers.</p>"
+    counters = timings.get("counters") or {}
+    extra = f"<p class=\"muted\">Counters: {escape(', '.join(f'{k} {v}' for k, v in sorted(counters.items())))}</p>" if counters else ""
+    return (
+        f"<h3>Build time: {_seconds(timings.get('wall_s'))} wall</h3><table>{head}{''.join(rows)}</table>"
+        "<p class=\"muted\">CPU and wall seconds are summed over clips and workers; share is of the stages' CPU time; set-ups: model loads.</p>" + extra
+    )
 
 
 def _sources_table(data: BuildData) -> str:

@@ -83,6 +83,7 @@ def _splits(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) 
     ax = fig.add_subplot()
     bars = ax.bar(names, counts, color=[colours.get(n, FAILURE_COLOUR) for n in names])
     ax.bar_label(bars, padding=2)
+    _counts_axis(ax.yaxis)
     ax.set_ylabel("clips")
     return "Records per split (from the Parquet tables present), and the inputs that became failure rows."
 
@@ -176,6 +177,13 @@ def _wheel(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -
     return "Normalised labels mapped to level-1 categories of emotion wheel 1; a clip counts once per category."
 
 
+def _counts_axis(axis: Any) -> None:
+    """Clips are whole: no 0.5 ticks on a count axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _stacked_hist(ax: Any, values: dict[str, list[float]], colours: dict[str, str]) -> None:
     import numpy as np
 
@@ -183,6 +191,7 @@ def _stacked_hist(ax: Any, values: dict[str, list[float]], colours: dict[str, st
     every = np.concatenate([np.asarray(values[s], dtype=float) for s in names])
     edges = np.histogram_bin_edges(every, bins=min(30, max(5, int(np.sqrt(len(every))))))
     ax.hist([values[s] for s in names], bins=edges, stacked=True, color=[colours[s] for s in names], label=names)
+    _counts_axis(ax.yaxis)
     ax.legend()
 
 
@@ -195,6 +204,7 @@ def _stacked_barh(ax: Any, names: list[str], counts: dict[str, Counter[str]], co
             ax.barh(positions, widths, left=left, color=colours[s], label=s)
             left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set_yticks(positions, names)
+    _counts_axis(ax.xaxis)
     ax.legend()
     fig = ax.figure
     fig.set_figheight(max(2.4, 0.6 + 0.18 * len(names)))

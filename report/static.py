@@ -177,7 +177,7 @@ GALLERY = """
     dd = el("dd", "labels");
     if (it.labels.length) { it.labels.forEach(function (l) { dd.appendChild(el("span", "chip", l)); }); }
     else { dd.appendChild(el("span", "null", "no open-vocabulary labels" + (it.labels_reason ? ": " + it.labels_reason : ""))); }
-    if (it.normalised) { dd.appendChild(el("span", "muted", " normalised: " + (it.normalised.join(", ") || "none"))); }
+    if (it.normalised) { dd.appendChild(el("span", "muted", " · normalised: " + (it.normalised.join(", ") || "none"))); }
     if (it.discrete) { dd.appendChild(el("span", "muted", " · discrete: " + it.discrete)); }
     if (it.valence !== null) { dd.appendChild(el("span", "muted", " · valence: " + it.valence)); }
     dl.appendChild(dd);

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # Tests that use these fixtures run full Beam builds: `make test-fast` (-m "not slow") leaves them out.
-SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "release_builds", "dask_cluster", "job_service"}
+SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "dask_cluster", "job_service"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,8 @@
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,13 +102,21 @@ def test_symlinked_folders_are_followed_once_and_loops_listed(tmp_path: Path):
     ]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
-def test_an_unreadable_folder_is_listed_not_lost(tmp_path: Path):
-    (tmp_path / "locked").mkdir()
-    (tmp_path / "locked" / "x.mp4").write_bytes(b"x")
-    (tmp_path / "locked").chmod(0)
+def test_an_unreadable_folder_is_listed_not_lost():
+    """Run as an unprivileged user (root reads every folder): through setpriv when the tests run as root."""
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    if as_nobody and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv")
+    root = Path(tempfile.mkdtemp(prefix="emer-locked-"))  # not under pytest's root-only folder
     try:
-        _, _, skipped = match_videos(tmp_path)
+        (root / "locked").mkdir()
+        (root / "locked" / "x.mp4").write_bytes(b"x")
+        (root / "ok.mp4").write_bytes(b"x")
+        root.chmod(0o755)
+        (root / "locked").chmod(0)
+        code = f"from emer_builder.transforms.keys import match_videos; i, c, s = match_videos({str(root)!r}); print([x.source_path for x in i], s)"
+        proc = subprocess.run([*as_nobody, sys.executable, "-c", code], capture_output=True, text=True, check=True)
     finally:
-        (tmp_path / "locked").chmod(0o755)
-    assert skipped == ["locked/ (folder not readable: Permission denied)"]
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
+    assert proc.stdout.strip() == "['ok.mp4'] ['locked/ (folder not readable: Permission denied)']"

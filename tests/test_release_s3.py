@@ -290,7 +290,7 @@ def test_killed_before_the_index_no_version_is_visible_and_a_rerun_finishes(s3: 
     card_before = s3.read("releases/README.md")
 
     proc = publisher(v2, s3.target, "1.1.0")
-    kill_at(s3, proc, "PUT /" + f"{s3.name}/releases/releases.json.tmp")  # every file is up, the index not yet written
+    kill_at(s3, proc, f"PUT /{s3.name}/releases/releases.json.tmp")  # every file is up, the index not yet written
     assert all(f"releases/v1.1.0/{p}" in s3.keys() for p in BUILD_FILES)  # the files are there ...
     assert s3.index() == ["1.0.0"] and s3.read("releases/README.md") == card_before  # ... but nothing says so
     with pytest.raises(UserError, match=r"has no release '1.1.0'; available: 1.0.0"):

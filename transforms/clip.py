@@ -25,6 +25,8 @@ class Clip:
     media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
     explain_media: dict[str, Any] | None = None  # keyframes / audio an LLM reads; dropped after the explanation
     failure: dict[str, str] | None = None  # the failure row once a stage failed: later stages pass the clip on untouched
+    cache_addresses: list[str] = field(default_factory=list)  # per stage, where its result is cached (empty: no cache)
+    restored_through: int = -1  # index of the last stage whose result came from the cache (-1: none)
 
     def drop_decoded(self) -> None:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""

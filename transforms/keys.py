@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import unicodedata
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -101,13 +100,6 @@ class _Walk:
     skipped: list[str]
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "special file"
-
-
 def walk_inputs(videos_dir: str | Path) -> _Walk:
     """Every entry under `videos_dir`, following symlinked folders once each (loops and repeats are
     listed as skipped with the reason). Hidden entries (`.git`, `.DS_Store`) are not inputs."""
@@ -122,7 +114,7 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: os.fsencode(e.name))
         except OSError as e:
-            skipped.append(f"{display_path(prefix) or '.'}/ (folder not readable: {e.strerror or e})")
+            skipped.append(f"{display_path(prefix.rstrip('/')) or '.'}/ (folder not readable: {e.strerror or e})")
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -135,7 +127,11 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
             if is_dir and is_link:
                 links.append((entry.path, rel))
             elif is_dir:
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as e:
+                    skipped.append(f"{display_path(rel)}/ (folder not readable: {e.strerror or e})")
+                    continue
                 where = seen.setdefault((st.st_dev, st.st_ino), rel)
                 if where != rel:  # reached again through a symlinked folder followed earlier (or a bind mount)
                     skipped.append(f"{display_path(rel)}/ (same folder as {display_path(where)}/, already included: not walked again)")

@@ -1,0 +1,236 @@
+"""The per-clip cache: each stage's result for each clip under a content address, so a killed build
+resumes where it stopped and a grown corpus only runs its new clips.
+
+Address of stage i for a clip = sha256(the input file's sha256, the identities of stages 0..i), where
+a stage's identity is its name, class, constructor settings, model id and code (the sha256 of its
+module's source, plus an optional `cache_version`). Changing one stage's config therefore reruns it
+and the stages after it; the ones before come from the cache. An entry holds the stage's field group
+and the media files it added, as a tar of `fields.json` plus raw members: no pickle, exact floats.
+
+The store is any fsspec location (a folder, s3://, gs://...); entries are written to a temporary
+name and moved into place, so a reader never sees half an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from emer_builder.core.hashing import sha256_file
+from emer_builder.transforms.clip import Stage
+
+FIELDS_MEMBER = "fields.json"
+IGNORED_SETTINGS = ("cpu_threads",)  # how fast, not what: never part of an address
+SAFE_MEMBER = "abcdefghijklmnopqrstuvwxyz0123456789_."
+
+
+def _plain(value: Any) -> Any:
+    """Settings as JSON: primitives, sequences, mappings and dataclasses; anything else (a loaded
+    model) is not a setting."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return None if any(i is _SKIP for i in items) else items
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])) if _plain(v) is not _SKIP}
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def stage_identity(stage: Stage) -> dict[str, Any]:
+    """What determines a stage's output, taken before `setup` (constructor settings only)."""
+    cls = type(stage)
+    module = inspect.getmodule(cls)
+    try:
+        source = inspect.getsource(module) if module else ""
+    except (OSError, TypeError):
+        source = ""
+    settings = {k: _plain(v) for k, v in sorted(vars(stage).items()) if not k.startswith("_") and k not in IGNORED_SETTINGS}
+    try:
+        model = stage.model_id()
+    except Exception:  # noqa: BLE001 - some stages only know their model after setup
+        model = None
+    return {
+        "name": stage.name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "settings": {k: v for k, v in settings.items() if v is not _SKIP},
+        "model": model,
+        "code": hashlib.sha256(source.encode()).hexdigest(),
+        "cache_version": getattr(cls, "cache_version", 1),
+    }
+
+
+def chain_digests(stages: list[Stage]) -> list[str]:
+    """Per stage, the digest of its identity and every earlier stage's: the part of the address that
+    does not depend on the clip."""
+    digests, running = [], hashlib.sha256()
+    for stage in stages:
+        running.update(json.dumps(stage_identity(stage), sort_keys=True, separators=(",", ":")).encode())
+        digests.append(running.copy().hexdigest())
+    return digests
+
+
+def entry_address(input_sha256: str, chain_digest: str) -> str:
+    return hashlib.sha256(f"{input_sha256}:{chain_digest}".encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+def encode_entry(group: Any, media_files: dict[str, bytes]) -> bytes:
+    """A tar: fields.json (the stage's group; NaN kept) plus one member per media file, sorted."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        members = {FIELDS_MEMBER: json.dumps({"group": group}, default=_json_default, allow_nan=True, sort_keys=True).encode()}
+        members.update({f"media/{name}": data for name, data in media_files.items()})
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(members[name]), 0, 0o644
+            tar.addfile(info, io.BytesIO(members[name]))
+    return buf.getvalue()
+
+
+def decode_entry(data: bytes) -> tuple[Any, dict[str, bytes]]:
+    """The group and media files of an entry; members are checked (regular files with plain names)."""
+    group, media = None, {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar.getmembers():
+            name = member.name
+            if not member.isfile() or ".." in name or name.startswith("/"):
+                raise ValueError(f"cache entry holds an unexpected member {name!r}")
+            payload = tar.extractfile(member).read()
+            if name == FIELDS_MEMBER:
+                group = json.loads(payload)["group"]
+            elif name.startswith("media/") and set(name[6:].lower()) <= set(SAFE_MEMBER):
+                media[name[6:]] = payload
+            else:
+                raise ValueError(f"cache entry holds an unexpected member {name!r}")
+    return group, media
+
+
+class ClipCache:
+    """Entries under `{root}/entries/{aa}/{address}.tar`; input hashes memoised by (path, size, mtime)
+    under `{root}/inputs/`; the addresses each build used under `{root}/builds/`."""
+
+    def __init__(self, root: str):
+        import fsspec
+
+        self.root = root.rstrip("/")
+        self.fs, self.path = fsspec.core.url_to_fs(self.root)
+
+    def _entry(self, address: str) -> str:
+        return f"{self.path}/entries/{address[:2]}/{address}.tar"
+
+    def get(self, address: str) -> tuple[Any, dict[str, bytes]] | None:
+        try:
+            with self.fs.open(self._entry(address), "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, OSError):
+            return None
+        try:
+            return decode_entry(data)
+        except (ValueError, tarfile.TarError, KeyError):
+            return None  # a damaged entry is recomputed (and overwritten)
+
+    def put(self, address: str, group: Any, media_files: dict[str, bytes]) -> None:
+        final = self._entry(address)
+        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(encode_entry(group, media_files))
+        self.fs.mv(tmp, final)
+
+    def input_sha256(self, path: str) -> str:
+        """The input file's sha256, memoised by (path, size, mtime) so an unchanged corpus is not re-read."""
+        st = os.stat(path)
+        memo = hashlib.sha256(f"{path}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()
+        where = f"{self.path}/inputs/{memo[:2]}/{memo}"
+        try:
+            with self.fs.open(where, "rb") as f:
+                known = f.read().decode().strip()
+            if len(known) == 64:
+                return known
+        except (FileNotFoundError, OSError):
+            pass
+        digest = sha256_file(path)
+        self.fs.makedirs(where.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{where}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(digest.encode())
+        self.fs.mv(tmp, where)
+        return digest
+
+    def record_use(self, addresses: Iterable[str], label: str) -> None:
+        """Remember which entries a build used, for `emer cache --prune`."""
+        self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
+        with self.fs.open(f"{self.path}/builds/{name}", "w") as f:
+            json.dump({"label": label, "addresses": sorted(set(addresses))}, f)
+
+    def stats(self, keep_builds: int) -> dict[str, Any]:
+        """Entries, bytes, builds recorded, and how many entries the last `keep_builds` builds did not use."""
+        entries = self._entries()
+        used = self._used(keep_builds)
+        unused = [a for a in entries if a not in used]
+        return {
+            "root": self.root,
+            "entries": len(entries),
+            "bytes": sum(entries.values()),
+            "builds": len(self._builds()),
+            "unused_entries": len(unused),
+            "unused_bytes": sum(entries[a] for a in unused),
+        }
+
+    def prune(self, keep_builds: int) -> dict[str, int]:
+        """Delete the entries the last `keep_builds` builds did not use; return what went."""
+        entries = self._entries()
+        used = self._used(keep_builds)
+        gone = [a for a in entries if a not in used]
+        for address in gone:
+            self.fs.rm(self._entry(address))
+        for old in self._builds()[:-keep_builds] if keep_builds > 0 else self._builds():
+            self.fs.rm(old)
+        return {"entries": len(gone), "bytes": sum(entries[a] for a in gone)}
+
+    def _entries(self) -> dict[str, int]:
+        base = f"{self.path}/entries"
+        if not self.fs.exists(base):
+            return {}
+        found = self.fs.find(base, detail=True)
+        return {Path(p).name.removesuffix(".tar"): int(info.get("size") or 0) for p, info in found.items() if p.endswith(".tar")}
+
+    def _builds(self) -> list[str]:
+        base = f"{self.path}/builds"
+        return sorted(self.fs.find(base)) if self.fs.exists(base) else []
+
+    def _used(self, keep_builds: int) -> set[str]:
+        used: set[str] = set()
+        for path in self._builds()[-keep_builds:] if keep_builds > 0 else []:
+            with self.fs.open(path, "r") as f:
+                used.update(json.load(f)["addresses"])
+        return used
