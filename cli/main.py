@@ -50,6 +50,23 @@ def _download(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from emer_builder.core.config import BuildConfig, load_config
+    from emer_builder.core.paths import emer_home
+    from emer_builder.transforms.clip_cache import ClipCache
+
+    config = load_config(args.config) if args.config else BuildConfig()
+    root = args.dir or config.cache.dir or os.environ.get("EMER_CLIP_CACHE") or str(emer_home() / "clip-cache")
+    cache = ClipCache(root)
+    if args.prune:
+        gone = cache.prune(args.keep_builds)
+        print(f"removed {gone['entries']} entries ({gone['bytes'] / 2**20:.1f} MiB) that the last {args.keep_builds} builds did not use")
+    s = cache.stats(args.keep_builds)
+    print(f"cache {s['root']}: {s['entries']} entries, {s['bytes'] / 2**20:.1f} MiB; {s['builds']} builds recorded; "
+          f"{s['unused_entries']} entries ({s['unused_bytes'] / 2**20:.1f} MiB) unused by the last {args.keep_builds} builds")
+    return 0
+
+
 def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
     from emer_builder.transforms.models import install_offline_models
 
@@ -108,6 +125,12 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--to", required=True, help="destination folder (an interrupted download resumes there)")
     dl.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co); for s3:// set AWS_ENDPOINT_URL instead")
     dl.set_defaults(func=_download)
+    c = sub.add_parser("cache", help="show the per-clip stage cache, or prune entries recent builds did not use")
+    c.add_argument("--dir", help="cache folder or URL (default: cache.dir of --config, $EMER_CLIP_CACHE, else $EMER_HOME/clip-cache)")
+    c.add_argument("--config", help="build config whose cache.dir to use")
+    c.add_argument("--prune", action="store_true", help="delete entries that none of the last --keep-builds builds used")
+    c.add_argument("--keep-builds", type=int, default=1, metavar="N", help="builds whose entries count as used (default 1: the latest)")
+    c.set_defaults(func=_cache)
     m = sub.add_parser("models", help="prepare the offline default models (idempotent)")
     m.set_defaults(func=_models)
     r = sub.add_parser("report", help="write the HTML report (overview, plots, sample gallery) of a build or a downloaded release")

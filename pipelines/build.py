@@ -40,6 +40,7 @@ from emer_builder.pipelines.progress import Progress, counters, model_loads, sta
 from emer_builder.pipelines.stages import build_stages, provenance, record_schema
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import MANIFEST, write_manifest
+from emer_builder.report import write_report
 from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
@@ -228,6 +229,7 @@ class BuildSummary:
             by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
             lines.append("  explanation: " + "; ".join(by_field))
         lines.append(f"  emotion wheel: {self.emotion_wheel}")
+        lines.append(f"  report: {Path(self.out) / 'report.html'}")
         if self.llm:
             c = self.llm
             lines.append(
@@ -536,6 +538,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             write_card(staging, manifest, schema, config)
             log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
             (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
+            write_report(staging, manifest=manifest)
             record_cache_use(config, stages, staging, str(out_path))
             commit(staging, out_path, overwrite)
         except BaseException as e:

@@ -233,6 +233,10 @@ labels, valence), built by `emer build` (emer-builder) for Explainable Multimoda
 
 {manifest["counts"]["failures"]} inputs could not become records: see `failures.parquet` (key, stage, reason).
 
+**Report:** [report.html](report.html): overview, plots and a sample gallery with face crops, transcripts,
+clues and labels. Download it together with the `report/` folder and open it locally, or run
+`emer report` on a download.
+
 ## Loading
 
 {loading}

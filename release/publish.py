@@ -183,7 +183,16 @@ def read_build(out: str | Path) -> Build:
             raise UserError(f"{rel} does not match its sha256 in {MANIFEST}: the build changed after it was made; rebuild it (nothing was published)")
         files.append(ReleaseFile(rel, meta["bytes"], meta["sha256"], local))
     files.append(ReleaseFile(MANIFEST, path.stat().st_size, sha256_file(str(path)), path))
+    for local in _report_files(root):  # derived from the build, so not in its manifest; releases carry it
+        files.append(ReleaseFile(local.relative_to(root).as_posix(), local.stat().st_size, sha256_file(str(local)), local))
     return Build(root, manifest, files)
+
+
+def _report_files(root: Path) -> list[Path]:
+    report = [root / "report.html"] if (root / "report.html").is_file() else []
+    if report and (root / "report").is_dir():
+        report += sorted(p for p in (root / "report").rglob("*") if p.is_file() and not p.is_symlink())
+    return report
 
 
 def _sum(files: list[ReleaseFile]) -> int:

@@ -56,7 +56,6 @@ class BuildData:
     timings: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # parts of a build this folder lacks, in words
 
     @property
     def splits(self) -> list[str]:
@@ -76,16 +75,11 @@ def load_build(root: Path, manifest: dict[str, Any] | None = None) -> BuildData:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict) or not isinstance(manifest.get("keys", {}), dict):
         raise UserError(f"{root / MANIFEST} is not a build manifest (no splits or keys)")
     data = BuildData(root, manifest, _timings(root, manifest))
-    tables = sorted((root / "data").glob("*.parquet"))
-    for path in tables:
+    for path in sorted((root / "data").glob("*.parquet")):
         data.records += _parquet_rows(path)
-    if not tables:
-        data.missing.append("data/*.parquet (records are read from the tar shards' json)")
     data.records.sort(key=lambda r: r["key"])
     if (root / FAILURES).is_file():
         data.failures = sorted(pq.read_table(root / FAILURES).to_pylist(), key=lambda f: (f["key"], f["source_path"]))
-    elif manifest.get("counts", {}).get("failures"):
-        data.missing.append(f"{FAILURES} ({manifest['counts']['failures']} failures in the manifest)")
     return data
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines import build as build_module
 from emer_builder.pipelines.build import JOURNAL, LOCK_FILE, STAGING_PREFIX, commit, out_lock, recover, verify_build
@@ -86,7 +85,7 @@ def test_a_kill_at_any_instant_of_the_commit_leaves_the_old_or_the_new_build(tmp
         class Killed(BaseException):
             pass
 
-        def step(name):
+        def step(name, steps=steps, instants=instants):
             def run(*args, **kwargs):
                 if steps["n"] == instants:
                     raise Killed

@@ -35,18 +35,19 @@ IGNORED_SETTINGS = ("cpu_threads",)  # how fast, not what: never part of an addr
 SAFE_MEMBER = "abcdefghijklmnopqrstuvwxyz0123456789_."
 
 
-def _plain(value: Any) -> Any:
-    """Settings as JSON: primitives, sequences, mappings and dataclasses; anything else (a loaded
-    model) is not a setting."""
+def _plain(value: Any, ignored: tuple[str, ...]) -> Any:
+    """Settings as JSON: primitives, sequences, mappings and dataclasses, without the `ignored` names
+    at any depth; anything else (a loaded model) is not a setting."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
+        return _plain(dataclasses.asdict(value), ignored)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        items = [_plain(v) for v in value]
+        items = [_plain(v, ignored) for v in value]
         return None if any(i is _SKIP for i in items) else items
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])) if _plain(v) is not _SKIP}
+        plain = {str(k): _plain(v, ignored) for k, v in value.items() if str(k) not in ignored and not str(k).startswith("_")}
+        return {k: v for k, v in sorted(plain.items()) if v is not _SKIP}
     return _SKIP
 
 
@@ -61,7 +62,8 @@ def stage_identity(stage: Stage) -> dict[str, Any]:
         source = inspect.getsource(module) if module else ""
     except (OSError, TypeError):
         source = ""
-    settings = {k: _plain(v) for k, v in sorted(vars(stage).items()) if not k.startswith("_") and k not in IGNORED_SETTINGS}
+    ignored = (*IGNORED_SETTINGS, *getattr(cls, "cache_ignore", ()))  # a stage may name its own speed-only settings
+    settings = _plain(vars(stage), ignored)
     try:
         model = stage.model_id()
     except Exception:  # noqa: BLE001 - some stages only know their model after setup
@@ -69,7 +71,7 @@ def stage_identity(stage: Stage) -> dict[str, Any]:
     return {
         "name": stage.name,
         "class": f"{cls.__module__}.{cls.__qualname__}",
-        "settings": {k: v for k, v in settings.items() if v is not _SKIP},
+        "settings": settings,
         "model": model,
         "code": hashlib.sha256(source.encode()).hexdigest(),
         "cache_version": getattr(cls, "cache_version", 1),
