@@ -12,7 +12,20 @@ from emer_builder.core.errors import UserError
 from emer_builder.core.version import __version__
 
 
+BUILD_STACK = ("apache_beam", "ffmpeg", "faster_whisper", "deepface", "cv2", "opensmile", "soundfile", "ai_edge_litert", "nrclex", "matplotlib")
+
+
+def require_build_extra() -> None:
+    """`emer build` on a light install (download, load_split, evaluate only) is one line saying what to install."""
+    import importlib.util
+
+    missing = [name for name in BUILD_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"`emer build` needs the build extra (missing: {', '.join(missing)}): pip install 'emer-builder[build]'")
+
+
 def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
+    require_build_extra()
     from emer_builder.core.config import load_config, with_explanation_inputs
     from emer_builder.pipelines.build import build
 
