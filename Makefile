@@ -26,7 +26,7 @@ demo: setup
 	@videos=$$($(BIN)/python -m bench.demo_corpus) && \
 	  echo "demo corpus: $$videos" && \
 	  $(BIN)/emer build "$$videos" --out $(DEMO_OUT) --overwrite $(DEMO_ANNOTATIONS) && \
-	  echo "dataset ready in $(DEMO_OUT) (open $(DEMO_OUT)/README.md)"
+	  echo "dataset ready in $(DEMO_OUT) (card: $(DEMO_OUT)/README.md; report: $(DEMO_OUT)/report.html)"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -472,6 +472,12 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     """Build a dataset from every video under `videos_dir` into `out`; returns the summary."""
     config = config or BuildConfig()
     beam_args = beam_args or []
+    for given, what in ((videos_dir, "VIDEOS_DIR"), (out, "--out")):
+        if "://" in str(given):
+            raise UserError(
+                f"{what} {given} is a URL: builds read and write local or shared file systems (the clip cache, `cache.dir`, and releases accept URLs); "
+                "copy the videos to a local or shared folder first (e.g. `aws s3 sync`)"
+            )
     videos = Path(videos_dir).absolute()
     out_path = Path(out).absolute()
     if not videos.exists():
