@@ -1,5 +1,6 @@
 """Beam options pass through: the same build on the portable job API, and a plug-in field group."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,9 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 from emer_builder.core.config import config_from_dict
+from emer_builder.core.errors import UserError
 from emer_builder.pipelines.build import build
+from emer_builder.release.publish import publish
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,14 @@ def test_plugin_stage_adds_a_field_group_everywhere(two_clips: Path, tmp_path: P
     assert "| `brightness.mean` |" in (out / "README.md").read_text()
     loaded = datasets.load_dataset(str(out))["train"]
     assert loaded.features["brightness"]["mean"].dtype == "float32"
-    # a rebuild with --overwrite semantics replaces the build in place
-    rebuilt = build(two_clips, out, config_from_dict({"transcript": {"model": "tiny.en"}}), workers=1, show_progress=False, overwrite=True)
-    assert rebuilt.records == 2 and "brightness" not in pq.read_table(next((out / "data").glob("*.parquet"))).column_names
+    # the README's promise: publishing the plug-in's build after one without it needs a minor bump
+    plain = build(two_clips, tmp_path / "plain", config_from_dict({"transcript": {"model": "tiny.en"}, "split": {"ratios": {"train": 1.0}}}), workers=1, show_progress=False)
+    assert plain.records == 2 and "brightness" not in pq.read_table(next((tmp_path / "plain" / "data").glob("*.parquet"))).column_names
+    target = tmp_path / "releases"
+    publish(tmp_path / "plain", str(target), "1.0.0")
+    with pytest.raises(UserError, match=r"a minor bump is required, e\.g\. v1\.1\.0, not v1\.0\.1"):
+        publish(out, str(target), "1.0.1")
+    publish(out, str(target), "1.1.0")
+    entry = json.loads((target / "releases.json").read_text())[0]  # newest first
+    assert entry["version"] == "1.1.0" and entry["required_bump"] == "minor"
+    assert entry["schema_changes"]["added"] == ["brightness", "brightness.dark_frames", "brightness.frames", "brightness.mean"]
