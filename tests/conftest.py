@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ from bench.demo_corpus import demo_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The per-clip stage cache: never the user's; a fresh one per test (session fixtures get their own).
+os.environ["EMER_CLIP_CACHE"] = tempfile.mkdtemp(prefix="emer-test-clip-cache-")
+
+
+@pytest.fixture(autouse=True)
+def _own_clip_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMER_CLIP_CACHE", str(tmp_path / "clip-cache"))
 
 # Tests that use these fixtures run full Beam builds: `make test-fast` (-m "not slow") leaves them out.
 SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "dask_cluster", "job_service"}
