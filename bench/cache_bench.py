@@ -1,0 +1,144 @@
+"""Corpus-scale figures of `emer build`, whole process, in one invocation: the per-clip cache's
+no-op, incremental and resume rebuilds against a full build, and peak RSS as the corpus grows.
+
+Per run (a fresh cache and OUT each time), on the bench corpus (24 clips, 131 s of real video):
+- full:        20 clips, nothing cached
+- no-op:       the same command again (nothing changed)
+- incremental: 2 clips more (+10 %)
+- resume:      a fresh cache; the full build killed (SIGKILL, whole process group) once half the
+               clips are cached, then the same command again: the rerun's wall time
+Memory: the demo corpus (7 clips) against 10 copies of it (70 clips, each re-muxed so no two share
+bytes), cache off, peak RSS of the whole process tree (driver, workers).
+
+Usage: python -m bench.cache_bench [--runs 3] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from bench.bench_corpus import bench_corpus
+from bench.demo_corpus import demo_corpus
+from bench.run_bench import _tree_rss
+
+EMER = str(Path(sys.executable).parent / "emer")
+
+
+def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
+    """One `emer build` as a whole process (no --overwrite: a rebuild of OUT is what is measured)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.1)
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"build failed: {stderr[-2000:]}")
+    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak / 2**20, "summary": stdout.splitlines()[0]}
+
+
+def _config(path: Path, cache: Path | None) -> Path:
+    path.write_text(f"cache: {{dir: {cache}}}\n" if cache else "cache: {enabled: false}\n")
+    return path
+
+
+def _subset(src: Path, dest: Path, names: list[str]) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (dest / name).exists():
+            os.link(src / name, dest / name) if src.stat().st_dev == dest.stat().st_dev else shutil.copy2(src / name, dest / name)
+    return dest
+
+
+def _killed_at_half(videos: Path, out: Path, config: Path, cache: Path, clips: int) -> None:
+    proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--config", str(config), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    stages = 4
+    while len(list((cache / "entries").rglob("*.tar"))) < stages * clips // 2:
+        if proc.poll() is not None:
+            raise RuntimeError("the build ended before it could be killed")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def cache_figures(runs: int, work: Path) -> dict[str, list[float]]:
+    corpus = bench_corpus()
+    names = sorted(p.name for p in corpus.iterdir() if p.is_file())[:22]
+    walls: dict[str, list[float]] = {"full": [], "noop": [], "incremental": [], "resume": []}
+    for r in range(runs):
+        run = work / f"run{r}"
+        cache = run / "cache"
+        videos = _subset(corpus, run / "videos", names[:20])
+        config = _config(run / "build.yaml", cache)
+        out = run / "out"
+        walls["full"].append(run_once(videos, out, ["--config", str(config)])["wall_s"])
+        walls["noop"].append(run_once(videos, out, ["--config", str(config)])["wall_s"])
+        _subset(corpus, videos, names)
+        walls["incremental"].append(run_once(videos, out, ["--config", str(config)])["wall_s"])
+        cache2 = run / "cache2"
+        config2 = _config(run / "build2.yaml", cache2)
+        resumed = run / "resumed"
+        _killed_at_half(videos, resumed, config2, cache2, len(names))
+        walls["resume"].append(run_once(videos, resumed, ["--config", str(config2)])["wall_s"])
+        print(f"run {r}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in walls.items()), flush=True)
+    return walls
+
+
+def _copies(src: Path, dest: Path, times: int) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in range(times):
+        for video in sorted(src.iterdir()):
+            target = dest / f"{video.stem}_copy{i:02d}{video.suffix}"
+            if not target.exists():  # a re-mux with its own title tag: same media, other bytes
+                subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-map", "0", "-c", "copy", "-metadata", f"title=copy {i}", str(target)], check=True)
+    return dest
+
+
+def memory_figures(work: Path) -> dict[str, dict[str, float]]:
+    demo = demo_corpus()
+    config = _config(work / "nocache.yaml", None)
+    one = _copies(demo, work / "x1", 1)
+    ten = _copies(demo, work / "x10", 10)
+    return {
+        "x1": run_once(one, work / "out-x1", ["--config", str(config)]),
+        "x10": run_once(ten, work / "out-x10", ["--config", str(config)]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="emer-cache-bench-") as tmp:
+        work = Path(tmp)
+        walls = cache_figures(args.runs, work)
+        med = {k: statistics.median(v) for k, v in walls.items()}
+        print(f"\n## Cache and resume ({date.today()}, {platform.node()}, {os.cpu_count()} cores, median of {args.runs} runs)\n")
+        print("| build | wall s (median) | runs | share of the full build |")
+        print("|---|---|---|---|")
+        for k in ("full", "noop", "incremental", "resume"):
+            print(f"| {k} | {med[k]:.2f} | {', '.join(f'{v:.2f}' for v in walls[k])} | {100 * med[k] / med['full']:.1f} % |")
+        if not args.skip_memory:
+            mem = memory_figures(work)
+            print("\n| corpus | clips | wall s | peak RSS MB |")
+            print("|---|---|---|---|")
+            for k, clips in (("x1", 7), ("x10", 70)):
+                print(f"| demo {k} | {clips} | {mem[k]['wall_s']:.1f} | {mem[k]['peak_rss_mb']:.0f} |")
+            print(f"\npeak RSS x10 / x1: {mem['x10']['peak_rss_mb'] / mem['x1']['peak_rss_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
