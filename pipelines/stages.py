@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from emer_builder.core.config import BuildConfig
@@ -21,11 +20,14 @@ __all__ = ["build_stages", "finish_record", "provenance", "record_schema"]
 def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
     """Stages in run order; each adds its field group to the clip."""
     t = config.transcript
-    threads = t.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    threads = t.cpu_threads or 1  # one per worker: measured faster than 2 even for one worker on 2 cores (bench/RESULTS.md)
+    f = config.faces
     stages: list[Stage] = [
         DecodeStage(config.decode.sample_fps, config.decode.frame_max_side, config.decode.min_duration_s, config.decode.max_duration_s),
-        TranscriptStage(model=t.model, language=t.language, vad_filter=t.vad_filter, beam_size=t.beam_size, device=t.device, cpu_threads=threads),
-        FacesStage(config.faces.detector, config.faces.crop_size, config.faces.max_crops, config.faces.expression_model),
+        TranscriptStage(
+            model=t.model, language=t.language, vad_filter=t.vad_filter, beam_size=t.beam_size, device=t.device, cpu_threads=threads, encoder_window=t.encoder_window
+        ),
+        FacesStage(f.detector, f.crop_size, f.max_crops, f.expression_model, detect_max_side=f.detect_max_side, min_confidence=f.min_confidence),
         AcousticsStage(),
     ]
     stages += plugin_stages(config)

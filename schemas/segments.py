@@ -64,10 +64,20 @@ LABELS = FieldGroup(
     "labels",
     "Labels the corpus or segment table gives for the utterance, as it gives them; null fields where it gives none.",
     (
-        Field("corpus", pa.string(), "what read them: a corpus adapter (`meld`, `ch-sims`, `ch-sims-v2`, `cmu-mosi`, `cmu-mosei`, `mer`) or `table` (a segment table)"),
+        Field(
+            "corpus",
+            pa.string(),
+            "what read them: a corpus adapter (`meld`, `ch-sims`, `ch-sims-v2`, `cmu-mosi`, `cmu-mosei`, `mer`) or `table` (a segment table)",
+        ),
         Field("sample_id", pa.string(), "the corpus' own id of the sample (MELD `dia0_utt0`, MMSA `<video_id>_<clip_id>`, CMU SDK `<video>_<n>`)"),
-        Field("official_split", pa.string(), "the corpus' own split name as written (MELD train/dev/test, MMSA train/valid/test); the record's `split` maps it"),
-        Field("emotion", pa.string(), "one discrete emotion as the corpus names it (MELD: anger, disgust, fear, joy, neutral, sadness, surprise; MER: its discrete label)"),
+        Field(
+            "official_split", pa.string(), "the corpus' own split name as written (MELD train/dev/test, MMSA train/valid/test); the record's `split` maps it"
+        ),
+        Field(
+            "emotion",
+            pa.string(),
+            "one discrete emotion as the corpus names it (MELD: anger, disgust, fear, joy, neutral, sadness, surprise; MER: its discrete label)",
+        ),
         Field("sentiment", pa.string(), "sentiment polarity as given, lowercased: `positive`, `negative`, `neutral` (MELD Sentiment, MMSA annotation)"),
         Field(
             "sentiment_score",

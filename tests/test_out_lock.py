@@ -136,6 +136,7 @@ def _config(root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_concurrent_builds_into_one_out(demo_videos: Path, tmp_path: Path):
     videos = _tiny_corpus(demo_videos, tmp_path)
     other = tmp_path / "other"

