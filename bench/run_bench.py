@@ -1,15 +1,29 @@
-"""Benchmark `emer build` as a whole process on the demo corpus repeated to >= 5 minutes of video.
+"""Benchmark `emer build` as a whole process against the plain script a researcher would write.
 
-Each variant runs `emer build` in a subprocess several times; we report medians of wall time,
-CPU time (the process and all its descendants), peak RSS of the whole process tree (sampled from
-/proc every 0.1 s), video seconds per wall second, and the stage CPU shares the build reports.
-The first variant is the baseline; the others are given as ratios against it.
+Each variant is a whole process (`emer build ...`, or `python -m bench.plain_script`), run several
+times in one invocation, interleaved (round 1 runs every variant, then round 2, ...; the order turns
+each round) so that a noisy neighbour hits every variant alike. We report medians of wall time, CPU
+time (the process and all its descendants: workers, job service, ffmpeg), peak RSS of the whole
+process tree (sampled from /proc every 0.1 s), CPU seconds per video second, the stage CPU shares
+the build reports, and ratios against the plain script and between worker counts.
 
-The `llm1` / `llm4` variants take every explanation field from an OpenAI-compatible endpoint:
-the loopback server of the tests, answering each request after `--llm-latency` seconds (a stand-in
-for a real model's latency), with a fresh response cache per run, at 1 and 4 requests in flight.
+Every build starts with an empty clip cache (a first build, like the plain script's run).
 
-Usage: python -m bench.run_bench [--runs 3] [--minutes 5] [--variants workers1,workers2] [--llm-latency 0.5]
+Corpora: `bench` (default; bench/bench_corpus.py: 24 clips, 131 s of real video with moving faces,
+every file its own encode) or `demo` (the 7 demo clips linked until `--minutes` is reached).
+
+Variants:
+- `plain`: bench/plain_script.py, the yardstick (same libraries and models, one clip after another).
+- `default`: `emer build` as shipped (2 workers).
+- `workers1`, `workers2`: `--workers 1` / `--workers 2`.
+- `old`: the path before issue 11, still selectable by config: DeepFace's opencv detector on every
+  frame at 640 px, Whisper on full 30 s windows; 2 workers.
+- `old1`: the same with `--workers 1` and Whisper on 2 threads (the old default for one worker).
+- `gpu`: `--workers 1` with `transcript.device: cuda` (float16); needs a GPU machine.
+- `llm1` / `llm4`: every explanation field from an OpenAI-compatible endpoint (the tests' loopback
+  server answering after `--llm-latency` seconds), fresh response cache per run, 1 and 4 in flight.
+
+Usage: python -m bench.run_bench [--runs 3] [--corpus bench|demo] [--variants plain,default,workers1,old]
 """
 
 from __future__ import annotations
@@ -28,19 +42,26 @@ import threading
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 
+from bench.bench_corpus import bench_corpus
 from bench.demo_corpus import demo_corpus
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = {
-    "workers1": ["--workers", "1"],
-    "workers2": ["--workers", "2"],
-    "llm1": ["--workers", "1"],
-    "llm4": ["--workers", "1"],
+OLD_PATH = "faces:\n  detector: opencv\ntranscript:\n  encoder_window: full\n"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {"plain": True},
+    "default": {"args": []},
+    "workers1": {"args": ["--workers", "1"]},
+    "workers2": {"args": ["--workers", "2"]},
+    "old": {"args": ["--workers", "2"], "config": OLD_PATH},
+    "old1": {"args": ["--workers", "1"], "config": OLD_PATH + "  cpu_threads: 2\n"},
+    "gpu": {"args": ["--workers", "1"], "config": "transcript:\n  device: cuda\n"},
+    "llm1": {"args": ["--workers", "1"], "llm": 1},
+    "llm4": {"args": ["--workers", "1"], "llm": 4},
 }
-LLM_CONCURRENCY = {"llm1": 1, "llm4": 4}
 
 
 def llm_config(path: Path, base_url: str, concurrency: int, cache: Path) -> list[str]:
@@ -54,7 +75,7 @@ def llm_config(path: Path, base_url: str, concurrency: int, cache: Path) -> list
     return ["--config", str(path)]
 
 
-def make_corpus(dest: Path, minutes: float) -> tuple[Path, float]:
+def demo_links(dest: Path, minutes: float) -> Path:
     """Links to the demo clips, repeated until the total is at least `minutes` of video."""
     videos = demo_corpus()
     clips = sorted(videos.iterdir())
@@ -66,7 +87,11 @@ def make_corpus(dest: Path, minutes: float) -> tuple[Path, float]:
         folder.mkdir(parents=True)
         for clip in clips:
             (folder / clip.name).symlink_to(clip)
-    return dest, repeats * seconds_each
+    return dest
+
+
+def video_seconds(videos: Path) -> float:
+    return sum(float(ffmpeg.probe(str(p))["format"]["duration"]) for p in sorted(videos.rglob("*")) if p.is_file())
 
 
 def _tree_rss(root: int) -> int:
@@ -92,11 +117,14 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
+def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
+    """One whole process: wall, CPU of it and its descendants, peak RSS of the tree, its output.
+    Builds get an empty clip cache (`cache`): every run is a first build, as the plain script's is."""
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "EMER_CLIP_CACHE": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "emer_builder.cli.main", "build", str(videos), "--out", str(out), "--overwrite", "--quiet", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     done = threading.Event()
 
@@ -112,66 +140,104 @@ def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
     sampler.join()
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"build failed: {stderr[-2000:]}")
-    shares = dict(re.findall(r"(\w+) (\d+)%", stdout.split("stage CPU time", 1)[1])) if "stage CPU time" in stdout else {}
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {stderr[-2000:]}")
+    shares = dict(re.findall(r"(\w+) (\d+)%", stdout.split("stage CPU time", 1)[1].splitlines()[0])) if "stage CPU time" in stdout else {}
     return {
         "wall_s": wall,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "sys_s": after.ru_stime - before.ru_stime,
         "peak_rss_mb": peak / 2**20,
         "stage_share": {k: int(v) for k, v in shares.items()},
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--variants", default="workers1,workers2")
-    ap.add_argument("--llm-latency", type=float, default=0.5)
-    args = ap.parse_args()
-    work = HERE / "out"
-    videos, video_seconds = make_corpus(work / "corpus", args.minutes)
-    clips = sum(1 for _ in videos.rglob("*.*"))
-    results = {}
-    from tests.openai_loopback import OpenAILoopback
+def command(name: str, videos: Path, work: Path, run: int, server: Any) -> list[str]:
+    spec = VARIANTS[name]
+    if spec.get("plain"):
+        return [sys.executable, "-m", "bench.plain_script", str(videos), str(work / "plain.jsonl")]
+    extra = list(spec["args"])
+    if "config" in spec:
+        path = work / f"{name}.yaml"
+        path.write_text(spec["config"])
+        extra += ["--config", str(path)]
+    if "llm" in spec:
+        extra += llm_config(work / f"{name}.yaml", server.base_url, spec["llm"], work / f"llm-cache-{name}-{run}")
+    return [sys.executable, "-m", "emer_builder.cli.main", "build", str(videos), "--out", str(work / f"ds-{name}"), "--overwrite", "--quiet", *extra]
 
-    os.environ["EMER_BENCH_KEY"] = "bench-key"
-    with OpenAILoopback("bench-key", latency_s=args.llm_latency) as server:
-        for name in args.variants.split(","):
-            runs = []
-            for i in range(args.runs):
-                extra = list(VARIANTS[name])
-                if name in LLM_CONCURRENCY:
-                    extra += llm_config(work / f"{name}.yaml", server.base_url, LLM_CONCURRENCY[name], work / f"llm-cache-{name}-{i}")
-                runs.append(run_once(videos, work / f"ds-{name}", extra))
-            results[name] = runs
-    for name, runs in list(results.items()):
-        med = {m: statistics.median(r[m] for r in runs) for m in ("wall_s", "cpu_s", "peak_rss_mb")}
-        med["video_s_per_wall_s"] = video_seconds / med["wall_s"]
-        med["stage_share"] = runs[len(runs) // 2]["stage_share"]
-        med["walls"] = [round(r["wall_s"], 1) for r in runs]
-        results[name] = med
-        print(name, json.dumps(med), flush=True)
-    if any(n in LLM_CONCURRENCY for n in results):
-        print(f"llm requests answered by the loopback server: {len(server.chat_requests())} at {args.llm_latency} s each")
-    base = results[args.variants.split(",")[0]]
+
+def summarise(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    med: dict[str, Any] = {m: statistics.median(r[m] for r in runs) for m in ("wall_s", "cpu_s", "sys_s", "peak_rss_mb")}
+    med["cpu_per_video_s"] = med["cpu_s"] / seconds
+    med["video_s_per_wall_s"] = seconds / med["wall_s"]
+    med["stage_share"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]["stage_share"]
+    med["walls"] = [round(r["wall_s"], 1) for r in runs]
+    return med
+
+
+def table(results: dict[str, dict[str, Any]], seconds: float, clips: int, runs: int, load: str) -> str:
+    plain = results.get("plain")
     lines = [
-        f"### {date.today().isoformat()}: {clips} clips, {video_seconds:.0f} s of video, median of {args.runs} runs",
+        f"### {date.today().isoformat()}: {clips} clips, {seconds:.0f} s of video, medians of {runs} interleaved runs",
         "",
-        f"Machine: {platform.node() or 'unknown'}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}; load average before: {load}",
         "",
-        "| variant | wall s (runs) | CPU s | peak RSS MB | video s / wall s | wall vs baseline | stage CPU shares |",
+        "| variant | wall s (runs) | CPU s (sys) | CPU s / video s | peak RSS MB | wall: plain / variant | stage CPU shares |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         shares = ", ".join(f"{k} {v}%" for k, v in r["stage_share"].items())
+        speedup = f"{plain['wall_s'] / r['wall_s']:.2f}x" if plain else "-"
         lines.append(
-            f"| {name} | {r['wall_s']:.1f} ({', '.join(map(str, r['walls']))}) | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['video_s_per_wall_s']:.2f} | {r['wall_s'] / base['wall_s']:.2f}x | {shares} |"
+            f"| {name} | {r['wall_s']:.1f} ({', '.join(map(str, r['walls']))}) | {r['cpu_s']:.1f} ({r['sys_s']:.1f}) | {r['cpu_per_video_s']:.3f} | "
+            f"{r['peak_rss_mb']:.0f} | {speedup} | {shares} |"
         )
-    print("\n".join(lines))
-    (work / "last-results.md").write_text("\n".join(lines) + "\n")
+    ratios = []
+    if "workers1" in results and ("workers2" in results or "default" in results):
+        two = results.get("workers2") or results["default"]
+        ratios.append(f"--workers 2 vs --workers 1: {results['workers1']['wall_s'] / two['wall_s']:.2f}x faster")
+    if "old" in results and "default" in results:
+        ratios.append(f"CPU per video second, default vs old path: {results['default']['cpu_s'] / results['old']['cpu_s']:.2f}")
+    return "\n".join(lines + ([""] + ratios if ratios else []))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--corpus", choices=("bench", "demo"), default="bench")
+    ap.add_argument("--minutes", type=float, default=5.0, help="demo corpus: repeat the clips up to this length")
+    ap.add_argument("--variants", default="plain,default,workers1,old")
+    ap.add_argument("--llm-latency", type=float, default=0.5)
+    args = ap.parse_args()
+    work = HERE / "out"
+    work.mkdir(parents=True, exist_ok=True)
+    videos = bench_corpus() if args.corpus == "bench" else demo_links(work / "corpus", args.minutes)
+    seconds = video_seconds(videos)
+    clips = sum(1 for p in videos.rglob("*") if p.is_file() or p.is_symlink())
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    from tests.openai_loopback import OpenAILoopback
+
+    os.environ["EMER_BENCH_KEY"] = "bench-key"
+    with OpenAILoopback("bench-key", latency_s=args.llm_latency) as server:
+        for i in range(args.runs):
+            order = names[i % len(names):] + names[: i % len(names)]
+            for name in order:
+                result = run_once(command(name, videos, work, i, server), work / "clip-cache")
+                runs[name].append(result)
+                print(f"round {i + 1} {name}: wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+    results = {n: summarise(runs[n], seconds) for n in names}
+    for name, r in results.items():
+        print(name, json.dumps(r), flush=True)
+    text = table(results, seconds, clips, args.runs, load)
+    print(text)
+    (work / "last-results.md").write_text(text + "\n")
+    (work / "last-results.json").write_text(json.dumps({"runs": runs, "video_s": seconds, "clips": clips}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

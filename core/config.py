@@ -19,6 +19,9 @@ class DecodeConfig:
     frame_max_side: int = 640  # sampled frames are scaled down so their longer side fits
     min_duration_s: float = 0.3  # shorter clips become failures: too short for any feature
     max_duration_s: float = 600.0  # longer files become failures: sampled frames are held in memory
+    audio_stream: int | None = None  # index among the audio streams; None: the default-disposition one, else the first
+    audio_language: str | None = None  # ISO 639 code of the audio stream to take (en also finds eng); wins over audio_stream
+    min_decoded_fraction: float = 0.5  # a clip whose streams decode to less of its declared length is a failure (0: keep, flagged)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("decode", "frame_max_side"): (lambda v: 32 <= v <= 8192, "between 32 and 8192"),
     ("decode", "min_duration_s"): (lambda v: v >= 0, "at least 0"),
     ("decode", "max_duration_s"): (lambda v: v > 0, "above 0"),
+    ("decode", "audio_stream"): (lambda v: v is None or v >= 0, "at least 0 or null"),
+    ("decode", "audio_language"): (lambda v: v is None or (v.isalpha() and 2 <= len(v) <= 3), "a 2- or 3-letter ISO 639 code or null"),
+    ("decode", "min_decoded_fraction"): (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
     ("transcript", "beam_size"): (lambda v: 1 <= v <= 20, "between 1 and 20"),
     ("transcript", "device"): (lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
     ("transcript", "cpu_threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
@@ -219,9 +225,16 @@ def load_config(path: str | Path | None) -> BuildConfig:
     return config_from_dict(data)
 
 
+NULLABLE_INTS = ("decode.audio_stream",)
+
+
 def _checked(path: str, default: Any, value: Any) -> Any:
     """The value if it has the default's type (ints pass for floats; None only where the default is None)."""
     if default is None:
+        if path in NULLABLE_INTS:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UserError(f"config key {path} must be an integer or null, got {value!r}")
+            return value
         if value is not None and not isinstance(value, str):
             raise UserError(f"config key {path} must be a string or null")
         return value

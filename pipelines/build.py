@@ -243,7 +243,7 @@ class BuildSummary:
             )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
-            lines.append(f"  skipped {len(self.skipped_files)} non-video files: {shown}")
+            lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or folders not followed): {shown}")
         return "\n".join(lines)
 
 
@@ -422,7 +422,11 @@ def inputs_fingerprint(config: BuildConfig, stages: list[Stage], inputs: list[Vi
     input's path, size and modification time, the annotation tables' checksums."""
     listing = []
     for i in inputs:
-        st = os.stat(i.path)
+        try:
+            st = os.stat(i.path)
+        except OSError as e:  # a dangling link: decode reports it
+            listing.append((i.source_path, -1, e.errno))
+            continue
         listing.append((i.source_path, st.st_size, st.st_mtime_ns))
     data = {
         "config": config.config_hash(),

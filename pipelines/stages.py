@@ -19,11 +19,19 @@ __all__ = ["build_stages", "finish_record", "provenance", "record_schema"]
 
 def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
     """Stages in run order; each adds its field group to the clip."""
-    t = config.transcript
+    t, d = config.transcript, config.decode
     threads = t.cpu_threads or 1  # one per worker: measured faster than 2 even for one worker on 2 cores (bench/RESULTS.md)
     f = config.faces
     stages: list[Stage] = [
-        DecodeStage(config.decode.sample_fps, config.decode.frame_max_side, config.decode.min_duration_s, config.decode.max_duration_s),
+        DecodeStage(
+            d.sample_fps,
+            d.frame_max_side,
+            d.min_duration_s,
+            d.max_duration_s,
+            audio_stream=d.audio_stream,
+            audio_language=d.audio_language,
+            min_decoded_fraction=d.min_decoded_fraction,
+        ),
         TranscriptStage(
             model=t.model, language=t.language, vad_filter=t.vad_filter, beam_size=t.beam_size, device=t.device, cpu_threads=threads, encoder_window=t.encoder_window
         ),

@@ -132,7 +132,7 @@ MEDIA = FieldGroup(
             "audio_stream",
             pa.int32(),
             "which audio stream was decoded, counted among the file's audio streams from 0 (ffmpeg `a:N`): the one asked for "
-            "(decode.audio_language, decode.audio_stream), else the default-disposition one, else the first; null without audio",
+            "(decode.audio_language, decode.audio_stream), else the default-disposition one, else the first; null when the file has no audio stream",
         ),
         Field("audio_language", pa.string(), "language tag of the decoded audio stream as the file gives it (ISO 639-2, e.g. `eng`), null when untagged"),
         list_of(

@@ -133,7 +133,8 @@ def test_srt_sidecar_cuts_merges_drops_and_fails_past_the_end(tmp_path: Path, ep
     assert failure["message"] == "ep1.srt cue 7: segment 00:00:10,600 to 00:00:12,500 ends past the end of the video (00:00:10,900)"
     assert result.notes == ["ep1.mp4: ep1.srt cue 3 (00:00:04,000 to 00:00:04,200) is shorter than segment.min_s 0.5 s: dropped"]
     assert result.files[0]["path"].endswith("ep1.srt") and len(result.files[0]["sha256"]) == 64
-    assert sidecar_files(_inputs(folder)) == {str(folder / "ep1.srt")}
+    inputs, _, skipped = match_videos(folder)
+    assert skipped == ["ep1.srt"] and sidecar_files(inputs) == {"ep1.srt"}  # what the driver takes out of the skipped list
     _validate(result)
 
 
@@ -208,8 +209,8 @@ def test_merge_cues_respects_max_length() -> None:
 TABLE_CSV = (
     "video,start,end,id,speaker,text,dialogue,split,emotion,sentiment\r\n"
     'ep1,"00:00:00,500","0:00:02,000",,Ross,"It’s “fine”, really.",d1,train,joy,positive\r\n'
-    'ep1,1.5,3.0,,Rachel,Overlaps the first,d1,train,neutral,neutral\r\n'
-    'ep1,1.5,3.0,,Rachel,Same window again,d1,train,neutral,neutral\r\n'
+    "ep1,1.5,3.0,,Rachel,Overlaps the first,d1,train,neutral,neutral\r\n"
+    "ep1,1.5,3.0,,Rachel,Same window again,d1,train,neutral,neutral\r\n"
     "ep1,5,5,,Joey,Empty,d1,train,,\r\n"
     "ep1,6,4,,Joey,Reversed,d1,train,,\r\n"
     "ep1,10.5,12,,Joey,Past the end,d1,train,,\r\n"
@@ -266,7 +267,10 @@ def test_tsv_and_jsonl_tables_and_ids(tmp_path: Path, episode: Path) -> None:
     ]
     jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     result = segments_from_table(jsonl, _inputs(folder))
-    assert [(s.key, s.group, s.speaker) for s in result.segments] == [("ep1__000001250-000002750", "show-A", None), ("ep1__000007500-000009000", "ep1", "Monica")]
+    assert [(s.key, s.group, s.speaker) for s in result.segments] == [
+        ("ep1__000001250-000002750", "show-A", None),
+        ("ep1__000007500-000009000", "ep1", "Monica"),
+    ]
     assert result.segments[0].labels_fields()["labels"] == ["Happy", "relieved"]
     assert result.segments[1].labels_fields() is None
     _validate(result)

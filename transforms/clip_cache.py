@@ -19,6 +19,7 @@ import inspect
 import io
 import json
 import os
+import stat
 import tarfile
 import time
 import uuid
@@ -170,6 +171,8 @@ class ClipCache:
     def input_sha256(self, path: str) -> str:
         """The input file's sha256, memoised by (path, size, mtime) so an unchanged corpus is not re-read."""
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end: decode says what it is
+            raise OSError(f"not a regular file: {path}")
         memo = hashlib.sha256(f"{path}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()
         where = f"{self.path}/inputs/{memo[:2]}/{memo}"
         try:

@@ -395,8 +395,12 @@ def _frame_times(path: str) -> tuple[int, float]:
                 num, den = (int(x) for x in line.split(":", 1)[1].strip().split("/"))
             elif line.strip() and not line.startswith("#"):
                 cells = [c.strip() for c in line.split(",")]
+                try:
+                    pts, duration = int(cells[2]), int(cells[3])
+                except (IndexError, ValueError):
+                    continue  # not a frame line (ffmpeg never writes one, but a bad line must not fail the clip)
                 count += 1
-                end = max(end, (int(cells[2]) + max(1, int(cells[3]))) * num / den)
+                end = max(end, (pts + max(1, duration)) * num / den)
     return count, round(end, 6)
 
 

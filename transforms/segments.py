@@ -25,7 +25,7 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from emer_builder.core.errors import ClipError, UserError, one_line
@@ -98,7 +98,9 @@ _CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,9}))?")
 def parse_time(value: Any) -> float:
     """Seconds from `12.5`, `HH:MM:SS,mmm`, `H:MM:SS.mmm` or `MM:SS,mmm` (MELD writes both `0:20:23,931`
     and `00:20:23,931`); a number is seconds. ValueError with the value when it is none of these."""
-    if isinstance(value, bool) or value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("an empty cell is not a time")
+    if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time")
     if isinstance(value, (int, float)):
         seconds = float(value)
@@ -979,8 +981,13 @@ def segment_videos(
 
 
 def sidecar_files(videos: Sequence[VideoInput]) -> set[str]:
-    """Subtitle files that belong to input videos: not to be listed as skipped inputs."""
-    return {str(p) for v in videos for p in subtitle_sidecars(v.path)}
+    """Subtitle files beside input videos, as paths relative to the input folder (the form `match_videos`
+    lists skipped files in): they are read with their video, not skipped."""
+    out = set()
+    for v in videos:
+        folder = PurePosixPath(v.source_path).parent
+        out |= {(folder / display_path(p.name)).as_posix() for p in subtitle_sidecars(v.path)}
+    return out
 
 
 __all__ = [

@@ -72,7 +72,7 @@ def segment_text(words: tuple[list[list[float]], list[Any]] | None, start: float
 
 
 def read_folds(path: Path) -> dict[str, str]:
-    """video id -> split from folds.json ({split: [video ids]}) or folds.csv (video_id, split)."""
+    """video id -> split word as written, from folds.json ({split: [video ids]}) or folds.csv (video_id, split)."""
     out: dict[str, str] = {}
     if path.suffix == ".json":
         try:
@@ -89,11 +89,10 @@ def read_folds(path: Path) -> dict[str, str]:
             raise UserError(f"folds table {path} needs columns video_id and split")
         pairs = [(str(r.get(video_col)).strip(), str(r.get(split_col)).strip()) for r in table.rows]
     for video, split in pairs:
-        name = split_name(split)
-        if video in out and out[video] != name:
-            raise UserError(f"{path}: video {video} is in two folds ({out[video]}, {name})")
-        if name:
-            out[video] = name
+        if video in out and out[video] != split:
+            raise UserError(f"{path}: video {video} is in two folds ({out[video]}, {split})")
+        if split:
+            out[video] = split
     return out
 
 
@@ -150,7 +149,7 @@ def loader(name: str) -> Callable[[Path, SegmentOptions], Segmentation]:
                         dialogue=video.key,
                         order=(n,),
                         labels=corpus_labels(**labels(name, video_id, n, feats, folds.get(video_id))),
-                        split=folds.get(video_id),
+                        split=split_name(folds.get(video_id)),
                     )
                 )
         result = assemble(utterances, f"corpus:{name}", options)
