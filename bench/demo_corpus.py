@@ -97,5 +97,77 @@ def demo_corpus(dest: str | Path | None = None) -> Path:
     return videos
 
 
+EPISODE_ROUNDS = 5  # scenes repeated until the episode passes 3 minutes
+SCENE_GAP_S = 2.0  # silence after each line
+
+
+def _seconds(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _srt_time(s: float) -> str:
+    ms = round(s * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def compose_episode(root: Path, out_dir: Path) -> Path:
+    """A long raw input as EMER corpora start from: one 3+ minute video of scenes (a photo and a
+    LibriVox line, then silence; the kphotoalbum film) with a sidecar SRT whose cues are the lines."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / ".scenes"
+    work.mkdir(exist_ok=True)
+    refs = reference_transcripts(root)
+    scenes = []  # (scene file, speech seconds, text)
+    for name, photo, speech, _, _ in CLIPS:
+        wav = root / (speech if "/" in speech else f"{LIBRIVOX}/{speech}")
+        utt = Path(speech).stem.replace("sense_and_sensibility_01_austen_64kb-", "")
+        scene = work / f"{Path(name).stem}.mp4"
+        spoken = _seconds(wav)
+        if not scene.exists():
+            subprocess.run(
+                ["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-framerate", "25", "-i", str(root / KPA / photo), "-i", str(wav),
+                 "-filter_complex", "[0:v]scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,format=yuv420p[v];[1:a]aresample=44100,apad[a]",
+                 "-map", "[v]", "-map", "[a]", "-t", f"{spoken + SCENE_GAP_S:.3f}", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-ac", "1", str(scene)],
+                check=True,
+            )  # fmt: skip
+        scenes.append((scene, spoken, refs.get(f"sense_and_sensibility_01_austen_64kb-{utt}", "front center")))
+    film = work / "film.mp4"
+    if not film.exists():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(root / KPA / FILM[1]),
+             "-filter_complex", "[0:v]fps=25,scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,format=yuv420p[v];[0:a]aresample=44100[a]",
+             "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-ac", "1", str(film)],
+            check=True,
+        )  # fmt: skip
+    scenes.append((film, 2.5, FILM_TRANSCRIPT))  # the greeting; the rest of the film stays uncued
+    listing, cues, at = [], [], 0.0
+    for _ in range(EPISODE_ROUNDS):
+        for scene, spoken, text in scenes:
+            listing.append(f"file '{scene.name}'")
+            cues.append((at, at + spoken, text))
+            at += _seconds(scene)
+    (work / "list.txt").write_text("\n".join(listing) + "\n")
+    episode = out_dir / "episode.mp4"
+    if not episode.exists():
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(work / "list.txt"), "-c", "copy", str(episode)], check=True)
+    srt = "\n".join(f"{i}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n" for i, (a, b, text) in enumerate(cues, 1))
+    (out_dir / "episode.srt").write_text(srt)
+    return out_dir
+
+
+def demo_episode(dest: str | Path | None = None) -> Path:
+    """The demo's long input: a folder with episode.mp4 (3+ minutes) and episode.srt, made on first use."""
+    base = Path(dest) if dest else emer_home() / "demo-corpus"
+    folder = base / "long"
+    if not (folder / "episode.srt").exists():
+        demo_corpus(base)
+        compose_episode(base / "root", folder)
+    return folder
+
+
 if __name__ == "__main__":
-    print(demo_corpus(sys.argv[1] if len(sys.argv) > 1 else None))
+    if len(sys.argv) > 1 and sys.argv[1] == "--episode":
+        print(demo_episode(sys.argv[2] if len(sys.argv) > 2 else None))
+    else:
+        print(demo_corpus(sys.argv[1] if len(sys.argv) > 1 else None))

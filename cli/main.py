@@ -11,7 +11,6 @@ from pathlib import Path
 from emer_builder.core.errors import UserError
 from emer_builder.core.version import __version__
 
-
 BUILD_STACK = ("apache_beam", "ffmpeg", "faster_whisper", "deepface", "cv2", "opensmile", "soundfile", "ai_edge_litert", "nrclex", "matplotlib")
 
 
@@ -26,10 +25,10 @@ def require_build_extra() -> None:
 
 def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
     require_build_extra()
-    from emer_builder.core.config import load_config, with_explanation_inputs
+    from emer_builder.core.config import load_config, with_explanation_inputs, with_segmentation
     from emer_builder.pipelines.build import build
 
-    config = with_explanation_inputs(load_config(args.config), args.annotations, args.wheel_dir)
+    config = with_segmentation(with_explanation_inputs(load_config(args.config), args.annotations, args.wheel_dir), args.segment, args.segment_table, args.corpus)
     summary = build(args.videos_dir, args.out, config, workers=args.workers, beam_args=beam_args, overwrite=args.overwrite, show_progress=not args.quiet)
     print(summary.text())
     return 0
@@ -108,6 +107,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--annotations", action="append", default=[], metavar="FILE", help="annotation table joined by clip name (repeatable; formats in README)")
     b.add_argument("--wheel-dir", help="emotion-wheel tables for label normalisation: a folder, or `fetch` (pinned download, cached); default: none")
+    b.add_argument("--segment", choices=("none", "subtitles", "table", "speech"), help="cut long videos into utterance records (default: segment.mode of the config, else none)")
+    b.add_argument("--segment-table", metavar="PATH", help="segment table (CSV/TSV/JSONL: video, start, end; optional id, speaker, text, labels) for --segment table")
+    b.add_argument("--corpus", metavar="NAME", help="read VIDEOS_DIR as this corpus' own layout (meld, ch-sims, ch-sims-v2, cmu-mosi, cmu-mosei, mmsa, mer)")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score predicted emotion labels against ground truth (hit rate, sentiment F1, emotion-wheel P/R/F)")
     e.add_argument("--gt", required=True, help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")

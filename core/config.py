@@ -92,6 +92,27 @@ class ExplanationConfig:
 
 
 @dataclass(frozen=True)
+class SegmentConfig:
+    """The `segment:` section of build.yaml (also `--segment MODE`, `--segment-table PATH`)."""
+
+    mode: str = "none"  # none | subtitles | table | speech
+    table: str | None = None  # the segment table of mode `table`
+    min_s: float = 0.5  # subtitles, speech: shorter utterances are dropped (and listed in the notes)
+    max_s: float = 20.0  # subtitles: cues are not merged past this; speech: longer speech is cut at its longest pause
+    merge_gap_s: float = 0.25  # subtitles: cues closer than this merge into one utterance (same speaker or unknown)
+    subtitle_language: str | None = None  # sidecar `{stem}.{lang}.srt` / embedded stream tagged with this language
+    subtitle_stream: int | None = None  # embedded subtitle stream to use, counted from 0 among subtitle streams
+    subtitle_encoding: str = "utf-8"  # of sidecar files
+    speech_pause_s: float = 0.5  # speech: silences at least this long end an utterance
+    speech_threshold: float = 0.5  # speech: Silero VAD probability above which a frame is speech
+    speech_pad_s: float = 0.2  # speech: padding kept around detected speech
+    context_before: int = 3  # utterances of the same dialogue listed before each one
+    context_after: int = 1  # and after it
+    end_tolerance_s: float = 0.25  # a segment may end this much past the video's probed duration (container rounding)
+    group_column: str | None = None  # table column that keeps utterances in one split (default: dialogue, else source video)
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """The per-clip stage cache (resume after a kill, incremental builds); it never changes the output."""
 
@@ -108,6 +129,8 @@ class BuildConfig:
     shards: ShardConfig = field(default_factory=ShardConfig)
     explanation: ExplanationConfig = field(default_factory=ExplanationConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)  # cut long videos into utterances (README, "Long videos")
+    corpus: str | None = None  # read VIDEOS_DIR as this corpus' own layout (README, "Corpus adapters")
     # Extra stages, "module:Class" or an `emer_builder.stages` entry-point name, each adding its own
     # field group (see README, "Adding a field group").
     extra_stages: tuple[str, ...] = ()
@@ -135,6 +158,13 @@ def with_explanation_inputs(config: BuildConfig, annotations: list[str], wheel_d
     e = config.explanation
     e = dataclasses.replace(e, annotations=(*e.annotations, *annotations), wheel_dir=wheel_dir or e.wheel_dir)
     return dataclasses.replace(config, explanation=e)
+
+
+def with_segmentation(config: BuildConfig, mode: str | None, table: str | None, corpus: str | None) -> BuildConfig:
+    """The config with the command line's --segment, --segment-table and --corpus (they count in the hash)."""
+    s = config.segment
+    s = dataclasses.replace(s, mode=mode or ("table" if table and s.mode == "none" else s.mode), table=table or s.table)
+    return dataclasses.replace(config, segment=s, corpus=corpus or config.corpus)
 
 
 def config_from_dict(data: dict[str, Any]) -> BuildConfig:
@@ -225,7 +255,7 @@ def load_config(path: str | Path | None) -> BuildConfig:
     return config_from_dict(data)
 
 
-NULLABLE_INTS = ("decode.audio_stream",)
+NULLABLE_INTS = ("decode.audio_stream", "segment.subtitle_stream")
 
 
 def _checked(path: str, default: Any, value: Any) -> Any:

@@ -7,6 +7,7 @@ every input is exactly one record or one failure row -> manifest, card, report -
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -43,8 +44,10 @@ from emer_builder.release.manifest import MANIFEST, write_manifest
 from emer_builder.report import write_report
 from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
+from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
+from emer_builder.transforms.corpora import load_corpus
 from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
+from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
 from emer_builder.transforms.split import SplitAssigner
 
 OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # the manifest goes in last: the commit
@@ -87,11 +90,33 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOption
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
-def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]]) -> list[Clip]:
-    """Every input as a clip; inputs that failed before the graph (key collisions) carry their row."""
-    clips = [Clip(i.key, i.path, i.source_path) for i in inputs]
+def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]], segmentation: Segmentation | None = None) -> list[Clip]:
+    """Every input as a clip (or every utterance, when segmented); inputs that failed before the
+    graph (key collisions, bad segments) carry their row."""
+    if segmentation is None:
+        clips = [Clip(i.key, i.path, i.source_path) for i in inputs]
+    else:
+        clips = [
+            Clip(s.key, s.path, s.source_path, start_s=s.start_s if s.seek else None, end_s=s.end_s if s.seek else None, fields={"segment": s.segment_fields(), "labels": s.labels_fields()})
+            for s in segmentation.segments
+        ]
+        early_failures = [*early_failures, *segmentation.failures]
     clips += [Clip(f["key"], "", f["source_path"], failure=f) for f in early_failures]
     return sorted(clips, key=lambda c: (c.key, c.source_path))
+
+
+def segment_inputs(config: BuildConfig, videos: Path, inputs: list[VideoInput]) -> Segmentation | None:
+    """Utterances of the inputs (subtitles, a table, speech) or of a corpus' own layout; None: one file = one record."""
+    if config.corpus:
+        return load_corpus(config.corpus, videos, config.segment)
+    return segment_videos(inputs, config.segment)
+
+
+def split_settings(config: BuildConfig, segmented: bool) -> BuildConfig:
+    """Segmented inputs keep each source video (or dialogue) in one split unless the config says otherwise."""
+    if segmented and config.split.group_by == "key":
+        return dataclasses.replace(config, split=dataclasses.replace(config.split, group_by="segment.group"))
+    return config
 
 
 def run_pipeline(
@@ -105,6 +130,7 @@ def run_pipeline(
     beam_args: list[str],
     plan: Any,
     names: dict[str, str],
+    official_splits: dict[str, str] | None = None,
 ) -> None:
     """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
     progress_dir = str(staging / ".progress")
@@ -117,7 +143,7 @@ def run_pipeline(
             | "Inputs" >> beam.Create(clips)
             | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
             | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
-            | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir)
+            | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir, official_splits)
             | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
         )
     if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
@@ -141,32 +167,41 @@ def cache_root(config: BuildConfig) -> str | None:
     return config.cache.dir or os.environ.get("EMER_CLIP_CACHE") or str(emer_home() / "clip-cache")
 
 
-def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, label: str) -> None:
+def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips: list[Clip], label: str) -> None:
     """Tell the cache which entries this build's records rest on (for `emer cache --prune`)."""
     where = cache_root(config)
     if where is None:
         return
     digests = chain_digests(stages)
+    windows = {c.key: (c.start_s, c.end_s) for c in clips}
     addresses = []
     for path in sorted((root / "data").glob("*.parquet")):
-        for media in pq.read_table(path, columns=["media"]).column("media").to_pylist():
-            addresses += [entry_address(media["sha256"], d) for d in digests]
+        table = pq.read_table(path, columns=["key", "media"])
+        for key, media in zip(table.column("key").to_pylist(), table.column("media").to_pylist(), strict=True):
+            identity = input_identity(media["sha256"], *windows.get(key, (None, None)))
+            addresses += [entry_address(identity, d) for d in digests]
     ClipCache(where).record_use(addresses, label)
 
 
+def _identity(key: str, source_path: str) -> str:
+    return f"{source_path} [{key}]"  # utterances share a source path, colliding files share a key
+
+
 def written_inputs(root: Path) -> Counter[str]:
-    """Every input (by source path) the build wrote, records and failure rows together, with how often."""
+    """Every input (key and source path) the build wrote, records and failure rows together, with how often."""
     seen: Counter[str] = Counter()
-    for path in sorted((root / "data").glob("*.parquet")):
-        seen.update(pq.read_table(path, columns=["source_path"]).column("source_path").to_pylist())
+    tables = [pq.read_table(path, columns=["key", "source_path"]) for path in sorted((root / "data").glob("*.parquet"))]
     if (root / FAILURES_FILE).is_file():
-        seen.update(pq.read_table(root / FAILURES_FILE, columns=["source_path"]).column("source_path").to_pylist())
+        tables.append(pq.read_table(root / FAILURES_FILE, columns=["key", "source_path"]))
+    for table in tables:
+        seen.update(_identity(k, s) for k, s in zip(table.column("key").to_pylist(), table.column("source_path").to_pylist(), strict=True))
     return seen
 
 
-def check_complete(root: Path, expected: list[str]) -> None:
+def check_complete(root: Path, clips: list[Clip]) -> None:
     """Inputs = records + failures, each input exactly once; anything else names the inputs and the
     build is not committed (a runner that silently drops or repeats elements is caught here)."""
+    expected = [_identity(c.key, c.source_path) for c in clips]
     seen = written_inputs(root)
     missing = sorted(set(expected) - set(seen))
     repeated = sorted(k for k, n in seen.items() if n > 1)
@@ -194,6 +229,7 @@ class BuildSummary:
     emotion_wheel: str = ""
     llm: dict[str, int] = field(default_factory=dict)  # requests, cache hits and misses, fields left null
     up_to_date: bool = False  # nothing changed since the build in OUT: it was kept as it is
+    segmentation: dict[str, Any] = field(default_factory=dict)  # method, utterances, videos, failures, rows_without_video
     stage_runs: dict[str, int] = field(default_factory=dict)  # stage -> clips it computed (the rest came from the cache)
     cache_restored: dict[str, int] = field(default_factory=dict)  # last stage restored from the cache -> clips
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
@@ -240,6 +276,12 @@ class BuildSummary:
             no_video, no_ann = self.annotations["names_without_video"], self.annotations["videos_without_annotation"]
             lines.append(
                 f"  annotations: {len(files)} tables; {len(no_video)} names without a video{_first(no_video)}; {len(no_ann)} videos without an annotation{_first(no_ann)}"
+            )
+        if self.segmentation:
+            s = self.segmentation
+            lines.append(
+                f"  segmented ({s['method']}): {s['utterances']} utterances from {s['videos']} videos; {s['failures']} segment failures; "
+                f"{len(s['rows_without_video'])} table rows naming no video{_first(s['rows_without_video'])}"
             )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
@@ -498,6 +540,8 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         raise UserError("the input folder must not be inside --out (replacing the build could delete the videos)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
+    check_options(config.segment)
+    config = split_settings(config, config.corpus is not None or config.segment.mode != "none")
     schema = record_schema(config)  # fails early on broken plug-ins
     split = config.split
     SplitAssigner(split.ratios, split.group_by, split.group_pattern, split.split_table, split.seed)
@@ -511,7 +555,10 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         _check_out(out_path, videos, config, overwrite)
         stages = build_stages(config, workers)
         inputs, collisions, skipped = match_videos(videos)
-        fingerprint = inputs_fingerprint(config, stages, inputs, plan.annotations.files, beam_args)
+        segmentation = segment_inputs(config, videos, inputs)
+        if segmentation is not None:
+            skipped = sorted((set(skipped) - sidecar_files(inputs)) | set(segmentation.skipped))
+        fingerprint = inputs_fingerprint(config, stages, inputs, [*plan.annotations.files, *(segmentation.files if segmentation else [])], beam_args)
         current = up_to_date(out_path, fingerprint) if not overwrite else None
         if current is not None:
             return current
@@ -525,7 +572,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             failure_row(c.key, c.source_path, "match", ClipError(f"key {c.key!r} collides with {', '.join(c.others)}; rename one of the files"))
             for c in collisions
         ]
-        clips = input_clips(inputs, early)
+        clips = input_clips(inputs, early, segmentation)
         if not clips:
             raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
 
@@ -540,20 +587,24 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
         try:
             with _quiet_workers(), progress:
-                run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names)
+                run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names, segmentation.split_table if segmentation else None)
             if not (staging / FAILURES_FILE).is_file():
                 write_failures([], staging / FAILURES_FILE)
-            check_complete(staging, [c.source_path for c in clips])
+            check_complete(staging, clips)
             seconds, loads, counts = _stage_summary(staging)
             shutil.rmtree(staging / ".progress")
             wall = round(time.monotonic() - started, 2)
             annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
+            if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
+                annotations["segment_rows_without_video"] = segmentation.unmatched
             manifest = write_manifest(staging, videos, config, schema, prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
             write_card(staging, manifest, schema, config)
             log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
+            if segmentation is not None:
+                log["segment_notes"] = segmentation.notes
             (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
             write_report(staging, manifest=manifest)
-            record_cache_use(config, stages, staging, str(out_path))
+            record_cache_use(config, stages, staging, clips, str(out_path))
             commit(staging, out_path, overwrite)
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
@@ -567,5 +618,13 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     summary = summarise(out_path, len(clips), skipped, wall, manifest, seconds, loads)
     summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.llm is not None else {}
     summary.stage_runs = {s.name: counts.get(f"ran_{s.name}", 0) for s in stages}
+    if segmentation is not None:
+        summary.segmentation = {
+            "method": f"corpus {config.corpus}" if config.corpus else config.segment.mode,
+            "utterances": len(segmentation.segments),
+            "videos": len({s.source_key for s in segmentation.segments}),
+            "failures": len(segmentation.failures),
+            "rows_without_video": segmentation.unmatched,
+        }
     summary.cache_restored = {k.removeprefix("restored_"): v for k, v in counts.items() if k.startswith("restored_")}
     return summary

@@ -28,7 +28,7 @@ from emer_builder.pipelines.stages import finish_record
 from emer_builder.schemas import RecordSchema
 from emer_builder.schemas.v1 import FAILURE_SCHEMA
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
+from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
 from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from emer_builder.transforms.split import SplitAssigner
 
@@ -68,11 +68,11 @@ class RestoreFn(beam.DoFn):
             yield clip
             return
         try:
-            sha = self.cache.input_sha256(clip.path)
+            identity = input_identity(self.cache.input_sha256(clip.path), clip.start_s, clip.end_s)
         except OSError:  # unreadable input: decode says why
             yield clip
             return
-        out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files), cache_addresses=[entry_address(sha, d) for d in self.digests])
+        out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files), cache_addresses=[entry_address(identity, d) for d in self.digests])
         for index, (address, group) in enumerate(zip(out.cache_addresses, self.groups, strict=True)):
             found = self.cache.get(address)
             if found is None:
@@ -151,12 +151,12 @@ class Outcome(NamedTuple):
 class RecordFn(beam.DoFn):
     """Assemble, validate and split-assign the record of a clip whose steps all ran."""
 
-    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str):
-        self.schema, self.prov, self.split, self.progress_dir = schema, prov, split, progress_dir
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str, official_splits: dict[str, str] | None = None):
+        self.schema, self.prov, self.split, self.progress_dir, self.official = schema, prov, split, progress_dir, official_splits or {}
 
     def setup(self) -> None:
         s = self.split
-        self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed)
+        self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed, self.official)
         self.progress = ProgressLog(self.progress_dir)
 
     def process(self, clip: Clip) -> Iterable[Outcome]:
@@ -180,9 +180,9 @@ class RecordFn(beam.DoFn):
 class MakeRecords(beam.PTransform):
     """Clips -> outcomes: a validated, split-assigned record or the clip's failure row."""
 
-    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str):
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str, official_splits: dict[str, str] | None = None):
         super().__init__()
-        self.fn = RecordFn(schema, prov, split, progress_dir)
+        self.fn = RecordFn(schema, prov, split, progress_dir, official_splits)
 
     def expand(self, clips: beam.PCollection) -> beam.PCollection:
         return clips | "Record" >> beam.ParDo(self.fn)

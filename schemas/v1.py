@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 from emer_builder.schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
+from emer_builder.schemas.segments import LABELS, SEGMENT
 
-VERSION = "1.2.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields
+VERSION = "1.3.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields; 1.3.0 the segment and labels groups
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -327,7 +328,7 @@ SCHEMA = RecordSchema(
         Field("split", pa.string(), "`train`, `validation` or `test`", nullable=False),
         Field("source_path", pa.string(), "path of the video relative to the input folder", nullable=False),
     ],
-    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, EXPLANATION, PROVENANCE],
+    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, EXPLANATION, PROVENANCE, SEGMENT, LABELS],
 )
 
 # One row per input that could not become a record (OUT/failures.parquet).

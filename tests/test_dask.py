@@ -17,6 +17,7 @@ from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines.build import build, check_complete
 from emer_builder.pipelines.graph import write_failures
+from emer_builder.transforms.clip import Clip
 
 BIN = Path(sys.executable).parent
 
@@ -82,7 +83,8 @@ def test_completeness_check_names_lost_and_repeated_inputs(tmp_path: Path):
     table = pa.table({"key": ["a", "b", "b"], "source_path": ["a.mp4", "b.mp4", "b.mp4"]})
     pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet")
     write_failures([], tmp_path / "failures.parquet")
-    with pytest.raises(UserError, match=r"missing 1 \(c.mp4\); repeated 1 \(b.mp4\)"):
-        check_complete(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
+    clips = [Clip(k, f"/v/{k}.mp4", f"{k}.mp4") for k in ("a", "b", "c")]
+    with pytest.raises(UserError, match=r"missing 1 \(c.mp4 \[c\]\); repeated 1 \(b.mp4 \[b\]\)"):
+        check_complete(tmp_path, clips)
     pq.write_table(table.slice(0, 2), tmp_path / "data" / "train-00000-of-00001.parquet")
-    check_complete(tmp_path, ["a.mp4", "b.mp4"])  # exactly once each: no error
+    check_complete(tmp_path, clips[:2])  # exactly once each: no error

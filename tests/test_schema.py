@@ -19,8 +19,8 @@ def test_egemaps_names_are_what_opensmile_produces():
 
 def test_derived_layouts_agree():
     arrow = SCHEMA.arrow_schema()
-    assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "explanation", "provenance"]
-    assert arrow.metadata[b"emer_schema_version"] == b"1.2.0"
+    assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "explanation", "provenance", "segment", "labels"]
+    assert arrow.metadata[b"emer_schema_version"] == b"1.3.0"
     features = SCHEMA.features()
     assert list(features) == arrow.names
     assert features.arrow_schema.field("acoustics").type.field("egemaps").type.num_fields == 88

@@ -19,6 +19,8 @@ class Clip:
     key: str
     path: str  # absolute path of the video
     source_path: str  # path relative to the input folder
+    start_s: float | None = None  # an utterance of a longer video: its window [start_s, end_s); None: the whole file
+    end_s: float | None = None
     fields: dict[str, Any] = field(default_factory=dict)  # field group name -> values
     audio: np.ndarray | None = None  # 16 kHz mono float32, None without an audio track
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)

@@ -89,6 +89,13 @@ def chain_digests(stages: list[Stage]) -> list[str]:
     return digests
 
 
+def input_identity(input_sha256: str, start_s: float | None = None, end_s: float | None = None) -> str:
+    """What a clip's stages read: the file, or one window of it (an utterance of a long video)."""
+    if start_s is None or end_s is None:
+        return input_sha256
+    return f"{input_sha256}@{round(start_s * 1000)}-{round(end_s * 1000)}"
+
+
 def entry_address(input_sha256: str, chain_digest: str) -> str:
     return hashlib.sha256(f"{input_sha256}:{chain_digest}".encode()).hexdigest()
 

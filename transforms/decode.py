@@ -333,12 +333,14 @@ def decode_timeout(limit_s: float | None) -> float:
     return 120.0 + 4.0 * (limit_s if limit_s is not None else 600.0)
 
 
-def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit_s: float | None = None) -> Decoded:
-    """Decode the chosen streams once, reading at most `limit_s` seconds of the file: 16 kHz mono audio,
-    frames sampled at `sample_fps`, and the time stamps of every decoded video frame."""
+def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit_s: float | None = None, start_s: float | None = None) -> Decoded:
+    """Decode the chosen streams once, reading at most `limit_s` seconds of the file from `start_s` (an
+    utterance of a long video: ffmpeg seeks there, so memory depends on the window, not the file):
+    16 kHz mono audio, frames sampled at `sample_fps`, and the time stamps of every decoded video frame
+    (relative to the window's start)."""
     width, height = frame_size(info.media["width"], info.media["height"], frame_max_side)
     graph = f"[0:{info.video_index}]split=2[s][m];[s]fps=fps={sample_fps!r},scale={width}:{height}[out];[m]scale=2:2:flags=neighbor,format=gray[meas]"
-    limit = ["-t", f"{limit_s:.3f}"] if limit_s is not None else []
+    limit = (["-ss", f"{start_s:.3f}"] if start_s else []) + (["-t", f"{limit_s:.3f}"] if limit_s is not None else [])
     with tempfile.TemporaryDirectory(prefix="emer-decode-") as tmp:
         times_path, pcm_path, err_path = (os.path.join(tmp, n) for n in ("frames.crc", "audio.f32", "stderr.txt"))
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *limit, "-i", f"file:{path}", "-filter_complex", graph]
@@ -457,16 +459,22 @@ class DecodeStage(Stage):
 
     def process(self, clip: Clip) -> None:
         info = probe(clip.path, self.audio_stream, self.audio_language)
-        declared, limit = info.declared_duration_s, self.max_duration_s
-        if declared is not None and declared > limit + LENGTH_SLACK_S and runs_past(clip.path, info, limit + LENGTH_SLACK_S):
-            raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s; its header says {declared:.0f} s): cut it into clips")
-        d = decode(clip.path, info, self.sample_fps, self.frame_max_side, limit_s=limit + LIMIT_MARGIN_S)
+        if clip.start_s is not None and clip.end_s is not None:  # an utterance: only its window is decoded
+            declared = round(clip.end_s - clip.start_s, 6)
+            d = decode(clip.path, info, self.sample_fps, self.frame_max_side, limit_s=declared, start_s=clip.start_s)
+            limit = declared
+        else:
+            declared, limit = info.declared_duration_s, self.max_duration_s
+            if declared is not None and declared > limit + LENGTH_SLACK_S and runs_past(clip.path, info, limit + LENGTH_SLACK_S):
+                raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s; its header says {declared:.0f} s): cut it into clips")
+            d = decode(clip.path, info, self.sample_fps, self.frame_max_side, limit_s=limit + LIMIT_MARGIN_S)
         decoded = round(d.duration_s, 6)
         if decoded > limit + LENGTH_SLACK_S:
             said = f"; its header says only {declared:g} s" if declared is not None else ""
             raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s): decoding stopped there{said}; cut it into clips")
         fraction = round(decoded / declared, 4) if declared else None
-        truncated = declared is not None and declared - decoded > length_slack(declared) and bool(d.errors)
+        short = declared is not None and declared - decoded > length_slack(declared)
+        truncated = short and (bool(d.errors) or clip.start_s is not None)  # a window the file does not fill is cut short too
         if not d.video_frames:
             if truncated and cut_short(d.errors):
                 raise ClipError(

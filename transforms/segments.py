@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from emer_builder.core.config import SegmentConfig as SegmentOptions
 from emer_builder.core.errors import ClipError, UserError, one_line
 from emer_builder.core.failures import failure_row
 from emer_builder.core.hashing import sha256_file
@@ -42,27 +43,6 @@ TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_
 PROBE_TIMEOUT_S = 60.0
 SAMPLE_RATE = 16_000
 VAD_BLOCK_S = 600.0  # speech detection reads the audio in blocks this long: memory stays bounded for any length
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """The `segment:` section of build.yaml (also `--segment MODE`, `--segment-table PATH`)."""
-
-    mode: str = "none"  # none | subtitles | table | speech
-    table: str | None = None  # the segment table of mode `table`
-    min_s: float = 0.5  # subtitles, speech: shorter utterances are dropped (and listed in the notes)
-    max_s: float = 20.0  # subtitles: cues are not merged past this; speech: longer speech is cut at its longest pause
-    merge_gap_s: float = 0.25  # subtitles: cues closer than this merge into one utterance (same speaker or unknown)
-    subtitle_language: str | None = None  # sidecar `{stem}.{lang}.srt` / embedded stream tagged with this language
-    subtitle_stream: int | None = None  # embedded subtitle stream to use, counted from 0 among subtitle streams
-    subtitle_encoding: str = "utf-8"  # of sidecar files
-    speech_pause_s: float = 0.5  # speech: silences at least this long end an utterance
-    speech_threshold: float = 0.5  # speech: Silero VAD probability above which a frame is speech
-    speech_pad_s: float = 0.2  # speech: padding kept around detected speech
-    context_before: int = 3  # utterances of the same dialogue listed before each one
-    context_after: int = 1  # and after it
-    end_tolerance_s: float = 0.25  # a segment may end this much past the video's probed duration (container rounding)
-    group_column: str | None = None  # table column that keeps utterances in one split (default: dialogue, else source video)
 
 
 DEFAULT_OPTIONS = SegmentOptions()

@@ -81,7 +81,15 @@ def validate_ratios(ratios: dict[str, float]) -> None:
 class SplitAssigner:
     """Assigns `record['split']`; the split table wins for the keys it lists."""
 
-    def __init__(self, ratios: dict[str, float], group_by: str = "key", group_pattern: str | None = None, split_table: str | None = None, seed: str = "emer"):
+    def __init__(
+        self,
+        ratios: dict[str, float],
+        group_by: str = "key",
+        group_pattern: str | None = None,
+        split_table: str | None = None,
+        seed: str = "emer",
+        official: dict[str, str] | None = None,
+    ):
         validate_ratios(ratios)
         self.ratios, self.group_by, self.group_pattern, self.seed = dict(ratios), group_by, group_pattern, seed
         if group_pattern is not None:
@@ -89,7 +97,7 @@ class SplitAssigner:
                 re.compile(group_pattern)
             except re.error as e:
                 raise UserError(f"split.group_pattern {group_pattern!r} is not a valid regex: {e}") from None
-        self.table = load_split_table(split_table) if split_table else {}
+        self.table = {**(official or {}), **(load_split_table(split_table) if split_table else {})}  # a corpus' official splits, then the user's table
         for key, split in self.table.items():
             if not SPLIT_NAME.fullmatch(split):
                 raise UserError(f"split table: key {key!r} has an invalid split name {split!r}")
