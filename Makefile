@@ -26,7 +26,11 @@ demo: setup
 	@videos=$$($(BIN)/python -m bench.demo_corpus) && \
 	  echo "demo corpus: $$videos" && \
 	  $(BIN)/emer build "$$videos" --out $(DEMO_OUT) --overwrite $(DEMO_ANNOTATIONS) && \
-	  echo "dataset ready in $(DEMO_OUT) (card: $(DEMO_OUT)/README.md; report: $(DEMO_OUT)/report.html)"
+	  echo "dataset ready in $(DEMO_OUT) (card: $(DEMO_OUT)/README.md; report: $(DEMO_OUT)/report.html)" && \
+	  episode=$$($(BIN)/python -m bench.demo_corpus --episode) && \
+	  echo "long input (3.5 minutes, with subtitles): $$episode" && \
+	  $(BIN)/emer build "$$episode" --out $(DEMO_OUT)-long --segment subtitles --overwrite && \
+	  echo "utterance records in $(DEMO_OUT)-long (report: $(DEMO_OUT)-long/report.html)"
 
 lint: setup
 	$(BIN)/ruff check .
