@@ -88,7 +88,7 @@ def test_main_face_is_the_one_present_most_often(faces_stage: FacesStage, demo_v
     faces = clip.fields["faces"]
     assert faces["tracks"] >= 3  # YuNet also finds the small faces behind the couple
     boxes = [c["box"] for c in faces["crops"]]
-    assert len({(b["x"] // 10, b["y"] // 10) for b in boxes}) == 1  # one face followed over time
+    assert max(b["x"] for b in boxes) - min(b["x"] for b in boxes) <= 6 and max(b["y"] for b in boxes) - min(b["y"] for b in boxes) <= 6  # one face
     assert boxes[0]["w"] >= 90  # one of the couple, not a face in the background
 
 
@@ -203,17 +203,19 @@ def test_yunet_path_is_deterministic(demo_videos: Path):
 
 
 def test_crops_are_cut_from_the_full_frame_with_the_eyes_level(demo_videos: Path):
-    clip = _decoded(demo_videos / "sample_00000870.mp4")
+    clip = _decoded(demo_videos / "sample_00000880.mkv")
     frame = clip.frames[0][1]
     h, w = frame.shape[:2]
-    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0), (w, h), borderMode=cv2.BORDER_REPLICATE)
-    detector = YuNetDetector(max_side=320)
-    face = max(detector([(0.0, tilted)]), key=lambda d: d.box[2])
-    (lx, ly), (rx, ry) = face.eyes
-    assert abs(math.degrees(math.atan2(ry - ly, rx - lx))) > 12  # the eyes are tilted in the frame
+    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), -30, 1.0), (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+    def eye_angle(d: Detection) -> float:
+        (lx, ly), (rx, ry) = d.eyes
+        return math.degrees(math.atan2(ry - ly, rx - lx))
+
+    face = max(YuNetDetector(max_side=320)([(0.0, tilted)]), key=lambda d: d.box[2])
+    assert eye_angle(face) > 15  # the head leans in the frame
     crop = aligned_square(tilted, face, 224)
     again = max(YuNetDetector(max_side=224)([(0.0, crop)]), key=lambda d: d.box[2])
-    (lx, ly), (rx, ry) = again.eyes
-    assert abs(math.degrees(math.atan2(ry - ly, rx - lx))) < 5  # level after alignment
+    assert abs(eye_angle(again)) < 8  # about level after alignment
     assert again.box[2] > 120  # the face fills the crop
-    assert face.square[2] > 150  # detected at 320 px, cut from the 640 px frame: more pixels than detection saw
+    assert face.square[2] > 100  # detected at 320 px, cut from the 640 px frame: twice the pixels detection saw

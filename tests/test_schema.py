@@ -49,7 +49,7 @@ def test_plugin_group_extends_without_core_edits():
     group = FieldGroup("brightness", "mean frame brightness", (Field("mean", pa.float32(), "mean luma 0-255"),))
     extended = SCHEMA.with_group(group)
     assert extended.arrow_schema().names[-1] == "brightness"
-    assert SCHEMA.arrow_schema().names[-1] == "provenance"  # the base schema is untouched
+    assert SCHEMA.arrow_schema().names[-1] == "labels"  # the base schema is untouched
     with pytest.raises(ValueError, match="already exists"):
         extended.with_group(group)
 

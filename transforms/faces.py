@@ -106,8 +106,9 @@ class YuNetDetector:
 
 def _clipped_box(x: float, y: float, side: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The square (x, y, side) rounded to pixels and cut to the frame: boxes lie inside the picture."""
-    x0, y0 = max(0, round(x)), max(0, round(y))
-    x1, y1 = min(width, round(x + side)), min(height, round(y + side))
+    left, top, size = round(x), round(y), round(side)
+    x0, y0 = max(0, left), max(0, top)
+    x1, y1 = min(width, left + size), min(height, top + size)
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 

@@ -72,7 +72,7 @@ def _fitted_model_class() -> type:
         def detect_language(self, audio: np.ndarray | None = None, features: np.ndarray | None = None, **options: Any) -> Any:
             # transcribe() hands over the features with one frame more than the first window it then
             # encodes; without it both passes see the same window, so the second is the cached first
-            if features is not None:
+            if features is not None and features.shape[-1] > 1:
                 features = features[..., :-1]
             return super().detect_language(audio=audio, features=features, **options)
 
