@@ -74,7 +74,8 @@ def _corpus(demo_videos: Path, root: Path, names: list[str]) -> Path:
 
 
 def _files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("build.json", ".emer-lock")}
+    """Everything a build writes but what records its cost (build.json, the report's timing section)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("build.json", ".emer-lock", "report.html")}
 
 
 CLIPS = ["jesper_intro.avi", "sample_00000870.mp4", "sample_00000890.webm", "no_face_dog.mp4"]

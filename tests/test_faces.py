@@ -13,6 +13,7 @@ from emer_builder.transforms.faces import (
     FerTfliteExpression,
     YuNetDetector,
     aligned_square,
+    alignment_matrix,
     analyse_faces,
     iou,
     main_track,
@@ -203,19 +204,18 @@ def test_yunet_path_is_deterministic(demo_videos: Path):
 
 
 def test_crops_are_cut_from_the_full_frame_with_the_eyes_level(demo_videos: Path):
-    clip = _decoded(demo_videos / "sample_00000880.mkv")
+    clip = _decoded(demo_videos / "sample_00000890.webm")
     frame = clip.frames[0][1]
     h, w = frame.shape[:2]
     tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), -30, 1.0), (w, h), borderMode=cv2.BORDER_REPLICATE)
-
-    def eye_angle(d: Detection) -> float:
-        (lx, ly), (rx, ry) = d.eyes
-        return math.degrees(math.atan2(ry - ly, rx - lx))
-
     face = max(YuNetDetector(max_side=320)([(0.0, tilted)]), key=lambda d: d.box[2])
-    assert eye_angle(face) > 15  # the head leans in the frame
+    (lx, ly), (rx, ry) = face.eyes
+    assert math.degrees(math.atan2(ry - ly, rx - lx)) > 10  # the head leans in the frame
+    m = alignment_matrix(face, 224)
+    (clx, cly), (crx, cry) = (m @ np.array([x, y, 1.0]) for x, y in face.eyes)
+    assert abs(cly - cry) < 0.5 and clx < crx  # the eyes level in the crop, left stays left
+    assert np.allclose(m @ np.array([face.square[0], face.square[1], 1.0]), [112, 112])  # the face centred
     crop = aligned_square(tilted, face, 224)
     again = max(YuNetDetector(max_side=224)([(0.0, crop)]), key=lambda d: d.box[2])
-    assert abs(eye_angle(again)) < 8  # about level after alignment
     assert again.box[2] > 120  # the face fills the crop
-    assert face.square[2] > 100  # detected at 320 px, cut from the 640 px frame: twice the pixels detection saw
+    assert face.square[2] > 160  # detected at 320 px, cut from the 640 px frame: twice the pixels detection saw

@@ -12,6 +12,7 @@ proxy in front of moto that records every request and can park one until the tes
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -365,3 +366,42 @@ def test_bad_targets_fail_before_any_work(s3: Bucket, tmp_path: Path, monkeypatc
     assert main(["download", s3.target, "--to", str(tmp_path / "unused")]) == 2
     assert "the endpoint is unreachable" in capsys.readouterr().err
     assert s3.keys() == []
+
+
+def test_clip_cache_on_s3(s3: Bucket, tmp_path: Path) -> None:
+    """The per-clip cache on an object store: entries, input hashes and build records are objects."""
+    from emer_builder.transforms.clip_cache import ClipCache
+
+    cache = ClipCache(f"s3://{s3.name}/cache")
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not really a video, but bytes to hash")
+    sha = cache.input_sha256(str(video))
+    assert sha == hashlib.sha256(video.read_bytes()).hexdigest() and cache.input_sha256(str(video)) == sha
+    cache.put("ab" * 32, {"f0": 0.1, "nan": float("nan")}, {"flac": b"\x00" * 10})
+    group, media = cache.get("ab" * 32)
+    assert group["f0"] == 0.1 and group["nan"] != group["nan"] and media == {"flac": b"\x00" * 10}
+    assert cache.get("cd" * 32) is None
+    assert any(k.startswith("cache/entries/ab/") and k.endswith(".tar") for k in s3.keys())
+    assert not any(".tmp-" in k for k in s3.keys())  # entries are moved into place
+    cache.record_use(["ab" * 32], "first")
+    cache.put("cd" * 32, {"v": 1}, {})
+    cache.record_use(["cd" * 32], "second")
+    assert cache.stats(1)["entries"] == 2 and cache.stats(1)["unused_entries"] == 1
+    assert cache.prune(1)["entries"] == 1 and cache.get("ab" * 32) is None and cache.get("cd" * 32) == ({"v": 1}, {})
+
+
+@pytest.mark.slow
+def test_a_build_resumes_from_a_cache_on_s3(s3: Bucket, demo_videos: Path, tmp_path: Path) -> None:
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("jesper_intro.avi", "no_face_dog.mp4"):
+        (videos / name).write_bytes((demo_videos / name).read_bytes())
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"dir": f"s3://{s3.name}/cache"}})
+    first = build(videos, tmp_path / "a", config, workers=1, show_progress=False)
+    again = build(videos, tmp_path / "b", config, workers=1, show_progress=False)
+    assert first.stage_runs["faces"] == 2 and again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0}
+    files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file() and p.name not in ("build.json", ".emer-lock", "report.html"))
+    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from emer_builder.core.config import config_from_dict
 from emer_builder.pipelines.build import build
+
 from tests.segment_media import FIRST_SPEECH, SECOND_SPEECH, make_episode, write_srt
 from tests.shared_data import SHARED_DATA
 

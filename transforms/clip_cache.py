@@ -151,7 +151,8 @@ class ClipCache:
         import fsspec
 
         self.root = root.rstrip("/")
-        self.fs, self.path = fsspec.core.url_to_fs(self.root)
+        # a fresh file system object without listing caches: other processes write entries all the time
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, skip_instance_cache=True, use_listings_cache=False)
 
     def _entry(self, address: str) -> str:
         return f"{self.path}/entries/{address[:2]}/{address}.tar"
