@@ -47,7 +47,7 @@ def test_subtitled_episodes_become_utterance_records(demo_videos: Path, tmp_path
     assert abs(first["media"]["duration_s"] - 5.0) < 0.15 and abs(second["media"]["duration_s"] - 3.4) < 0.15  # the window, not the file
     assert "young man" in first["transcript"]["text"].lower() and "center" in second["transcript"]["text"].lower()  # tiny.en hears "old-sposed"
     splits = {}
-    for key, row in rows.items():
+    for row in rows.values():
         splits.setdefault(row["segment"]["source_key"], set()).add(row["split"])
     assert all(len(s) == 1 for s in splits.values()) and len(set().union(*splits.values())) == 2  # an episode never straddles splits
 
