@@ -12,7 +12,7 @@ import pyarrow as pa
 from emer_builder.schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
 from emer_builder.schemas.segments import LABELS, SEGMENT
 
-VERSION = "1.3.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields; 1.3.0 the segment and labels groups
+VERSION = "1.3.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields; 1.3.0 the segment and labels groups and the explanation fields' translations
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -252,8 +252,18 @@ def _field_provenance() -> list[Field]:
     ]
 
 
+def _translations(value: str, value_type: pa.DataType) -> Field:
+    return list_of(
+        "translations",
+        "the same value in the other languages of a bilingual annotation table (EMER-Fine / OV-MERD give Chinese and English), sorted by language; empty for other sources",
+        [Field("language", pa.string(), "ISO 639-1 code"), Field(value, value_type, f"`{value}` in that language")],
+    )
+
+
 def _explained_text(name: str, doc: str) -> Field:
-    return struct(name, doc, [Field("text", pa.string(), "the text"), Field("language", pa.string(), "ISO 639-1 code of `text`"), *_field_provenance()])
+    return struct(
+        name, doc, [Field("text", pa.string(), "the text"), Field("language", pa.string(), "ISO 639-1 code of `text`"), *_field_provenance(), _translations("text", pa.string())]
+    )
 
 
 EXPLANATION = FieldGroup(
@@ -282,12 +292,18 @@ EXPLANATION = FieldGroup(
                     ],
                 ),
                 *_field_provenance(),
+                _translations("labels", pa.list_(pa.string())),
             ],
         ),
         struct(
             "discrete_label",
             "one discrete emotion label (MER2023 / EMER-V1 `emotions`)",
-            [Field("label", pa.string(), "the label as given"), Field("language", pa.string(), "ISO 639-1 code of `label`"), *_field_provenance()],
+            [
+                Field("label", pa.string(), "the label as given"),
+                Field("language", pa.string(), "ISO 639-1 code of `label`"),
+                *_field_provenance(),
+                _translations("label", pa.string()),
+            ],
         ),
         struct("valence", "valence score from an annotation table (MER2023: -5 to 5)", [Field("value", pa.float32(), "the score"), *_field_provenance()]),
         list_of(

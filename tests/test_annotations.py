@@ -301,9 +301,10 @@ def test_explainer_language_fallback():
     }
     en, zh = AnnotationExplainer(values), AnnotationExplainer(values, language="zh")
     assert en.source_name == "annotations"
-    assert en.explain("subtitle", _item("s1")) == FieldValue("Don't talk to me about feelings anymore.", "en", source="human")
-    assert zh.explain("subtitle", _item("s1")) == FieldValue("别再跟我说感觉。", "zh", source="human")
-    assert en.explain("visual_clue", _item("s1")) == FieldValue("映像", "ja", source="human")  # no English: first other language, sorted
+    # the chosen language is the main value; the others travel along (bilingual tables keep both)
+    assert en.explain("subtitle", _item("s1")) == FieldValue("Don't talk to me about feelings anymore.", "en", source="human", other_languages={"zh": "别再跟我说感觉。"})
+    assert zh.explain("subtitle", _item("s1")) == FieldValue("别再跟我说感觉。", "zh", source="human", other_languages={"en": "Don't talk to me about feelings anymore."})
+    assert en.explain("visual_clue", _item("s1")) == FieldValue("映像", "ja", source="human", other_languages={"zh": "在视频中，甲"})  # no English: first other language, sorted
     assert zh.explain("open_vocab_labels", _item("s2")) == FieldValue(["happy"], "en", source="human")
     assert en.explain("valence", _item("s2")) == FieldValue(2.0, None, source="human", prompt_version=None, time=None)
     assert en.explain("acoustic_clue", _item("s1")) == Unavailable("annotations have no acoustic_clue for s1")

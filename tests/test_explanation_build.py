@@ -51,6 +51,9 @@ def test_annotated_fields_win_and_rules_fill_the_rest(annotated):
     e = rows["sample_00000870"]["explanation"]
     assert e["visual_clue"]["text"].startswith("In the video, a young man with spiky short hair faces the camera.")
     assert e["visual_clue"]["source"] == "human" and e["visual_clue"]["language"] == "en"
+    (zh,) = e["visual_clue"]["translations"]  # EMER-Fine is bilingual: the Chinese clue is kept beside the English one
+    assert zh["language"] == "zh" and zh["text"].startswith("在视频中，画面中是一位留着竖起短发的年轻男性") and e["acoustic_clue"]["translations"][0]["language"] == "zh"
+    assert rows["no_face_dog"]["explanation"]["visual_clue"]["translations"] == []  # rules: one language
     assert e["acoustic_clue"]["text"].startswith("In the audio, the speaker talks at a steady pace")
     assert e["lexical_clue"]["text"].startswith('In the text, the subtitle says: "And Mr. John Dashwood')
     assert e["multimodal_explanation"]["text"].endswith("we infer that the speaker feels happy and relaxed.")

@@ -395,7 +395,8 @@ class AnnotationExplainer:
         value = langs[lang]
         if isinstance(value, list):
             value = list(value)
-        return FieldValue(value, None if field_name == "valence" else lang, source="human", prompt_version=None, time=None)
+        others = {other: list(v) if isinstance(v, list) else v for other, v in langs.items() if other != lang} if field_name != "valence" else {}
+        return FieldValue(value, None if field_name == "valence" else lang, source="human", prompt_version=None, time=None, other_languages=others)
 
 
 __all__ = [

@@ -35,6 +35,7 @@ class FieldValue:
     prompt_version: str | None = None
     time: str | None = None  # UTC ISO 8601, LLM answers only
     evidence: list[dict[str, Any]] = field(default_factory=list)  # rules: {"sentence", "measure", "value", "corpus_percentile"}
+    other_languages: dict[str, Any] = field(default_factory=dict)  # the same value in other languages (bilingual annotation tables)
 
 
 @dataclass
@@ -82,14 +83,18 @@ def field_record(field_name: str, value: FieldValue | None, reason: str | None, 
     """One explanation field as the schema stores it."""
     prov = _provenance(value, reason)
     v = value.value if value is not None else None
+
+    def translations(name: str) -> list[dict[str, Any]] | None:
+        return None if value is None else [{"language": lang, name: other} for lang, other in sorted(value.other_languages.items())]
+
     if field_name in TEXT_FIELDS:
-        return {"text": v, "language": value.language if value else None, **prov}
+        return {"text": v, "language": value.language if value else None, **prov, "translations": translations("text")}
     if field_name == "open_vocab_labels":
         normalised = wheel.normalise(v) if (wheel is not None and v is not None) else None
         wheels = wheel.wheel_categories(v) if (wheel is not None and v is not None) else None
-        return {"labels": v, "language": value.language if value else None, "normalised": normalised, "wheel": wheels, **prov}
+        return {"labels": v, "language": value.language if value else None, "normalised": normalised, "wheel": wheels, **prov, "translations": translations("labels")}
     if field_name == "discrete_label":
-        return {"label": v, "language": value.language if value else None, **prov}
+        return {"label": v, "language": value.language if value else None, **prov, "translations": translations("label")}
     if field_name == "valence":
         return {"value": float(v) if v is not None else None, **prov}
     raise ValueError(f"unknown explanation field {field_name!r}")
