@@ -10,7 +10,7 @@ its own so nothing else can change them), but with what real corpora hold:
 No two clips share bytes (each is its own encode, with its own title tag), so no cache, hash or
 file-system trick can make one clip pay for another.
 
-Usage: python -m bench.bench_corpus [DIR]   (default $EMER_HOME/bench-corpus); prints the videos folder.
+Usage: python -m bench.bench_corpus [DIR [COPIES]]   (default $EMER_HOME/bench-corpus, 1); prints the videos folder.
 """
 
 from __future__ import annotations
@@ -109,7 +109,17 @@ def _video_input(root: Path, visual: str, seconds: float) -> tuple[list[str | Pa
     return still, f"scale=640:-2,crop=640:480:0:'(ih-oh)*t/{d}'"  # down a portrait photo
 
 
-def compose(root: Path, out_dir: Path) -> None:
+def _variant_options(options: tuple[str, ...], copy: int) -> list[str]:
+    """Copy 0 is the corpus as listed; copy k re-encodes at another quality, so copies share no bytes."""
+    if copy == 0:
+        return list(options)
+    codec = options[options.index("-c:v") + 1]
+    if codec in ("libx264", "libvpx-vp9"):
+        return [*options, "-crf", str(23 + 2 * copy)]
+    return [*options, "-q:v", str(4 + copy)]
+
+
+def compose(root: Path, out_dir: Path, copy: int = 0) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -131,22 +141,25 @@ def compose(root: Path, out_dir: Path) -> None:
             pix = [] if "flv" in options else ["-pix_fmt", "yuv420p"]
             staging = target.with_name("tmp-" + name)
             _ffmpeg(
-                *video_in, "-i", wav, "-filter:v", graph, "-map", "0:v", "-map", "1:a", *pix, *options,
-                "-t", f"{seconds:.3f}", "-metadata", f"title=emer bench clip {number:02d} {name}", staging,
+                *video_in, "-i", wav, "-filter:v", graph, "-map", "0:v", "-map", "1:a", *pix, *_variant_options(options, copy),
+                "-t", f"{seconds:.3f}", "-metadata", f"title=emer bench clip {number:02d} copy {copy} {name}", staging,
             )
             staging.rename(target)
 
 
-def bench_corpus(dest: str | Path | None = None) -> Path:
-    """The benchmark corpus folder (videos only), fetched and composed on first use."""
+def bench_corpus(dest: str | Path | None = None, copies: int = 1) -> Path:
+    """The benchmark corpus folder (videos only), fetched and composed on first use. `copies` > 1:
+    a larger corpus (for scaling figures) of that many copies, each encoded at its own quality."""
     base = Path(dest) if dest else emer_home() / "bench-corpus"
-    videos = base / "videos"
-    if len(list(videos.glob("*"))) < len(CLIPS) or any(p.name.startswith("tmp-") for p in videos.glob("*")):
-        for p in videos.glob("tmp-*"):
-            p.unlink()
-        compose(fetch_packages(base), videos)
+    videos = base / "videos" if copies == 1 else base / f"videos-x{copies}"
+    folders = [videos] if copies == 1 else [videos / f"copy{k}" for k in range(copies)]
+    for k, folder in enumerate(folders):
+        if len(list(folder.glob("*"))) < len(CLIPS) or any(p.name.startswith("tmp-") for p in folder.glob("*")):
+            for p in folder.glob("tmp-*"):
+                p.unlink()
+            compose(fetch_packages(base), folder, k)
     return videos
 
 
 if __name__ == "__main__":
-    print(bench_corpus(sys.argv[1] if len(sys.argv) > 1 else None))
+    print(bench_corpus(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None, int(sys.argv[2]) if len(sys.argv) > 2 else 1))

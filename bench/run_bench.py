@@ -23,7 +23,7 @@ Variants:
 - `llm1` / `llm4`: every explanation field from an OpenAI-compatible endpoint (the tests' loopback
   server answering after `--llm-latency` seconds), fresh response cache per run, 1 and 4 in flight.
 
-Usage: python -m bench.run_bench [--runs 3] [--corpus bench|demo] [--variants plain,default,workers1,old]
+Usage: python -m bench.run_bench [--runs 3] [--corpus bench|demo] [--copies 1] [--variants plain,default,workers1,old]
 """
 
 from __future__ import annotations
@@ -207,12 +207,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--corpus", choices=("bench", "demo"), default="bench")
     ap.add_argument("--minutes", type=float, default=5.0, help="demo corpus: repeat the clips up to this length")
+    ap.add_argument("--copies", type=int, default=1, help="bench corpus: this many copies, each encoded at its own quality (scaling figures)")
     ap.add_argument("--variants", default="plain,default,workers1,old")
     ap.add_argument("--llm-latency", type=float, default=0.5)
     args = ap.parse_args()
     work = HERE / "out"
     work.mkdir(parents=True, exist_ok=True)
-    videos = bench_corpus() if args.corpus == "bench" else demo_links(work / "corpus", args.minutes)
+    videos = bench_corpus(copies=args.copies) if args.corpus == "bench" else demo_links(work / "corpus", args.minutes)
     seconds = video_seconds(videos)
     clips = sum(1 for p in videos.rglob("*") if p.is_file() or p.is_symlink())
     names = args.variants.split(",")

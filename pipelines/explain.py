@@ -3,8 +3,9 @@ rules explainer, an optional LLM endpoint, all feeding `transforms.explanation.e
 
 clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
       -> join annotation rows by name (CoGroupByKey: workers see only their clips' rows)
-      -> Explain, in batches run on a thread pool (LLM requests overlap; the concurrency limit holds),
-         with the corpus statistics of every clip as a side input
+      -> key by a stable batch number; the corpus statistics (one GroupByKey over every clip's
+         measures) go to every batch number; both meet in a CoGroupByKey (no side input)
+      -> Explain each batch on a thread pool (LLM requests overlap; the concurrency limit holds)
 """
 
 from __future__ import annotations
