@@ -349,6 +349,7 @@ def out_lock(out: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         yield
+        os.ftruncate(fd, 0)  # the holder's line goes with the lock
     finally:
         os.close(fd)
         if created and [e.name for e in out.iterdir()] == [LOCK_FILE]:  # a build that failed early leaves no OUT behind

@@ -40,7 +40,7 @@ def test_every_input_is_one_record_or_one_failure(bad_build):
     assert sorted(r["source_path"] for r in records) == ["no_audio.mp4", "no_face.mp4", "silence.mp4"]
     assert "built 3 records from 11 inputs" in proc.stdout
     assert "failures: 8 (decode 6, match 2)" in proc.stdout
-    assert "skipped 1 non-video files: readme.txt" in proc.stdout
+    assert "skipped 1 entries (not videos, or folders not followed): readme.txt" in proc.stdout
 
 
 def test_valid_but_empty_inputs_keep_their_reasons(bad_build):

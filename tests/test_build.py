@@ -12,6 +12,7 @@ import webdataset as wds
 from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines.build import build
+from emer_builder.schemas import SCHEMA
 
 from tests.wer import normalise, wer
 
@@ -39,7 +40,7 @@ def test_every_demo_clip_becomes_a_complete_record(demo_build, references):
         else:
             assert wer(references[key], row["transcript"]["text"]) <= 0.15, key
         assert len(row["acoustics"]["egemaps"]) == 88 and row["acoustics"]["prosody"]["speech_rate_wps"] > 0.5
-        assert row["provenance"]["whisper_model"] == "base" and row["provenance"]["schema_version"] == "1.1.0"
+        assert row["provenance"]["whisper_model"] == "base" and row["provenance"]["schema_version"] == SCHEMA.version
         assert row["split"] in ("train", "validation", "test")
     with_faces = {k for k, r in rows.items() if r["faces"]["crops"]}
     assert with_faces == set(DEMO_KEYS) - {"no_face_dog"}
@@ -76,12 +77,14 @@ def test_manifest_counts_and_checksums(demo_build):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"inputs": 7, "records": 7, "failures": 0, "skipped_files": 0}
     assert manifest["splits"] == summary.records_per_split and sum(manifest["splits"].values()) == 7
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "README.md"))
+    # everything but the cards, and what is made from the manifest or records the build's cost: the report, build.json, the lock
+    derived = ("manifest.json", "README.md", "report.html", "build.json", ".emer-lock")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name not in derived and not p.relative_to(out).as_posix().startswith("report/"))
     assert sorted(manifest["files"]) == files
     for rel, entry in manifest["files"].items():
         data = (out / rel).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["schema_version"] == "1.1.0" and len(manifest["config_hash"]) == 64
+    assert manifest["schema_version"] == SCHEMA.version == "1.3.0" and len(manifest["config_hash"]) == 64
     assert manifest["models"]["whisper_model"] == "base" and manifest["languages"] == ["en"]
     assert manifest["packages"]["apache-beam"] == "2.77.0"
 
@@ -107,9 +110,10 @@ def test_two_builds_are_byte_identical(demo_build, demo_videos, tmp_path: Path):
     out, _ = demo_build
     again = tmp_path / "again"
     build(demo_videos, again, workers=1, show_progress=False)
-    first = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    second = {p.relative_to(again).as_posix(): p.read_bytes() for p in again.rglob("*") if p.is_file()}
-    assert sorted(first) == sorted(second)
+    costs = ("build.json", "report.html")  # wall and stage times: the only bytes allowed to differ
+    first = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in costs}
+    second = {p.relative_to(again).as_posix(): p.read_bytes() for p in again.rglob("*") if p.is_file() and p.name not in costs}
+    assert sorted(first) == sorted(second) and any(k.startswith("report/") for k in first)
     assert [k for k in first if first[k] != second[k]] == []
 
 

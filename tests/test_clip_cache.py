@@ -29,7 +29,7 @@ def test_entries_round_trip_exactly():
     back, files = decode_entry(encode_entry(group, media))
     assert back["x"] == 1 / 3 and back["f0"] == float(np.float32(0.1)) and np.float32(back["f0"]) == np.float32(0.1)
     assert math.isnan(back["nan"]) and back["n"] == 7 and back["items"] == [{"t": 0.5, "s": "é"}] and back["none"] is None
-    assert files == media
+    assert files == media and list(back) == list(group)  # key order kept (prompts built from a restored group read the same)
     assert encode_entry(group, media) == encode_entry(group, dict(reversed(list(media.items()))))  # order-free bytes
 
 

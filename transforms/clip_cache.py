@@ -116,7 +116,8 @@ def encode_entry(group: Any, media_files: dict[str, bytes]) -> bytes:
     """A tar: fields.json (the stage's group; NaN kept) plus one member per media file, sorted."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        members = {FIELDS_MEMBER: json.dumps({"group": group}, default=_json_default, allow_nan=True, sort_keys=True).encode()}
+        # key order kept: whatever reads a restored group (an LLM prompt) sees it as the stage made it
+        members = {FIELDS_MEMBER: json.dumps({"group": group}, default=_json_default, allow_nan=True).encode()}
         members.update({f"media/{name}": data for name, data in media_files.items()})
         for name in sorted(members):
             info = tarfile.TarInfo(name)
