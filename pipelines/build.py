@@ -86,7 +86,7 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOption
         return PipelineOptions(_runner_aliases(beam_args)), None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
+    mode = [f"--direct_running_mode={os.environ.get('EMER_LOCAL_MODE', 'multi_threading')}", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 

@@ -193,7 +193,7 @@ FACES = FieldGroup(
     "The main face over time: DeepFace detection and alignment on sampled frames, tracked across frames.",
     (
         Field("reason", pa.string(), "why `crops` is empty (e.g. `no face in 9 sampled frames`), else null"),
-        Field("detector", pa.string(), "DeepFace detector backend"),
+        Field("detector", pa.string(), "face detector: `yunet@320px` (YuNet from libfacedetection at that detection size, the default) or a DeepFace backend (`opencv`, ...)"),
         Field("expression_model", pa.string(), "facial-expression model that scored the crops"),
         Field("frames_with_face", pa.int32(), "sampled frames in which any face was detected"),
         Field("tracks", pa.int32(), "distinct faces (tracks) found over the clip"),
@@ -329,7 +329,7 @@ PROVENANCE = FieldGroup(
         Field("schema_version", pa.string(), "record schema version"),
         Field("config_hash", pa.string(), "sha256 of the canonical build config"),
         Field("whisper_model", pa.string(), "Whisper model used for the transcript"),
-        Field("face_detector", pa.string(), "DeepFace detector backend"),
+        Field("face_detector", pa.string(), "face detector: `yunet@320px` or a DeepFace backend (`opencv`, ...)"),
         Field("expression_model", pa.string(), "facial-expression model"),
         Field("opensmile", pa.string(), "openSMILE package version and feature set"),
         Field("explanation_sources", pa.string(), "configured sources per explanation field, tried in order, e.g. `visual_clue=annotations>rules; ...`"),

@@ -12,7 +12,7 @@ def test_config_file_maps_onto_the_dataclasses(tmp_path: Path):
     path.write_text("transcript:\n  model: tiny.en\n  language: en\nfaces:\n  crop_size: 112\nsplit:\n  ratios: {train: 0.9, test: 0.1}\n")
     config = load_config(path)
     assert config.transcript.model == "tiny.en" and config.transcript.language == "en"
-    assert config.faces.crop_size == 112 and config.faces.detector == "opencv"
+    assert config.faces.crop_size == 112 and config.faces.detector == "yunet"
     assert config.split.ratios == {"train": 0.9, "test": 0.1}
     assert config.config_hash() != BuildConfig().config_hash()
     reordered = tmp_path / "reordered.yaml"
