@@ -36,7 +36,7 @@ from emer_builder.core.errors import ClipError, UserError, one_line
 from emer_builder.core.failures import failure_row
 from emer_builder.core.paths import emer_home
 from emer_builder.pipelines.explain import Explain, describe_sources, join_names, prepare
-from emer_builder.pipelines.graph import FAILURES_FILE, ClipStages, MakeRecords, WriteShards, write_failures
+from emer_builder.pipelines.graph import FAILURES_FILE, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
 from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
 from emer_builder.pipelines.stages import build_stages, provenance, record_schema
 from emer_builder.release.card import write_card
@@ -142,6 +142,7 @@ def run_pipeline(
             p
             | "Inputs" >> beam.Create(clips)
             | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
+            | "SpillMedia" >> beam.ParDo(SpillMediaFn(str(staging)))
             | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
             | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir, official_splits)
             | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
@@ -594,6 +595,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             check_complete(staging, clips)
             seconds, loads, counts = _stage_summary(staging)
             shutil.rmtree(staging / ".progress")
+            shutil.rmtree(staging / ".media", ignore_errors=True)
             wall = round(time.monotonic() - started, 2)
             annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
             if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations

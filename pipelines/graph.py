@@ -13,6 +13,7 @@ them out).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -28,8 +29,8 @@ from emer_builder.pipelines.stages import finish_record
 from emer_builder.schemas import RecordSchema
 from emer_builder.schemas.v1 import FAILURE_SCHEMA
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
-from emer_builder.transforms.shards import plan_shards, sample_bytes, shard_name, write_parquet, write_tar
+from emer_builder.transforms.clip_cache import ClipCache, chain_digests, decode_entry, encode_entry, entry_address, input_identity
+from emer_builder.transforms.shards import media_bytes, plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from emer_builder.transforms.split import SplitAssigner
 
 FAILURES_SHARD = ("failures", 0, 1)  # the one "shard" that holds every failure row
@@ -139,13 +140,38 @@ class ClipStages(beam.PTransform):
         return clips
 
 
+class SpillMediaFn(beam.DoFn):
+    """Write each clip's media files (FLAC, crops) to the staging folder and carry only their path:
+    the grouping steps that follow (annotation join, corpus statistics, shard plan) then hold records,
+    not media, so a build's memory does not grow with the corpus."""
+
+    def __init__(self, staging: str):
+        self.staging = staging
+
+    def process(self, clip: Clip) -> Iterable[Clip]:
+        if clip.failure is not None or not clip.media_files:
+            yield clip
+            return
+        name = hashlib.sha256(f"{clip.key}\x00{clip.source_path}".encode("utf-8", "surrogatepass")).hexdigest()
+        path = Path(self.staging, ".media", name[:2], f"{name}.tar")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_entry(None, clip.media_files))
+        yield dataclasses.replace(clip, media_files={}, media_spill=str(path), media_bytes=media_bytes(clip.media_files))
+
+
+def spilled_media(path: str | None) -> dict[str, bytes]:
+    return decode_entry(Path(path).read_bytes())[1] if path else {}
+
+
 class Outcome(NamedTuple):
-    """What became of one input: a record with its media files, or a failure row."""
+    """What became of one input: a record with its media files (or where they were spilled), or a failure row."""
 
     key: str
     record: dict[str, Any] | None
     media_files: dict[str, bytes]
     failure: dict[str, str] | None
+    media_spill: str | None = None
+    media_bytes: int = 0
 
 
 class RecordFn(beam.DoFn):
@@ -174,7 +200,7 @@ class RecordFn(beam.DoFn):
             yield Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e))
             return
         self.progress.mark("ok")
-        yield Outcome(record["key"], record, clip.media_files, None)
+        yield Outcome(record["key"], record, clip.media_files, None, clip.media_spill, clip.media_bytes)
 
 
 class MakeRecords(beam.PTransform):
@@ -191,7 +217,7 @@ class MakeRecords(beam.PTransform):
 def _group_of(outcome: Outcome) -> tuple[str, tuple[str, int]]:
     if outcome.failure is not None:
         return FAILURES_SHARD[0], (outcome.key, 0)
-    return "split:" + outcome.record["split"], (outcome.key, sample_bytes(outcome.record, outcome.media_files))
+    return "split:" + outcome.record["split"], (outcome.key, sample_bytes(outcome.record, outcome.media_files, outcome.media_bytes))
 
 
 def _shard_assignments(group_sizes: tuple[str, Iterable[tuple[str, int]]], max_records: int, max_bytes: int) -> Iterable[tuple[str, tuple[str, int, int]]]:
@@ -226,7 +252,7 @@ class WriteShardFn(beam.DoFn):
             yield FAILURES_FILE
             return
         split, index, count = target
-        samples = sorted(((o.record, o.media_files) for o in outcomes), key=lambda s: s[0]["key"])
+        samples = sorted(((o.record, {**o.media_files, **spilled_media(o.media_spill)}) for o in outcomes), key=lambda s: s[0]["key"])
         name = shard_name(split, index, count)
         write_parquet(Path(self.staging, "data", f"{name}.parquet"), [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)
         write_tar(Path(self.staging, "media", f"{name}.tar"), samples)

@@ -29,6 +29,8 @@ class Clip:
     failure: dict[str, str] | None = None  # the failure row once a stage failed: later stages pass the clip on untouched
     cache_addresses: list[str] = field(default_factory=list)  # per stage, where its result is cached (empty: no cache)
     restored_through: int = -1  # index of the last stage whose result came from the cache (-1: none)
+    media_spill: str | None = None  # media_files written to disk while the build groups records (memory stays flat)
+    media_bytes: int = 0  # tar bytes of the spilled media files (for shard planning)
 
     def drop_decoded(self) -> None:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""

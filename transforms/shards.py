@@ -52,9 +52,14 @@ def sample_members(record: dict[str, Any], media_files: dict[str, bytes]) -> lis
     return sorted(members)
 
 
-def sample_bytes(record: dict[str, Any], media_files: dict[str, bytes]) -> int:
-    """Approximate tar bytes of a sample (data plus one 512-byte header per member)."""
-    return sum(len(d) + 1024 for d in media_files.values()) + len(record_json(record)) + 1024
+def media_bytes(media_files: dict[str, bytes]) -> int:
+    """Approximate tar bytes of a sample's media members (data plus one 512-byte header each)."""
+    return sum(len(d) + 1024 for d in media_files.values())
+
+
+def sample_bytes(record: dict[str, Any], media_files: dict[str, bytes], spilled_bytes: int = 0) -> int:
+    """Approximate tar bytes of a sample: its media (in memory, or `spilled_bytes` of it on disk) and its json."""
+    return media_bytes(media_files) + spilled_bytes + len(record_json(record)) + 1024
 
 
 def write_tar(path: str | Path, samples: list[tuple[dict[str, Any], dict[str, bytes]]]) -> None:
