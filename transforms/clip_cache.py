@@ -202,7 +202,7 @@ class ClipCache:
     def record_use(self, addresses: Iterable[str], label: str) -> None:
         """Remember which entries a build used, for `emer cache --prune`."""
         self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"  # sorts in the order builds finished
         with self.fs.open(f"{self.path}/builds/{name}", "w") as f:
             json.dump({"label": label, "addresses": sorted(set(addresses))}, f)
 
