@@ -555,7 +555,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
     with out_lock(out_path):
         recover(out_path)
         _check_out(out_path, videos, config, overwrite)
-        stages = build_stages(config, workers)
+        stages = build_stages(config)
         inputs, collisions, skipped = match_videos(videos)
         segmentation = segment_inputs(config, videos, inputs)
         if segmentation is not None:

@@ -17,7 +17,7 @@ from emer_builder.transforms.transcript import TranscriptStage
 __all__ = ["build_stages", "finish_record", "provenance", "record_schema"]
 
 
-def build_stages(config: BuildConfig, workers: int = 1) -> list[Stage]:
+def build_stages(config: BuildConfig) -> list[Stage]:
     """Stages in run order; each adds its field group to the clip."""
     t, d = config.transcript, config.decode
     threads = t.cpu_threads or 1  # one per worker: measured faster than 2 even for one worker on 2 cores (bench/RESULTS.md)

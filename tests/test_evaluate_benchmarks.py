@@ -19,6 +19,7 @@ from emer_builder.schemas.v1 import SCHEMA
 from emer_builder.transforms.shards import write_parquet
 from emer_builder.transforms.wheel import EmotionWheel
 
+from tests.csv_tables import write_csv as _csv
 from tests.shared_data import SHARED_DATA
 
 TABLES = SHARED_DATA / "emotion-wheel"
@@ -30,14 +31,6 @@ needs_meld = pytest.mark.skipif(not MELD_TEST.is_file(), reason=f"MELD tables no
 @pytest.fixture(scope="module")
 def wheel() -> EmotionWheel:
     return EmotionWheel(TABLES)
-
-
-def _csv(path: Path, header: list[str], rows: list[list[object]]) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
 
 
 # --- the hit rate (discrete emotion sets) -------------------------------------------------------------

@@ -4,7 +4,6 @@ prompt and the explainer's response cache."""
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from emer_builder.evaluate import evaluate_many, run_evaluate
 from emer_builder.evaluate.sentiment import PROMPT_VERSION, SentimentMapper, load_sentiment_prompt, parse_sentiment_answer
 
 from tests import openai_loopback
+from tests.csv_tables import write_csv as _csv
 from tests.openai_loopback import OpenAILoopback
 
 KEY = "sk-loopback-sentiment-never-log-me"
@@ -42,14 +42,6 @@ def loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAILoopback]:
     monkeypatch.setenv(KEY_ENV, KEY)
     with OpenAILoopback(KEY) as server:
         yield server
-
-
-def _csv(path: Path, header: list[str], rows: list[list[object]]) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
 
 
 @pytest.fixture()
