@@ -366,6 +366,15 @@ def _remove_stale_staging(out: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)  # called after `recover`, so no journal names one
 
 
+def _discard(staging: Path) -> None:
+    """Remove a staging folder that runner threads may still be writing into after an interrupt."""
+    for _ in range(50):
+        shutil.rmtree(staging, ignore_errors=True)
+        if not staging.exists():
+            return
+        time.sleep(0.1)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -581,7 +590,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         _remove_stale_staging(out_path)
         staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
         try:
-            for sub in ("data", "media", ".progress"):
+            for sub in ("data", "media", ".media", ".progress"):
                 (staging / sub).mkdir(parents=True)
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
@@ -613,7 +622,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
             if isinstance(e, KeyboardInterrupt):
                 threading.excepthook = lambda args: None  # Beam's runner threads die loudly after an interrupt
             if not (out_path / JOURNAL).is_file():
-                shutil.rmtree(staging, ignore_errors=True)
+                _discard(staging)
             if _disk_full(e):
                 raise UserError(f"no space left on the device of {out_path} ({shutil.disk_usage(out_path).free // 2**20} MiB free); free space or choose another --out (nothing was committed)") from None
             raise

@@ -154,7 +154,7 @@ class SpillMediaFn(beam.DoFn):
             return
         name = hashlib.sha256(f"{clip.key}\x00{clip.source_path}".encode("utf-8", "surrogatepass")).hexdigest()
         path = Path(self.staging, ".media", name[:2], f"{name}.tar")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)  # never recreate a staging folder an interrupted build removed
         path.write_bytes(encode_entry(None, clip.media_files))
         yield dataclasses.replace(clip, media_files={}, media_spill=str(path), media_bytes=media_bytes(clip.media_files))
 
