@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from emer_builder.core.errors import ClipError, SchemaError
 
+FAILURES_FILE = "failures.parquet"  # one per build, beside data/
 FAILURE_COLUMNS = ("key", "source_path", "stage", "error_class", "message")
 
 

@@ -16,35 +16,22 @@ import logging
 import os
 import shutil
 import socket
-import sys
-import tempfile
 import threading
 import time
-import traceback
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
-import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import ClipError, UserError, one_line
-from emer_builder.core.failures import failure_row
-from emer_builder.core.paths import emer_home
-from emer_builder.pipelines.explain import Explain, describe_sources, join_names, prepare
-from emer_builder.pipelines.graph import FAILURES_FILE, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
-from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
+from emer_builder.core.failures import FAILURES_FILE, failure_row
+from emer_builder.pipelines.explain_setup import describe_sources, join_names, prepare
 from emer_builder.pipelines.stages import build_stages, provenance, record_schema
-from emer_builder.release.card import write_card
-from emer_builder.release.manifest import MANIFEST, write_manifest
-from emer_builder.report import write_report
-from emer_builder.schemas import RecordSchema
+from emer_builder.release.manifest import MANIFEST
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
+from emer_builder.transforms.clip_cache import chain_digests
 from emer_builder.transforms.corpora import load_corpus
 from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
 from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
@@ -54,7 +41,6 @@ OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report",
 STAGING_PREFIX = ".emer-staging-"
 LOCK_FILE = ".emer-lock"
 JOURNAL = ".emer-commit"
-RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
 def check_stages(config: BuildConfig) -> None:
@@ -65,29 +51,6 @@ def check_stages(config: BuildConfig) -> None:
             stage.setup()
         except Exception as e:  # noqa: BLE001
             raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {one_line(e)}") from None
-
-
-def _names_runner(beam_args: list[str]) -> bool:
-    return any(a.startswith("--runner") for a in beam_args)
-
-
-def _runner_aliases(beam_args: list[str]) -> list[str]:
-    """`--runner=DaskRunner` works as well as Beam's full class path (which Beam 2.77 requires)."""
-    out = []
-    for arg in beam_args:
-        name, eq, value = arg.partition("=")
-        out.append(f"{name}={RUNNER_ALIASES.get(value, value)}" if name == "--runner" and eq else arg)
-    return out
-
-
-def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
-    """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
-    if _names_runner(beam_args):
-        return PipelineOptions(_runner_aliases(beam_args)), None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    mode = [f"--direct_running_mode={os.environ.get('EMER_LOCAL_MODE', 'multi_threading')}", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
-    return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
 def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]], segmentation: Segmentation | None = None) -> list[Clip]:
@@ -117,99 +80,6 @@ def split_settings(config: BuildConfig, segmented: bool) -> BuildConfig:
     if segmented and config.split.group_by == "key":
         return dataclasses.replace(config, split=dataclasses.replace(config.split, group_by="segment.group"))
     return config
-
-
-def run_pipeline(
-    clips: list[Clip],
-    staging: Path,
-    config: BuildConfig,
-    schema: RecordSchema,
-    stages: list[Stage],
-    prov: dict[str, Any],
-    workers: int,
-    beam_args: list[str],
-    plan: Any,
-    names: dict[str, str],
-    official_splits: dict[str, str] | None = None,
-) -> None:
-    """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
-    progress_dir = str(staging / ".progress")
-    options, runner = pipeline_options(beam_args, workers)
-    e = config.explanation
-    need_samples = plan.llm is not None and (e.llm.frames > 0 or e.llm.send_audio)  # the LLM reads frames or audio
-    with beam.Pipeline(runner=runner, options=options) as p:
-        (
-            p
-            | "Inputs" >> beam.Create(clips)
-            | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
-            | "SpillMedia" >> beam.ParDo(SpillMediaFn(str(staging)))
-            | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
-            | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir, official_splits)
-            | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
-        )
-    if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
-        _close_dask_client()
-
-
-def _close_dask_client() -> None:
-    """Beam's DaskRunner leaves its client open: it would keep reconnecting after the cluster stops."""
-    try:
-        from distributed import default_client
-
-        default_client().close()
-    except (ImportError, ValueError):
-        pass
-
-
-def cache_root(config: BuildConfig) -> str | None:
-    """Where stage results are cached: the config's folder or URL, $EMER_CLIP_CACHE, else under $EMER_HOME."""
-    if not config.cache.enabled:
-        return None
-    return config.cache.dir or os.environ.get("EMER_CLIP_CACHE") or str(emer_home() / "clip-cache")
-
-
-def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips: list[Clip], label: str) -> None:
-    """Tell the cache which entries this build's records rest on (for `emer cache --prune`)."""
-    where = cache_root(config)
-    if where is None:
-        return
-    digests = chain_digests(stages)
-    windows = {c.key: (c.start_s, c.end_s) for c in clips}
-    addresses = []
-    for path in sorted((root / "data").glob("*.parquet")):
-        table = pq.read_table(path, columns=["key", "media"])
-        for key, media in zip(table.column("key").to_pylist(), table.column("media").to_pylist(), strict=True):
-            identity = input_identity(media["sha256"], *windows.get(key, (None, None)))
-            addresses += [entry_address(identity, d) for d in digests]
-    ClipCache(where).record_use(addresses, label)
-
-
-def _identity(key: str, source_path: str) -> str:
-    return f"{source_path} [{key}]"  # utterances share a source path, colliding files share a key
-
-
-def written_inputs(root: Path) -> Counter[str]:
-    """Every input (key and source path) the build wrote, records and failure rows together, with how often."""
-    seen: Counter[str] = Counter()
-    tables = [pq.read_table(path, columns=["key", "source_path"]) for path in sorted((root / "data").glob("*.parquet"))]
-    if (root / FAILURES_FILE).is_file():
-        tables.append(pq.read_table(root / FAILURES_FILE, columns=["key", "source_path"]))
-    for table in tables:
-        seen.update(_identity(k, s) for k, s in zip(table.column("key").to_pylist(), table.column("source_path").to_pylist(), strict=True))
-    return seen
-
-
-def check_complete(root: Path, clips: list[Clip]) -> None:
-    """Inputs = records + failures, each input exactly once; anything else names the inputs and the
-    build is not committed (a runner that silently drops or repeats elements is caught here)."""
-    expected = [_identity(c.key, c.source_path) for c in clips]
-    seen = written_inputs(root)
-    missing = sorted(set(expected) - set(seen))
-    repeated = sorted(k for k, n in seen.items() if n > 1)
-    extra = sorted(set(seen) - set(expected))
-    if missing or repeated or extra:
-        parts = [f"{label} {len(keys)} ({', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''})" for label, keys in (("missing", missing), ("repeated", repeated), ("unexpected", extra)) if keys]
-        raise UserError(f"the runner lost or repeated inputs, so nothing was committed: {'; '.join(parts)}")
 
 
 @dataclass
@@ -432,40 +302,6 @@ def recover(out: Path) -> bool:
     return True
 
 
-def _stage_summary(staging: Path) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
-    progress = staging / ".progress"
-    return stage_times(progress), model_loads(progress), counters(progress)
-
-
-@contextmanager
-def _quiet_workers() -> Iterator[None]:
-    """Worker processes inherit a standard error that goes to a temporary file (not in OUT, which may
-    be full), so their chatter and, on Ctrl-C, their tracebacks stay out of the terminal; the driver's
-    own lines (progress, errors) still reach it. EMER_WORKER_STDERR=inherit shows everything."""
-    if os.environ.get("EMER_WORKER_STDERR") == "inherit":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    fd, log = tempfile.mkstemp(prefix="emer-workers-", suffix=".log")
-    os.unlink(log)  # the open descriptor keeps it until the run ends
-    os.dup2(fd, 2)
-    os.close(fd)
-    original, hook = sys.stderr, threading.excepthook
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace")
-    # Beam's runner threads report a dying worker themselves: into the log, with the workers' words
-    threading.excepthook = lambda args: traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=original)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        sys.stderr.close()
-        sys.stderr = original
-        threading.excepthook = hook
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _disk_full(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
@@ -573,7 +409,11 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         current = up_to_date(out_path, fingerprint) if not overwrite else None
         if current is not None:
             return current
-        if not _names_runner(beam_args):
+        # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports):
+        # a no-op rebuild has returned above without them
+        from emer_builder.pipelines.run import names_runner, produce
+
+        if not names_runner(beam_args):
             check_stages(config)  # remote workers may differ from this machine: they report their own errors
         prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
@@ -594,29 +434,11 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
                 (staging / sub).mkdir(parents=True)
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
-        started = time.monotonic()
-        progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
         try:
-            with _quiet_workers(), progress:
-                run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names, segmentation.split_table if segmentation else None)
-            if not (staging / FAILURES_FILE).is_file():
-                write_failures([], staging / FAILURES_FILE)
-            check_complete(staging, clips)
-            seconds, loads, counts = _stage_summary(staging)
-            shutil.rmtree(staging / ".progress")
-            shutil.rmtree(staging / ".media", ignore_errors=True)
-            wall = round(time.monotonic() - started, 2)
-            annotations = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
-            if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
-                annotations["segment_rows_without_video"] = segmentation.unmatched
-            manifest = write_manifest(staging, videos, config, schema, prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
-            write_card(staging, manifest, schema, config)
-            log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
-            if segmentation is not None:
-                log["segment_notes"] = segmentation.notes
-            (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
-            write_report(staging, manifest=manifest)
-            record_cache_use(config, stages, staging, clips, str(out_path))
+            manifest, wall, seconds, loads, counts = produce(
+                staging, clips, config, schema, stages, prov, workers, beam_args, plan, names, segmentation,
+                videos=videos, skipped=skipped, unmatched=unmatched, fingerprint=fingerprint, show_progress=show_progress, label=str(out_path),
+            )
             commit(staging, out_path, overwrite)
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from emer_builder.core.failures import failure_row
+from emer_builder.core.failures import FAILURES_FILE, failure_row
 from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
 from emer_builder.pipelines.stages import finish_record
 from emer_builder.schemas import RecordSchema
@@ -34,7 +34,6 @@ from emer_builder.transforms.shards import media_bytes, plan_shards, sample_byte
 from emer_builder.transforms.split import SplitAssigner
 
 FAILURES_SHARD = ("failures", 0, 1)  # the one "shard" that holds every failure row
-FAILURES_FILE = "failures.parquet"
 
 
 def guarded(clip: Clip, step: str, work: Callable[[Clip], None], progress: ProgressLog | None = None) -> Clip:

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from emer_builder.core.errors import UserError
+from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.paths import emer_home
 from emer_builder.release.manifest import MANIFEST
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIGS = ("default", "media")
-ROOT_FILES = ("failures.parquet",)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
+ROOT_FILES = (FAILURES_FILE,)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
 PICKLED_SUFFIXES = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})  # webdataset's default decoders would unpickle these
 KEY = re.compile(r"[\w-]+")  # what transforms.keys.key_for makes: no dots, slashes or `..`
 UNSAFE_PATH_CHARS = re.compile(r"[\\\x00-\x1f*?\[\]:]")  # separators of other systems, control and glob characters

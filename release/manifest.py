@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from emer_builder.core.config import BuildConfig
+from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.version import __version__
 from emer_builder.schemas import RecordSchema
@@ -60,7 +61,7 @@ def write_manifest(
             clips_with_faces += bool(row["faces"]["crops"])
             if row["transcript"]["language"]:
                 languages[row["transcript"]["language"]] += 1
-    failures = pq.read_table(root / "failures.parquet", columns=["stage"]).column("stage").to_pylist()
+    failures = pq.read_table(root / FAILURES_FILE, columns=["stage"]).column("stage").to_pylist()
     files = {
         p.relative_to(root).as_posix(): {"sha256": sha256_file(str(p)), "bytes": p.stat().st_size}
         for p in sorted(root.rglob("*"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emer_builder.core.errors import UserError
+from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.hashing import sha256_file
 from emer_builder.release.card import build_schema, media_card, release_card
 from emer_builder.release.manifest import MANIFEST
@@ -32,7 +33,7 @@ __all__ = ["PublishResult", "ReleaseFile", "check_bump", "is_hub_repo", "parse_v
 
 CARD = "README.md"
 MEDIA_CARD = "media/README.md"
-GENERATED = (MANIFEST, CARD, RELEASES, MEDIA_CARD, "failures.parquet")  # files every release writes
+GENERATED = (MANIFEST, CARD, RELEASES, MEDIA_CARD, FAILURES_FILE)  # files every release writes
 EXAMPLES_KEPT = 10  # added / removed keys listed per split in a changelog entry
 MANIFEST_KEYS = ("files", "splits", "shards", "keys", "fields", "schema_version", "config", "config_hash", "tool", "counts", "models", "packages")
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from emer_builder.core.errors import UserError
+from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.transforms.split import split_order
 
 MANIFEST = "manifest.json"
-FAILURES = "failures.parquet"
+FAILURES = FAILURES_FILE
 TIMINGS = "build.json"  # written by the build next to the manifest (wall time and stage seconds are not deterministic)
 EXPLAINED = ("visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation")
 GROUPS_WITH_REASON = ("transcript", "faces", "acoustics")

@@ -95,7 +95,12 @@ def test_incremental_builds_and_config_changes_rerun_only_what_changed(demo_vide
     _corpus(demo_videos, tmp_path, CLIPS[3:])  # one clip more
     grown = build(videos, tmp_path / "a", config, workers=1, show_progress=False)
     assert grown.stage_runs == {"decode": 1, "transcript": 1, "faces": 1, "acoustics": 1} and grown.records == 4
-    assert build(videos, tmp_path / "a", config, workers=1, show_progress=False).up_to_date
+    noop = (  # a fresh interpreter: a no-op rebuild answers without importing Beam or `datasets`
+        "import sys; from emer_builder.core.config import config_from_dict; from emer_builder.pipelines.build import build\n"
+        f"s = build({str(videos)!r}, {str(tmp_path / 'a')!r}, config_from_dict({{'transcript': {{'model': 'tiny.en'}}, 'cache': {{'dir': {cache!r}}}}}), workers=1, show_progress=False)\n"
+        "print(s.up_to_date, s.records, sorted(m for m in ('apache_beam', 'datasets', 'faster_whisper') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", noop], capture_output=True, text=True, check=True).stdout.split("\n")[0] == "True 4 []"
     fewer = config_from_dict({"transcript": {"model": "tiny.en"}, "faces": {"max_crops": 2}, "cache": {"dir": cache}})
     changed = build(videos, tmp_path / "c", fewer, workers=1, show_progress=False)
     assert changed.stage_runs == {"decode": 4, "transcript": 0, "faces": 4, "acoustics": 4}  # decode for the samples only

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
-from emer_builder.pipelines.build import build, check_complete
+from emer_builder.pipelines.build import build
 from emer_builder.pipelines.graph import write_failures
+from emer_builder.pipelines.run import check_complete
 from emer_builder.transforms.clip import Clip
 
 BIN = Path(sys.executable).parent

@@ -183,7 +183,7 @@ def test_emer_evaluate_reads_a_build(annotated, capsys):
 def test_configuration_mistakes_are_one_clear_error(tmp_path):
     from emer_builder.core.config import config_from_dict
     from emer_builder.core.errors import UserError
-    from emer_builder.pipelines.explain import prepare
+    from emer_builder.pipelines.explain_setup import prepare
 
     cases = {
         "explanation.sources.visual_clue must be a list of source names": {"sources": {"visual_clue": "llm"}},
@@ -203,7 +203,7 @@ def test_configuration_mistakes_are_one_clear_error(tmp_path):
 
 def test_one_annotated_name_for_two_videos_is_refused_unless_named_by_path():
     from emer_builder.core.errors import UserError
-    from emer_builder.pipelines.explain import join_names
+    from emer_builder.pipelines.explain_setup import join_names
     from emer_builder.transforms.keys import VideoInput
 
     inputs = [VideoInput("video_0001__0001", "/v/video_0001/0001.mp4", "video_0001/0001.mp4"), VideoInput("video_0002__0001", "/v/video_0002/0001.mp4", "video_0002/0001.mp4")]

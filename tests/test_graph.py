@@ -15,9 +15,11 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from emer_builder.core.config import BuildConfig, config_from_dict
 from emer_builder.core.errors import ClipError
-from emer_builder.pipelines.build import input_clips, run_pipeline
-from emer_builder.pipelines.explain import Explain, prepare
+from emer_builder.pipelines.build import input_clips
+from emer_builder.pipelines.explain import Explain
+from emer_builder.pipelines.explain_setup import prepare
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
+from emer_builder.pipelines.run import run_pipeline
 from emer_builder.pipelines.stages import provenance, record_schema
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, Stage
@@ -140,14 +142,14 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
         def __exit__(self, *exc):
             self.run()
 
-    import emer_builder.pipelines.build as build_module
+    import emer_builder.pipelines.run as run_module
 
-    real = build_module.beam.Pipeline
-    build_module.beam.Pipeline = Capture
+    real = run_module.beam.Pipeline
+    run_module.beam.Pipeline = Capture
     try:
         run_pipeline(input_clips(inputs, []), tmp_path, config, schema, [LoudnessStage()], provenance_stub(), 1, [], plan, {"a": "a", "b": "b"})
     finally:
-        build_module.beam.Pipeline = real
+        run_module.beam.Pipeline = real
     proto = captured["pipeline"].to_runner_api()
     consumed = {pc for t in proto.components.transforms.values() for pc in t.inputs.values()}
     leaves = []
