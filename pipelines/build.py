@@ -16,20 +16,25 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import ClipError, UserError, one_line
-from emer_builder.core.failures import FAILURES_FILE, failure_row
+from emer_builder.core.failures import failure_row
+from emer_builder.core.urls import file_system, is_url, stamp
 from emer_builder.pipelines.explain_setup import describe_sources, join_names, prepare
+from emer_builder.pipelines.object_out import CREDENTIALS as STORE_CREDENTIALS
+from emer_builder.pipelines.object_out import StoredOut
 from emer_builder.pipelines.stages import build_stages, provenance, record_schema
-from emer_builder.release.manifest import MANIFEST
+from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
+from emer_builder.release.store import store_errors
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import chain_digests
 from emer_builder.transforms.corpora import load_corpus
@@ -37,7 +42,6 @@ from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_vid
 from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
 from emer_builder.transforms.split import SplitAssigner
 
-OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # the manifest goes in last: the commit
 STAGING_PREFIX = ".emer-staging-"
 LOCK_FILE = ".emer-lock"
 JOURNAL = ".emer-commit"
@@ -48,7 +52,7 @@ def check_stages(config: BuildConfig) -> None:
     for a hub model, a bad language code) is one clear error before any worker starts."""
     for stage in build_stages(config):
         try:
-            stage.setup()
+            stage.check()
         except Exception as e:  # noqa: BLE001
             raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {one_line(e)}") from None
 
@@ -136,7 +140,7 @@ class BuildSummary:
             by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
             lines.append("  explanation: " + "; ".join(by_field))
         lines.append(f"  emotion wheel: {self.emotion_wheel}")
-        lines.append(f"  report: {Path(self.out) / 'report.html'}")
+        lines.append(f"  report: {self.out.rstrip('/')}/report.html")
         if self.llm:
             c = self.llm
             lines.append(
@@ -257,7 +261,7 @@ def commit(staging: Path, out: Path, overwrite: bool) -> None:
     the new one: a journal naming the staging folder and its outputs is written first (atomically),
     the old manifest goes first, the new manifest last; the next build finishes an interrupted commit
     (`recover`)."""
-    journal = {"staging": staging.name, "outputs": [n for n in OUTPUTS if (staging / n).exists()], "overwrite": overwrite}
+    journal = {"staging": staging.name, "outputs": [n for n in BUILD_OUTPUTS if (staging / n).exists()], "overwrite": overwrite}
     tmp = out / (JOURNAL + ".tmp")
     tmp.write_text(json.dumps(journal) + "\n")
     os.replace(tmp, out / JOURNAL)
@@ -275,12 +279,12 @@ def _finish_commit(out: Path, journal: dict[str, Any]) -> None:
         name = entry.name
         if name in (staging.name, LOCK_FILE, JOURNAL) or name.startswith(STAGING_PREFIX):
             continue
-        if name in OUTPUTS:
+        if name in BUILD_OUTPUTS:
             if name not in journal["outputs"] or (staging / name).exists():  # an old output (a new one not yet moved replaces it)
                 _remove(entry)
         elif journal["overwrite"]:
             _remove(entry)
-    for name in journal["outputs"]:  # in OUTPUTS order: manifest last
+    for name in journal["outputs"]:  # in BUILD_OUTPUTS order: manifest last
         if (staging / name).exists():
             (staging / name).rename(out / name)
     (out / JOURNAL).unlink()
@@ -309,14 +313,12 @@ def _disk_full(e: BaseException) -> bool:
 def inputs_fingerprint(config: BuildConfig, stages: list[Stage], inputs: list[VideoInput], tables: list[dict[str, Any]], beam_args: list[str]) -> str:
     """What a build's output depends on, cheaply: config, code (the stages' cache digests), every
     input's path, size and modification time, the annotation tables' checksums."""
-    listing = []
+    listing: list[tuple[str, int, Any]] = []
     for i in inputs:
         try:
-            st = os.stat(i.path)
+            listing.append((i.source_path, *stamp(i.path)))
         except OSError as e:  # a dangling link: decode reports it
             listing.append((i.source_path, -1, e.errno))
-            continue
-        listing.append((i.source_path, st.st_size, st.st_mtime_ns))
     data = {
         "config": config.config_hash(),
         "stages": chain_digests(stages),
@@ -366,25 +368,83 @@ def summarise(
 
 
 def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = None, workers: int = 2, beam_args: list[str] | None = None, overwrite: bool = False, show_progress: bool = True) -> BuildSummary:
-    """Build a dataset from every video under `videos_dir` into `out`; returns the summary."""
+    """Build a dataset from every video under `videos_dir` into `out`; returns the summary. Either may
+    be an object-store URL (s3://bucket/prefix): inputs are fetched one clip at a time by the workers,
+    an OUT URL receives the finished build with its manifest written last."""
     config = config or BuildConfig()
-    beam_args = beam_args or []
-    for given, what in ((videos_dir, "VIDEOS_DIR"), (out, "--out")):
-        if "://" in str(given):
-            raise UserError(
-                f"{what} {given} is a URL: builds read and write local or shared file systems (the clip cache, `cache.dir`, and releases accept URLs); "
-                "copy the videos to a local or shared folder first (e.g. `aws s3 sync`)"
-            )
-    videos = Path(videos_dir).absolute()
-    out_path = Path(out).absolute()
-    if not videos.exists():
-        raise UserError(f"input folder not found: {videos_dir}")
-    if not videos.is_dir():
-        raise UserError(f"input {videos_dir} is a file, not a folder: give the folder that holds the videos")
-    if out_path.resolve() == videos.resolve() or videos.resolve() in out_path.resolve().parents:
-        raise UserError("--out must not be inside the input folder (the build would read its own output)")
-    if out_path.resolve() in videos.resolve().parents:
-        raise UserError("the input folder must not be inside --out (replacing the build could delete the videos)")
+    if not is_url(out):
+        return _build(videos_dir, Path(out).absolute(), config, workers, beam_args or [], overwrite, show_progress)
+    target = StoredOut(str(out))
+    with target.lock(), tempfile.TemporaryDirectory(prefix="emer-out-") as local:
+        target.prepare(overwrite)
+
+        def current(fingerprint: str) -> BuildSummary | None:
+            return None if overwrite else stored_up_to_date(target, fingerprint, config, videos_dir)
+
+        summary = _build(videos_dir, Path(local), config, workers, beam_args or [], True, show_progress, current)
+        if not summary.up_to_date:
+            target.commit(Path(local))
+    summary.out = target.url
+    return summary
+
+
+def stored_up_to_date(target: StoredOut, fingerprint: str, config: BuildConfig, videos_dir: str | Path) -> BuildSummary | None:
+    """`up_to_date` for an OUT on an object store; a different or damaged build there needs --overwrite."""
+    manifest = target.read_json(MANIFEST)
+    if manifest is None:
+        return None
+    if manifest.get("config_hash") != config.config_hash() or manifest.get("videos_dir") != _videos_label(videos_dir):
+        raise UserError(f"output {target.url} holds a different build (other inputs or config); pass --overwrite to replace it")
+    broken = target.damage(manifest)
+    if broken:
+        raise UserError(f"output {target.url} holds a damaged build ({broken}); pass --overwrite to replace it")
+    log = target.read_json("build.json") or {}
+    if log.get("inputs_fingerprint") != fingerprint:
+        return None
+    summary = summarise(Path(target.url), manifest["counts"]["inputs"], log.get("skipped_files", []), 0.0, manifest, {}, {})
+    summary.up_to_date = True
+    return summary
+
+
+def _videos_label(videos_dir: str | Path) -> str:
+    """How the manifest names the input folder: the URL as given, or the absolute path."""
+    return str(videos_dir).rstrip("/") if is_url(videos_dir) else str(Path(videos_dir).absolute())
+
+
+def _build(
+    videos_dir: str | Path,
+    out_path: Path,
+    config: BuildConfig,
+    workers: int,
+    beam_args: list[str],
+    overwrite: bool,
+    show_progress: bool,
+    current: Callable[[str], BuildSummary | None] | None = None,
+) -> BuildSummary:
+    """A build into the local folder `out_path`; `current` answers whether the inputs' fingerprint
+    matches a build that already exists (by default: the one in `out_path`)."""
+    out = out_path
+    stored_input = is_url(videos_dir)
+    if stored_input:
+        videos: Any = _videos_label(videos_dir)
+        try:
+            file_system(videos)
+        except ImportError as e:
+            raise UserError(f"VIDEOS_DIR {videos}: {e} (for s3:// install `emer-builder[s3]`)") from None
+        except ValueError as e:
+            raise UserError(f"VIDEOS_DIR {videos}: unsupported URL scheme ({e}); use a folder or an fsspec URL such as s3://bucket/videos") from None
+        if config.corpus or config.segment.mode != "none":
+            raise UserError(f"segmenting inputs read from {videos} is not supported yet: sync the videos to a folder first (e.g. `aws s3 sync`)")
+    else:
+        videos = Path(videos_dir).absolute()
+        if not videos.exists():
+            raise UserError(f"input folder not found: {videos_dir}")
+        if not videos.is_dir():
+            raise UserError(f"input {videos_dir} is a file, not a folder: give the folder that holds the videos")
+        if out_path.resolve() == videos.resolve() or videos.resolve() in out_path.resolve().parents:
+            raise UserError("--out must not be inside the input folder (the build would read its own output)")
+        if out_path.resolve() in videos.resolve().parents:
+            raise UserError("the input folder must not be inside --out (replacing the build could delete the videos)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
     check_options(config.segment)
@@ -401,14 +461,18 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         recover(out_path)
         _check_out(out_path, videos, config, overwrite)
         stages = build_stages(config)
-        inputs, collisions, skipped = match_videos(videos)
+        with store_errors(str(videos), "read", STORE_CREDENTIALS) if stored_input else nullcontext():
+            inputs, collisions, skipped = match_videos(videos)
         segmentation = segment_inputs(config, videos, inputs)
         if segmentation is not None:
             skipped = sorted((set(skipped) - sidecar_files(inputs)) | set(segmentation.skipped))
         fingerprint = inputs_fingerprint(config, stages, inputs, [*plan.annotations.files, *(segmentation.files if segmentation else [])], beam_args)
-        current = up_to_date(out_path, fingerprint) if not overwrite else None
         if current is not None:
-            return current
+            known = current(fingerprint)
+        else:
+            known = up_to_date(out_path, fingerprint) if not overwrite else None
+        if known is not None:
+            return known
         # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports):
         # a no-op rebuild has returned above without them
         from emer_builder.pipelines.run import names_runner, produce

@@ -69,7 +69,7 @@ class RestoreFn(beam.DoFn):
             return
         try:
             identity = input_identity(self.cache.input_sha256(clip.path), clip.start_s, clip.end_s)
-        except OSError:  # unreadable input: decode says why
+        except Exception:  # noqa: BLE001 - an unreadable input or an unreachable store: decode says why
             yield clip
             return
         out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files), cache_addresses=[entry_address(identity, d) for d in self.digests])

@@ -16,6 +16,7 @@ from emer_builder.core.version import __version__
 from emer_builder.schemas import RecordSchema
 
 MANIFEST = "manifest.json"
+BUILD_OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # what a build writes into OUT; the manifest last: the commit
 PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")
 
 

@@ -405,3 +405,70 @@ def test_a_build_resumes_from_a_cache_on_s3(s3: Bucket, demo_videos: Path, tmp_p
     assert first.stage_runs["faces"] == 2 and again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0}
     files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file() and p.name not in ("build.json", ".emer-lock", "report.html"))
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+@pytest.mark.slow
+def test_a_build_reads_videos_from_s3_and_writes_out_to_s3(s3: Bucket, demo_videos: Path, tmp_path: Path) -> None:
+    """VIDEOS_DIR and OUT as s3:// URLs: the same bytes as a local build, a no-op rerun, the leftovers of a
+    build cut off before its manifest removed, and a held lock refused."""
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("jesper_intro.avi", "no_face_dog.mp4"):
+        (videos / name).write_bytes((demo_videos / name).read_bytes())
+        s3.fs.pipe_file(f"{s3.name}/in/{name}", (demo_videos / name).read_bytes())
+    s3.fs.pipe_file(f"{s3.name}/in/notes.txt", b"not a video")
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}})
+    local = build(videos, tmp_path / "local", config, workers=1, show_progress=False)
+    stored = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
+    assert stored.records == local.records == 2 and stored.skipped_files == ["notes.txt"] and stored.out == f"s3://{s3.name}/out"
+    keys = {k.removeprefix("out/") for k in s3.keys() if k.startswith("out/")}
+    assert "manifest.json" in keys and ".emer-lock" not in keys and not any(k.startswith(".emer") for k in keys)
+    shards = sorted(p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*") if p.parent.name in ("data", "media"))
+    assert shards and {s for s in shards} <= keys
+    assert all(s3.fs.cat_file(f"{s3.name}/out/{s}") == (tmp_path / "local" / s).read_bytes() for s in shards)  # same bytes as a local build
+    manifest = json.loads(s3.fs.cat_file(f"{s3.name}/out/manifest.json"))
+    assert manifest["videos_dir"] == f"s3://{s3.name}/in" and set(manifest["files"]) <= keys
+
+    again = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
+    assert again.up_to_date and again.records == 2
+
+    s3.fs.rm_file(f"{s3.name}/out/manifest.json")  # a build cut off mid-upload: no manifest, partial files
+    s3.fs.pipe_file(f"{s3.name}/out/data/train-99999-of-99999.parquet", b"partial")
+    rebuilt = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
+    assert not rebuilt.up_to_date and rebuilt.records == 2
+    s3.fs.invalidate_cache()
+    assert "data/train-99999-of-99999.parquet" not in {k.removeprefix("out/") for k in s3.keys()}
+
+    s3.fs.pipe_file(f"{s3.name}/out/.emer-lock", b"pid 1 on elsewhere since 2026-12-04 00:00:00")
+    with pytest.raises(UserError, match=r"is locked by another build \(pid 1 on elsewhere"):
+        build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
+    with pytest.raises(UserError, match="the bucket no-such-bucket-here does not exist"):
+        build(f"s3://{s3.name}/in", "s3://no-such-bucket-here/out", config, workers=1, show_progress=False)
+
+
+def test_bad_build_locations_fail_before_any_work(s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown scheme, a missing bucket or an unreachable endpoint as VIDEOS_DIR or --out: one line, exit 2,
+    and no local folder named after the URL."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    cases = [
+        (["build", "nosuch://bucket/videos", "--out", "o"], "VIDEOS_DIR nosuch://bucket/videos: unsupported URL scheme"),
+        (["build", "videos", "--out", "nosuch://bucket/o"], "--out nosuch://bucket/o: unsupported URL scheme"),
+        (["build", "videos", "--out", "s3://no-such-bucket-emer/o"], "the bucket no-such-bucket-emer does not exist"),
+        (["build", "s3://no-such-bucket-emer/videos", "--out", "o"], "could not read s3://no-such-bucket-emer/videos: The specified bucket does not exist"),
+    ]
+    for argv, expected in cases:
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("emer: error: ") and expected in err and err.count("\n") == 1, err
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert main(["build", "videos", "--out", f"s3://{s3.name}/o", "--quiet"]) == 2
+    assert "the endpoint is unreachable" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]  # nothing written locally, no ./s3: folder

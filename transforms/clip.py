@@ -51,6 +51,12 @@ class Stage:
     def setup(self) -> None:
         pass
 
+    def check(self) -> None:
+        """What the driver runs once before any worker starts, so a stage that cannot work is one
+        clear error up front. By default a full `setup`; a stage whose model is slow to load checks
+        what can fail (names, files, devices) without loading it."""
+        self.setup()
+
     def process(self, clip: Clip) -> None:
         raise NotImplementedError
 

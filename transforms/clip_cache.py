@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from emer_builder.core.hashing import sha256_file
+from emer_builder.core.urls import is_url, sha256_location, stamp
 from emer_builder.transforms.clip import Stage
 
 FIELDS_MEMBER = "fields.json"
@@ -179,10 +180,14 @@ class ClipCache:
 
     def input_sha256(self, path: str) -> str:
         """The input file's sha256, memoised by (path, size, mtime) so an unchanged corpus is not re-read."""
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end: decode says what it is
-            raise OSError(f"not a regular file: {path}")
-        memo = hashlib.sha256(f"{path}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()
+        if is_url(path):  # an object-store input: its ETag (or modification time) stands for the mtime
+            size, changed = stamp(path)
+        else:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end: decode says what it is
+                raise OSError(f"not a regular file: {path}")
+            size, changed = st.st_size, str(st.st_mtime_ns)
+        memo = hashlib.sha256(f"{path}\x00{size}\x00{changed}".encode("utf-8", "surrogateescape")).hexdigest()
         where = f"{self.path}/inputs/{memo[:2]}/{memo}"
         try:
             with self.fs.open(where, "rb") as f:
@@ -191,7 +196,7 @@ class ClipCache:
                 return known
         except (FileNotFoundError, OSError):
             pass
-        digest = sha256_file(path)
+        digest = sha256_location(path) if is_url(path) else sha256_file(path)
         self.fs.makedirs(where.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{where}.tmp-{uuid.uuid4().hex}"
         with self.fs.open(tmp, "wb") as f:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import soundfile
 from emer_builder.core.hashing import sha256_file
+from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import MEDIA
 from emer_builder.transforms.clip import Clip, ClipError, Stage
 from emer_builder.transforms.keys import display_path
@@ -458,16 +459,20 @@ class DecodeStage(Stage):
             raise ValueError(f"decode.min_decoded_fraction must be between 0 and 1, got {self.min_decoded_fraction!r}")
 
     def process(self, clip: Clip) -> None:
-        info = probe(clip.path, self.audio_stream, self.audio_language)
+        with local_copy(clip.path) as path:  # an object-store input: one clip on local disk while it decodes
+            self._decode(clip, path)
+
+    def _decode(self, clip: Clip, path: str) -> None:
+        info = probe(path, self.audio_stream, self.audio_language)
         if clip.start_s is not None and clip.end_s is not None:  # an utterance: only its window is decoded
             declared = round(clip.end_s - clip.start_s, 6)
-            d = decode(clip.path, info, self.sample_fps, self.frame_max_side, limit_s=declared, start_s=clip.start_s)
+            d = decode(path, info, self.sample_fps, self.frame_max_side, limit_s=declared, start_s=clip.start_s)
             limit = declared
         else:
             declared, limit = info.declared_duration_s, self.max_duration_s
-            if declared is not None and declared > limit + LENGTH_SLACK_S and runs_past(clip.path, info, limit + LENGTH_SLACK_S):
+            if declared is not None and declared > limit + LENGTH_SLACK_S and runs_past(path, info, limit + LENGTH_SLACK_S):
                 raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s; its header says {declared:.0f} s): cut it into clips")
-            d = decode(clip.path, info, self.sample_fps, self.frame_max_side, limit_s=limit + LIMIT_MARGIN_S)
+            d = decode(path, info, self.sample_fps, self.frame_max_side, limit_s=limit + LIMIT_MARGIN_S)
         decoded = round(d.duration_s, 6)
         if decoded > limit + LENGTH_SLACK_S:
             said = f"; its header says only {declared:g} s" if declared is not None else ""

@@ -16,6 +16,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from emer_builder.core.urls import file_system, is_url
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".ts"})
 
 MAX_KEY_BYTES = 160  # keys become file names with a suffix (`KEY.flac`): stay well under 255 bytes
@@ -164,10 +166,28 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
     return _Walk(files, sorted(skipped))
 
 
+def list_stored_inputs(url: str) -> _Walk:
+    """Every object under an object-store prefix (s3://bucket/videos): video files by extension, the
+    rest listed as skipped; hidden names (`.keep`, `.emer-*`) are not inputs. Paths are full URLs."""
+    fs, root = file_system(url)
+    root = root.rstrip("/")
+    files: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    for path in sorted(fs.find(root)):
+        rel = path[len(root) :].lstrip("/")
+        if not rel or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if os.path.splitext(rel)[1].lower() in VIDEO_EXTENSIONS:
+            files.append((fs.unstrip_protocol(path), rel))
+        else:
+            skipped.append(display_path(rel))
+    return _Walk(files, sorted(skipped))
+
+
 def match_videos(videos_dir: str | Path) -> tuple[list[VideoInput], list[KeyCollision], list[str]]:
     """All video files under `videos_dir` in key order, files whose keys collide, and skipped entries
     (non-video files by name; folders and broken links with the reason in parentheses)."""
-    found = walk_inputs(videos_dir)
+    found = list_stored_inputs(str(videos_dir)) if is_url(videos_dir) else walk_inputs(videos_dir)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for path, rel in found.files:
         by_key[key_for(rel)].append((path, display_path(rel)))
@@ -183,4 +203,4 @@ def match_videos(videos_dir: str | Path) -> tuple[list[VideoInput], list[KeyColl
     return inputs, collisions, found.skipped
 
 
-__all__ = ["VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "match_videos", "walk_inputs"]
+__all__ = ["VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "list_stored_inputs", "match_videos", "walk_inputs"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,29 @@ def _fitted_model_class() -> type:
     return FittedWhisperModel
 
 
+def check_transcriber(model: str, language: str | None, device: str, encoder_window: str) -> tuple[str, str]:
+    """The model's local folder and the device, checked without loading the weights (about 1 s for
+    base): a bad language code, window, device or model name fails here."""
+    import ctranslate2
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    from faster_whisper.utils import download_model
+
+    if language is not None and language not in _LANGUAGE_CODES:
+        raise ValueError(f"transcript.language {language!r} is not a Whisper language code (en, zh, ...)")
+    if encoder_window not in ENCODER_WINDOWS:
+        raise ValueError(f"transcript.encoder_window {encoder_window!r}: use fit or full")
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    elif device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise ValueError("transcript.device cuda: no CUDA device is visible")
+    path = resolve_whisper(model)
+    if not Path(path).is_dir():
+        path = download_model(path)  # a hub name: fetched once into the cache (or an error naming it)
+    if not (Path(path) / "model.bin").is_file():
+        raise ValueError(f"transcript.model {model!r}: {path} holds no CTranslate2 model.bin")
+    return path, device
+
+
 class Transcriber:
     """A Whisper model plus the decoding options; `transcribe` is the plain-Python core."""
 
@@ -95,18 +119,10 @@ class Transcriber:
         cpu_threads: int = 1,
         encoder_window: str = "fit",
     ):
-        import ctranslate2
         from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        if language is not None and language not in _LANGUAGE_CODES:
-            raise ValueError(f"transcript.language {language!r} is not a Whisper language code (en, zh, ...)")
-        if encoder_window not in ENCODER_WINDOWS:
-            raise ValueError(f"transcript.encoder_window {encoder_window!r}: use fit or full")
         self.model_name = model
-        path = resolve_whisper(model)
-        if device == "auto":
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        path, device = check_transcriber(model, language, device, encoder_window)
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
         cls = _fitted_model_class() if encoder_window == "fit" else WhisperModel
@@ -157,6 +173,10 @@ class TranscriptStage(Stage):
 
     def setup(self) -> None:
         self.transcriber = Transcriber(**self.options)
+
+    def check(self) -> None:
+        o = self.options
+        check_transcriber(str(o.get("model", "base")), o.get("language"), str(o.get("device", "auto")), str(o.get("encoder_window", "fit")))
 
     def model_id(self) -> str:
         return str(self.options.get("model", "base"))
