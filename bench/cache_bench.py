@@ -10,7 +10,7 @@ Per run (a fresh cache and OUT each time), on the bench corpus (24 clips, 131 s 
 Memory: the demo corpus (7 clips) against 10 copies of it (70 clips, each re-muxed so no two share
 bytes), cache off, peak RSS of the whole process tree (driver, workers).
 
-Usage: python -m bench.cache_bench [--runs 3] [--skip-memory]
+Usage: python -m bench.cache_bench [--runs 3] [--skip-memory] [--copies 5]
 """
 
 from __future__ import annotations
@@ -73,14 +73,22 @@ def _killed_at_half(videos: Path, out: Path, config: Path, cache: Path, clips: i
     proc.wait()
 
 
-def cache_figures(runs: int, work: Path) -> dict[str, list[float]]:
-    corpus = bench_corpus()
-    names = sorted(p.name for p in corpus.iterdir() if p.is_file())[:22]
+def cache_figures(runs: int, work: Path, copies: int = 1) -> dict[str, list[float]]:
+    """`copies` > 1: the bench corpus that many times, each copy re-muxed (other bytes, so other cache
+    entries): 22 x copies clips, of which 20 x copies are built first and 2 x copies added (+10 %)."""
+    source = bench_corpus()
+    base = sorted(p.name for p in source.iterdir() if p.is_file())[:22]
+    corpus = _subset(source, work / "base", base)
+    if copies > 1:
+        corpus = _copies(corpus, work / "corpus", copies)
+    names = sorted(p.name for p in corpus.iterdir() if p.is_file())
+    late = {Path(n).stem for n in base[-2:]}  # the 2 clips of every 22 that the incremental build adds
+    first = [n for n in names if Path(n).stem.rsplit("_copy", 1)[0] not in late]
     walls: dict[str, list[float]] = {"full": [], "noop": [], "incremental": [], "resume": []}
     for r in range(runs):
         run = work / f"run{r}"
         cache = run / "cache"
-        videos = _subset(corpus, run / "videos", names[:20])
+        videos = _subset(corpus, run / "videos", first)
         config = _config(run / "build.yaml", cache)
         out = run / "out"
         walls["full"].append(run_once(videos, out, ["--config", str(config)])["wall_s"])
@@ -121,12 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--copies", type=int, default=1, help="the bench corpus this many times (re-muxed copies)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emer-cache-bench-") as tmp:
         work = Path(tmp)
-        walls = cache_figures(args.runs, work)
+        walls = cache_figures(args.runs, work, args.copies)
         med = {k: statistics.median(v) for k, v in walls.items()}
-        print(f"\n## Cache and resume ({date.today()}, {platform.node()}, {os.cpu_count()} cores, median of {args.runs} runs)\n")
+        print(f"\n## Cache and resume ({date.today()}, {platform.node()}, {os.cpu_count()} cores, {22 * args.copies} clips, median of {args.runs} runs)\n")
         print("| build | wall s (median) | runs | share of the full build |")
         print("|---|---|---|---|")
         for k in ("full", "noop", "incremental", "resume"):
