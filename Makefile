@@ -45,10 +45,11 @@ test: setup
 	$(MAKE) --no-print-directory imports
 	$(BIN)/python -m pytest -q
 
-# everything but full builds and fresh installs: what a maintainer runs after each change
+# everything but full builds, whole-corpus model comparisons and fresh installs, on two cores: what a
+# maintainer runs after each change
 test-fast: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 bench: setup
 	$(BIN)/python -m bench.run_bench

@@ -473,11 +473,7 @@ def _build(
             known = up_to_date(out_path, fingerprint) if not overwrite else None
         if known is not None:
             return known
-        # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports):
-        # a no-op rebuild has returned above without them
-        from emer_builder.pipelines.run import names_runner, produce
-
-        if not names_runner(beam_args):
+        if not any(a.startswith("--runner") for a in beam_args):
             check_stages(config)  # remote workers may differ from this machine: they report their own errors
         prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
@@ -490,6 +486,10 @@ def _build(
         clips = input_clips(inputs, early, segmentation)
         if not clips:
             raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+
+        # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports): a
+        # no-op rebuild, and a build that fails its checks, have returned above without them
+        from emer_builder.pipelines.run import produce
 
         _remove_stale_staging(out_path)
         staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"

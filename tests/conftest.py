@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -21,8 +22,9 @@ os.environ["EMER_CLIP_CACHE"] = tempfile.mkdtemp(prefix="emer-test-clip-cache-")
 def _own_clip_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMER_CLIP_CACHE", str(tmp_path / "clip-cache"))
 
-# Tests that use these fixtures run full Beam builds: `make test-fast` (-m "not slow") leaves them out.
-SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "dask_cluster", "job_service"}
+# Tests that use these fixtures run full Beam builds: `make test-fast` (-m "not slow") leaves them out,
+# as it leaves out the tests marked slow by hand (whole-corpus model comparisons, the browser's paging).
+SLOW_FIXTURES = {"demo_build", "annotated", "bad_build", "dask_cluster", "job_service", "both_paths"}  # both_paths: two detectors over the corpus
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,7 +35,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def demo_videos() -> Path:
-    return demo_corpus()
+    from emer_builder.core.paths import emer_home
+
+    emer_home().mkdir(parents=True, exist_ok=True)
+    with open(emer_home() / "demo-corpus.lock", "w") as lock:  # parallel test workers (-n 2) compose it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return demo_corpus()
 
 
 @pytest.fixture(scope="session")

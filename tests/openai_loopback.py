@@ -107,6 +107,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the tests read `requests` instead
         pass

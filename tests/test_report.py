@@ -395,6 +395,7 @@ def test_the_report_never_reaches_the_network(small_build, tmp_path: Path):
 # ---------------------------------------------------------------- synthetic builds
 
 
+@pytest.mark.slow
 def test_failures_paging_and_filters_in_the_browser(small_build, chromium: str, tmp_path: Path):
     out, manifest = small_build
     report = out / "report.html"

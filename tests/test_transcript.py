@@ -54,6 +54,7 @@ def test_librivox_transcripts_match_references(whisper_base: Transcriber, demo_v
     assert total_errors / total_words < 0.08
 
 
+@pytest.mark.slow
 def test_fitted_window_keeps_the_word_error_rate(whisper_base: Transcriber, whisper_base_full: Transcriber, demo_videos: Path, librivox_dir: Path):
     """Issue 11: the fitted encoder window may not cost more than 1 point of WER on the LibriVox references."""
     clips = _librivox(demo_videos, librivox_dir)
@@ -91,6 +92,7 @@ def test_window_fits_the_clip():
     assert window_seconds(16_000 * 29) == 30 and window_seconds(16_000 * 600) == 30  # long clips: 30 s windows in turn
 
 
+@pytest.mark.slow
 def test_long_clip_goes_through_full_windows(whisper_base: Transcriber, whisper_base_full: Transcriber, demo_videos: Path, librivox_dir: Path):
     """Past 30 s the fitted path is faster-whisper's own: 30 s windows one after another, same result."""
     parts = [a for a, _ in _librivox(demo_videos, librivox_dir).values()]
