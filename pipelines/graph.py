@@ -139,19 +139,6 @@ class ClipStages(beam.PTransform):
         return clips
 
 
-def _lane_members(lane: tuple[int, Iterable[Clip]]) -> Iterable[Clip]:
-    return sorted(lane[1], key=lambda c: (c.key, c.source_path))
-
-
-class Balance(beam.PTransform):
-    """(lane, clip) pairs -> clips, each local worker taking one lane. Beam's local runner splits a
-    stage's input once, by element count, and never rebalances; lanes of equal expected work (clips
-    already in the cache weigh nothing) keep one worker from idling while the other finishes."""
-
-    def expand(self, laned: beam.PCollection) -> beam.PCollection:
-        return laned | "GroupLanes" >> beam.GroupByKey() | "FromLane" >> beam.FlatMap(_lane_members)
-
-
 class SpillMediaFn(beam.DoFn):
     """Write each clip's media files (FLAC, crops) to the staging folder and carry only their path:
     the grouping steps that follow (annotation join, corpus statistics, shard plan) then hold records,

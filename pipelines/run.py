@@ -28,10 +28,9 @@ from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import UserError
 from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.paths import emer_home
-from emer_builder.core.urls import is_url
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
-from emer_builder.pipelines.graph import Balance, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
+from emer_builder.pipelines.graph import ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
 from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
@@ -99,37 +98,6 @@ def produce(
     return Produced(manifest, wall, seconds, loads, counts)
 
 
-def lanes(clips: list[Clip], stages: list[Stage], cache: str | None, workers: int) -> dict[tuple[str, str], int]:
-    """Each clip's lane, one lane per local worker, of about equal work: clips the cache already holds
-    to their last stage weigh nothing (a look-up of the cache's memo, without reading the input), the
-    others their length (an utterance's window, else the file's size as a stand-in), heaviest first
-    onto the lightest lane."""
-    store = ClipCache(cache) if cache and not is_url(cache) else None
-    last_digest = chain_digests(stages)[-1] if store else ""
-
-    def weight(clip: Clip) -> float:
-        if not clip.path or is_url(clip.path):
-            return 0.0 if not clip.path else 1.0
-        if store is not None:
-            sha = store.known_sha256(clip.path)
-            if sha is not None and store.holds(entry_address(input_identity(sha, clip.start_s, clip.end_s), last_digest)):
-                return 0.0
-        if clip.start_s is not None and clip.end_s is not None:
-            return (clip.end_s - clip.start_s) * 1e6  # about a megabyte per second of video
-        try:
-            return float(os.path.getsize(clip.path))
-        except OSError:
-            return 0.0
-
-    load = [0.0] * workers
-    out = {}
-    for w, clip in sorted(((weight(c), c) for c in clips), key=lambda wc: (-wc[0], wc[1].key, wc[1].source_path)):
-        lane = min(range(workers), key=lambda i: (load[i], i))
-        load[lane] += w or 1e3  # cached and failed clips still cost a little: spread them too
-        out[(clip.key, clip.source_path)] = lane
-    return out
-
-
 def names_runner(beam_args: list[str]) -> bool:
     return any(a.startswith("--runner") for a in beam_args)
 
@@ -171,15 +139,10 @@ def run_pipeline(
     options, runner = pipeline_options(beam_args, workers)
     e = config.explanation
     need_samples = plan.llm is not None and (e.llm.frames > 0 or e.llm.send_audio)  # the LLM reads frames or audio
-    balance = workers > 1 and not names_runner(beam_args)  # other runners hand out work as workers free up
     with beam.Pipeline(runner=runner, options=options) as p:
-        if balance:
-            lane = lanes(clips, stages, cache_root(config), workers)
-            inputs = p | "Inputs" >> beam.Create([(lane[(c.key, c.source_path)], c) for c in clips], reshuffle=False) | "Balance" >> Balance()
-        else:
-            inputs = p | "Inputs" >> beam.Create(clips)
         (
-            inputs
+            p
+            | "Inputs" >> beam.Create(clips)
             | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
             | "SpillMedia" >> beam.ParDo(SpillMediaFn(str(staging)))
             | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)

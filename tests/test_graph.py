@@ -181,24 +181,3 @@ def test_provenance_names_every_model():
 
     prov = provenance([Named("transcript"), Named("faces"), Named("acoustics")], "h", "s", None)
     assert prov["whisper_model"] == "transcript-model" and prov["opensmile"] == "acoustics-model"
-
-
-def test_lanes_balance_uncached_work_across_local_workers(tmp_path: Path):
-    """Balance: the heaviest uncached clips spread over the lanes; clips the cache holds to their last
-    stage weigh nothing, so a grown corpus' new clips are split evenly between the two workers."""
-    from emer_builder.pipelines.run import lanes
-    from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address
-
-    stages = [LoudnessStage()]
-    clips = []
-    for name, size in (("a", 900), ("b", 800), ("c", 700), ("d", 600), ("old1", 5000), ("old2", 100)):
-        (tmp_path / f"{name}.mp4").write_bytes(bytes([len(name)]) * size)
-        clips.append(Clip(name, str(tmp_path / f"{name}.mp4"), f"{name}.mp4"))
-    cache = ClipCache(str(tmp_path / "cache"))
-    for old in clips[4:]:  # the two large clips were built before: their last stage is cached
-        cache.put(entry_address(cache.input_sha256(old.path), chain_digests(stages)[-1]), {"rms": 0.1}, {})
-    lane = lanes(clips, stages, str(tmp_path / "cache"), 2)
-    by_lane = {i: sorted(k for (k, _), v in lane.items() if v == i) for i in (0, 1)}
-    assert {tuple(v) for v in by_lane.values()} == {("a", "d", "old1"), ("b", "c", "old2")}  # 900+600 against 800+700
-    uncached = lanes(clips, stages, None, 2)  # without the cache the large old clip fills one lane alone
-    assert sorted(k for (k, _), v in uncached.items() if v == uncached[("old1", "old1.mp4")]) == ["old1"]

@@ -204,24 +204,6 @@ class ClipCache:
         self.fs.mv(tmp, where)
         return digest
 
-    def known_sha256(self, path: str) -> str | None:
-        """The input's sha256 when this cache already hashed the file as it is now (no reading of the
-        input itself); None for a new or changed file."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        memo = hashlib.sha256(f"{path}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()
-        try:
-            with self.fs.open(f"{self.path}/inputs/{memo[:2]}/{memo}", "rb") as f:
-                known = f.read().decode().strip()
-        except (FileNotFoundError, OSError):
-            return None
-        return known if len(known) == 64 else None
-
-    def holds(self, address: str) -> bool:
-        return self.fs.exists(self._entry(address))
-
     def record_use(self, addresses: Iterable[str], label: str) -> None:
         """Remember which entries a build used, for `emer cache --prune`."""
         self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
