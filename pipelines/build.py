@@ -489,7 +489,7 @@ def _build(
 
         # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports): a
         # no-op rebuild, and a build that fails its checks, have returned above without them
-        from emer_builder.pipelines.run import produce
+        from emer_builder.pipelines.run import GraphJob, produce
 
         _remove_stale_staging(out_path)
         staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
@@ -499,8 +499,9 @@ def _build(
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
         try:
+            job = GraphJob(clips, config, schema, stages, prov, plan, names, segmentation.split_table if segmentation else None)
             manifest, wall, seconds, loads, counts = produce(
-                staging, clips, config, schema, stages, prov, workers, beam_args, plan, names, segmentation,
+                job, staging, workers, beam_args, segmentation,
                 videos=videos, skipped=skipped, unmatched=unmatched, fingerprint=fingerprint, show_progress=show_progress, label=str(out_path),
             )
             commit(staging, out_path, overwrite)

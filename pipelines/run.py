@@ -18,6 +18,7 @@ import traceback
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,17 +52,25 @@ class Produced(NamedTuple):
     counters: dict[str, int]
 
 
+@dataclass(frozen=True)
+class GraphJob:
+    """What the Beam graph works on: the clips and everything they are processed with."""
+
+    clips: list[Clip]
+    config: BuildConfig
+    schema: RecordSchema
+    stages: list[Stage]
+    prov: dict[str, Any]
+    plan: ExplainPlan
+    names: dict[str, str]  # key -> the name annotation tables use
+    official_splits: dict[str, str] | None = None  # a corpus' own split per key
+
+
 def produce(
+    job: GraphJob,
     staging: Path,
-    clips: list[Clip],
-    config: BuildConfig,
-    schema: RecordSchema,
-    stages: list[Stage],
-    prov: dict[str, Any],
     workers: int,
     beam_args: list[str],
-    plan: ExplainPlan,
-    names: dict[str, str],
     segmentation: Segmentation | None,
     *,
     videos: Path,
@@ -74,9 +83,10 @@ def produce(
     """Everything a build writes, into `staging` (the driver commits it); raises UserError when the
     runner lost or repeated an input."""
     started = time.monotonic()
+    clips, config, plan = job.clips, job.config, job.plan
     progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
     with _quiet_workers(), progress:
-        run_pipeline(clips, staging, config, schema, stages, prov, workers, beam_args, plan, names, segmentation.split_table if segmentation else None)
+        run_pipeline(job, staging, workers, beam_args)
     if not (staging / FAILURES_FILE).is_file():
         write_failures([], staging / FAILURES_FILE)
     check_complete(staging, clips)
@@ -87,14 +97,14 @@ def produce(
     annotations: dict[str, Any] = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
     if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
         annotations["segment_rows_without_video"] = segmentation.unmatched
-    manifest = write_manifest(staging, videos, config, schema, prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
-    write_card(staging, manifest, schema, config)
+    manifest = write_manifest(staging, videos, config, job.schema, job.prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
+    write_card(staging, manifest, job.schema, config)
     log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
     if segmentation is not None:
         log["segment_notes"] = segmentation.notes
     (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
     write_report(staging, manifest=manifest)
-    record_cache_use(config, stages, staging, clips, label)
+    record_cache_use(config, job.stages, staging, clips, label)
     return Produced(manifest, wall, seconds, loads, counts)
 
 
@@ -121,33 +131,22 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOption
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
-def run_pipeline(
-    clips: list[Clip],
-    staging: Path,
-    config: BuildConfig,
-    schema: RecordSchema,
-    stages: list[Stage],
-    prov: dict[str, Any],
-    workers: int,
-    beam_args: list[str],
-    plan: Any,
-    names: dict[str, str],
-    official_splits: dict[str, str] | None = None,
-) -> None:
+def run_pipeline(job: GraphJob, staging: Path, workers: int, beam_args: list[str]) -> None:
     """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
     progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
+    config, plan = job.config, job.plan
     e = config.explanation
     need_samples = plan.llm is not None and (e.llm.frames > 0 or e.llm.send_audio)  # the LLM reads frames or audio
     with beam.Pipeline(runner=runner, options=options) as p:
         (
             p
-            | "Inputs" >> beam.Create(clips)
-            | "ClipStages" >> ClipStages(stages, progress_dir, cache_root(config), need_samples)
+            | "Inputs" >> beam.Create(job.clips)
+            | "ClipStages" >> ClipStages(job.stages, progress_dir, cache_root(config), need_samples)
             | "SpillMedia" >> beam.ParDo(SpillMediaFn(str(staging)))
-            | "Explain" >> Explain(plan, names, e.llm, e.language, len(clips), progress_dir)
-            | "MakeRecords" >> MakeRecords(schema, prov, config.split, progress_dir, official_splits)
-            | "WriteShards" >> WriteShards(str(staging), schema, config.shards)
+            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips), progress_dir)
+            | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, progress_dir, job.official_splits)
+            | "WriteShards" >> WriteShards(str(staging), job.schema, config.shards)
         )
     if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
         _close_dask_client()

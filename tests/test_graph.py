@@ -19,7 +19,7 @@ from emer_builder.pipelines.build import input_clips
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import prepare
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
-from emer_builder.pipelines.run import run_pipeline
+from emer_builder.pipelines.run import GraphJob, run_pipeline
 from emer_builder.pipelines.stages import provenance, record_schema
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, Stage
@@ -147,7 +147,7 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
     real = run_module.beam.Pipeline
     run_module.beam.Pipeline = Capture
     try:
-        run_pipeline(input_clips(inputs, []), tmp_path, config, schema, [LoudnessStage()], provenance_stub(), 1, [], plan, {"a": "a", "b": "b"})
+        run_pipeline(GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), tmp_path, 1, [])
     finally:
         run_module.beam.Pipeline = real
     proto = captured["pipeline"].to_runner_api()
