@@ -157,7 +157,7 @@ def test_concurrent_builds_into_one_out(demo_videos: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_no_staging(demo_videos: Path, tmp_path: Path):
-    videos = _tiny_corpus(demo_videos, tmp_path)
+    videos = _tiny_corpus(demo_videos, tmp_path, tuple(sorted(p.name for p in demo_videos.iterdir())))  # seconds of work left at the signal
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [EMER, "build", str(videos), "--out", str(out), "--config", str(_config(tmp_path)), "--workers", "2", "--quiet"],
@@ -170,7 +170,7 @@ def test_ctrl_c_is_one_line_exit_130_and_no_staging(demo_videos: Path, tmp_path:
     while not list(out.glob(f"{STAGING_PREFIX}*/.progress/*.setups")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "no worker started"
         time.sleep(0.2)
-    time.sleep(1.0)
+    time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
