@@ -165,6 +165,7 @@ def test_ctrl_c_is_one_line_exit_130_and_no_staging(demo_videos: Path, tmp_path:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a terminal's Ctrl-C goes to the whole foreground process group
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a runner started in the background ignores SIGINT, and its children would too
     )
     deadline = time.monotonic() + 120
     while not list(out.glob(f"{STAGING_PREFIX}*/.progress/*.setups")):
