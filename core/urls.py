@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import Any
 
-from emer_builder.core.errors import ClipError
+from emer_builder.core.errors import ClipError, UserError
 
 
 def is_url(location: str | os.PathLike[str]) -> bool:
@@ -23,12 +23,18 @@ def is_url(location: str | os.PathLike[str]) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def file_system(url: str) -> tuple[Any, str]:
-    """The fsspec file system of `url` and the path on it (ImportError: the scheme's package is
-    missing; ValueError: an unknown scheme)."""
+def file_system(url: str, what: str = "", alternatives: str = "a folder or an fsspec URL such as s3://bucket/path") -> tuple[Any, str]:
+    """The fsspec file system of `url` and the path on it; a missing package for the scheme or an
+    unknown scheme is one line naming `what` the URL was given as and the `alternatives`."""
     import fsspec
 
-    return fsspec.core.url_to_fs(url)
+    named = f"{what} {url}".strip()
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:  # a known scheme whose package is missing: s3fs, gcsfs, adlfs ...
+        raise UserError(f"{named}: {e} (for s3:// install `emer-builder[s3]`)") from None
+    except ValueError as e:  # "Protocol not known: foo"
+        raise UserError(f"{named}: unsupported URL scheme ({e}); use {alternatives}") from None
 
 
 def stamp(location: str) -> tuple[int, str]:

@@ -32,7 +32,7 @@ from emer_builder.core.urls import file_system, is_url, stamp
 from emer_builder.pipelines.explain_setup import describe_sources, join_names, prepare
 from emer_builder.pipelines.object_out import CREDENTIALS as STORE_CREDENTIALS
 from emer_builder.pipelines.object_out import StoredOut
-from emer_builder.pipelines.stages import build_stages, provenance, record_schema
+from emer_builder.pipelines.stages import build_stages, names_runner, provenance, record_schema
 from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 from emer_builder.release.store import store_errors
 from emer_builder.transforms.clip import Clip, Stage
@@ -381,7 +381,7 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         def current(fingerprint: str) -> BuildSummary | None:
             return None if overwrite else stored_up_to_date(target, fingerprint, config, videos_dir)
 
-        summary = _build(videos_dir, Path(local), config, workers, beam_args or [], True, show_progress, current)
+        summary = _build(videos_dir, Path(local), config, workers, beam_args or [], True, show_progress, current, target.url)
         if not summary.up_to_date:
             target.commit(Path(local))
     summary.out = target.url
@@ -420,19 +420,15 @@ def _build(
     overwrite: bool,
     show_progress: bool,
     current: Callable[[str], BuildSummary | None] | None = None,
+    label: str | None = None,
 ) -> BuildSummary:
     """A build into the local folder `out_path`; `current` answers whether the inputs' fingerprint
-    matches a build that already exists (by default: the one in `out_path`)."""
-    out = out_path
+    matches a build that already exists (by default: the one in `out_path`); `label` names OUT in the
+    cache's record of builds (by default `out_path`)."""
     stored_input = is_url(videos_dir)
     if stored_input:
         videos: Any = _videos_label(videos_dir)
-        try:
-            file_system(videos)
-        except ImportError as e:
-            raise UserError(f"VIDEOS_DIR {videos}: {e} (for s3:// install `emer-builder[s3]`)") from None
-        except ValueError as e:
-            raise UserError(f"VIDEOS_DIR {videos}: unsupported URL scheme ({e}); use a folder or an fsspec URL such as s3://bucket/videos") from None
+        file_system(videos, "VIDEOS_DIR")
         if config.corpus or config.segment.mode != "none":
             raise UserError(f"segmenting inputs read from {videos} is not supported yet: sync the videos to a folder first (e.g. `aws s3 sync`)")
     else:
@@ -455,7 +451,7 @@ def _build(
     if split.group_by.split(".")[0] not in schema.column_names():
         raise UserError(f"split.group_by {split.group_by!r} names no record field; fields: {', '.join(schema.column_names())}")
     if out_path.exists() and not out_path.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
+        raise UserError(f"output {out_path} exists and is not a folder")
     plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
     with out_lock(out_path):
         recover(out_path)
@@ -473,7 +469,7 @@ def _build(
             known = up_to_date(out_path, fingerprint) if not overwrite else None
         if known is not None:
             return known
-        if not any(a.startswith("--runner") for a in beam_args):
+        if not names_runner(beam_args):
             check_stages(config)  # remote workers may differ from this machine: they report their own errors
         prov = provenance(stages, config.config_hash(), describe_sources(plan.sources), plan.wheel.origin() if plan.wheel else None)
 
@@ -497,12 +493,12 @@ def _build(
             for sub in ("data", "media", ".media", ".progress"):
                 (staging / sub).mkdir(parents=True)
         except OSError as e:
-            raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+            raise UserError(f"cannot write to {out_path}: {e.strerror or e}") from None
         try:
             job = GraphJob(clips, config, schema, stages, prov, plan, names, segmentation.split_table if segmentation else None)
             manifest, wall, seconds, loads, counts = produce(
                 job, staging, workers, beam_args, segmentation,
-                videos=videos, skipped=skipped, unmatched=unmatched, fingerprint=fingerprint, show_progress=show_progress, label=str(out_path),
+                videos=videos, skipped=skipped, unmatched=unmatched, fingerprint=fingerprint, show_progress=show_progress, label=label or str(out_path),
             )
             commit(staging, out_path, overwrite)
         except BaseException as e:

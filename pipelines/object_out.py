@@ -31,12 +31,7 @@ class StoredOut:
     """An OUT given as an fsspec URL."""
 
     def __init__(self, url: str):
-        try:
-            self.fs, root = file_system(url)
-        except ImportError as e:
-            raise UserError(f"--out {url}: {e} (for s3:// install `emer-builder[s3]`)") from None
-        except ValueError as e:
-            raise UserError(f"--out {url}: unsupported URL scheme ({e}); use a folder or an fsspec URL such as s3://bucket/path") from None
+        self.fs, root = file_system(url, "--out")
         self.url = url.rstrip("/")
         self.root = root.rstrip("/")
         with self._errors("write to"):

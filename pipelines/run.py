@@ -33,6 +33,7 @@ from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
 from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
+from emer_builder.pipelines.stages import names_runner
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
 from emer_builder.report import write_report
@@ -106,10 +107,6 @@ def produce(
     write_report(staging, manifest=manifest)
     record_cache_use(config, job.stages, staging, clips, label)
     return Produced(manifest, wall, seconds, loads, counts)
-
-
-def names_runner(beam_args: list[str]) -> bool:
-    return any(a.startswith("--runner") for a in beam_args)
 
 
 def _runner_aliases(beam_args: list[str]) -> list[str]:

@@ -42,6 +42,11 @@ def build_stages(config: BuildConfig) -> list[Stage]:
     return stages
 
 
+def names_runner(beam_args: list[str]) -> bool:
+    """Whether the Beam options choose a runner (else the local one, in this process)."""
+    return any(a.startswith("--runner") for a in beam_args)
+
+
 def provenance(stages: list[Stage], config_hash: str, explanation_sources: str, emotion_wheel: str | None) -> dict[str, Any]:
     by_name = {s.name: s for s in stages}
     return {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
+from emer_builder.core.urls import file_system
 from emer_builder.release.store import Existing, NoReleases, ReleaseFile, error_types, reason, store_errors
 from emer_builder.release.versions import RELEASES, Version, index_versions, read_index, version_tag
 
@@ -39,17 +40,9 @@ class FsspecStore:
     hub_endpoint = None
 
     def __init__(self, target: str, *, publishing: bool = False) -> None:
-        import fsspec
         from fsspec.implementations.local import LocalFileSystem
 
-        try:
-            self.fs, root = fsspec.core.url_to_fs(os.path.expanduser(target))
-        except ImportError as e:  # a known scheme whose package is missing: s3fs, gcsfs, adlfs ...
-            raise UserError(f"{target}: {e} (for s3:// install `emer-builder[s3]`)") from None
-        except ValueError as e:  # "Protocol not known: foo"
-            raise UserError(
-                f"{target}: unsupported URL scheme ({e}); use ORG/NAME for the Hub, a directory, or an fsspec URL such as s3://bucket/path"
-            ) from None
+        self.fs, root = file_system(os.path.expanduser(target), alternatives="ORG/NAME for the Hub, a directory, or an fsspec URL such as s3://bucket/path")
         self.fs.invalidate_cache()  # fsspec shares one instance per URL in a process: forget listings an earlier call saw
         self.root = root.rstrip("/") or root
         self.local = isinstance(self.fs, LocalFileSystem)
