@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.bench_corpus import bench_corpus
 from bench.demo_corpus import demo_corpus
-from bench.run_bench import _tree_rss
+from bench.run_bench import tree_memory
 
 EMER = str(Path(sys.executable).parent / "emer")
 
@@ -41,14 +41,14 @@ def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
     """One `emer build` as a whole process (no --overwrite: a rebuild of OUT is what is measured)."""
     started = time.perf_counter()
     proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak = [0, 0]  # RSS, PSS
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        peak[:] = map(max, peak, tree_memory(proc.pid))
         time.sleep(0.1)
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"build failed: {stderr[-2000:]}")
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak / 2**20, "summary": stdout.splitlines()[0]}
+    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, "summary": stdout.splitlines()[0]}
 
 
 def _config(path: Path, cache: Path | None) -> Path:
@@ -129,7 +129,13 @@ def memory_figures(work: Path, runs: int = 3) -> dict[str, dict[str, float]]:
             shutil.rmtree(work / f"out-{name}", ignore_errors=True)
             seen[name].append(run_once(videos, work / f"out-{name}", ["--config", str(config), "--overwrite"]))
     return {
-        name: {"wall_s": statistics.median(x["wall_s"] for x in got), "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in got), "peaks": [x["peak_rss_mb"] for x in got]}
+        name: {
+            "wall_s": statistics.median(x["wall_s"] for x in got),
+            "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in got),
+            "peak_pss_mb": statistics.median(x["peak_pss_mb"] for x in got),
+            "peaks": [x["peak_rss_mb"] for x in got],
+            "pss_peaks": [x["peak_pss_mb"] for x in got],
+        }
         for name, got in seen.items()
     }
 
@@ -158,11 +164,12 @@ def main() -> None:
 
 
 def _print_memory(mem: dict[str, dict[str, float]]) -> None:
-    print("\n| corpus | clips | wall s (median) | peak RSS MB (median) | peaks |")
-    print("|---|---|---|---|---|")
+    print("\n| corpus | clips | wall s (median) | peak RSS MB (median) | RSS peaks | peak PSS MB (median) | PSS peaks |")
+    print("|---|---|---|---|---|---|---|")
     for k, clips in (("x1", 7), ("x10", 70)):
-        print(f"| demo {k} | {clips} | {mem[k]['wall_s']:.1f} | {mem[k]['peak_rss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in mem[k]['peaks'])} |")
-    print(f"\npeak RSS x10 / x1: {mem['x10']['peak_rss_mb'] / mem['x1']['peak_rss_mb']:.2f}")
+        m = mem[k]
+        print(f"| demo {k} | {clips} | {m['wall_s']:.1f} | {m['peak_rss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['peaks'])} | {m['peak_pss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['pss_peaks'])} |")
+    print(f"\npeak RSS x10 / x1: {mem['x10']['peak_rss_mb'] / mem['x1']['peak_rss_mb']:.2f}; peak PSS x10 / x1: {mem['x10']['peak_pss_mb'] / mem['x1']['peak_pss_mb']:.2f}")
 
 
 if __name__ == "__main__":

@@ -97,27 +97,35 @@ def video_seconds(videos: Path) -> float:
     return sum(float(ffmpeg.probe(str(p))["format"]["duration"]) for p in sorted(videos.rglob("*")) if p.is_file())
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of a process and all its descendants, from /proc."""
+def tree_memory(root: int) -> tuple[int, int]:
+    """Resident bytes (RSS) and proportional bytes (PSS) of a process and all its descendants, from /proc.
+    A sum of RSS counts pages the processes share once per process (a forked child, before it runs
+    ffmpeg, shows its parent's whole RSS); a sum of PSS counts each page once."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ppid, pages = int(fields[1]), int(fields[21])
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root]
+    rss = pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    name, _, value = line.partition(":")
+                    if name in ("Rss", "Pss"):
+                        kb = int(value.split()[0]) * 1024
+                        rss, pss = (rss + kb, pss) if name == "Rss" else (rss, pss + kb)
+        except (OSError, ValueError):
+            pass  # the process ended between listing and reading
         stack.extend(children.get(pid, []))
-    return total
+    return rss, pss
 
 
 def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
@@ -128,13 +136,12 @@ def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = 0
+    peak = [0, 0]  # RSS, PSS
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.wait(0.1):
-            peak = max(peak, _tree_rss(proc.pid))
+            peak[:] = map(max, peak, tree_memory(proc.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -151,7 +158,8 @@ def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
         "wall_s": wall,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "sys_s": after.ru_stime - before.ru_stime,
-        "peak_rss_mb": peak / 2**20,
+        "peak_rss_mb": peak[0] / 2**20,
+        "peak_pss_mb": peak[1] / 2**20,
         "stage_share": {k: int(v) for k, v in shares.items()},
     }
 
@@ -172,7 +180,7 @@ def command(name: str, videos: Path, work: Path, run: int, server: Any) -> list[
 
 
 def summarise(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    med: dict[str, Any] = {m: statistics.median(r[m] for r in runs) for m in ("wall_s", "cpu_s", "sys_s", "peak_rss_mb")}
+    med: dict[str, Any] = {m: statistics.median(r[m] for r in runs) for m in ("wall_s", "cpu_s", "sys_s", "peak_rss_mb", "peak_pss_mb")}
     med["cpu_per_video_s"] = med["cpu_s"] / seconds
     med["video_s_per_wall_s"] = seconds / med["wall_s"]
     med["stage_share"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]["stage_share"]

@@ -31,7 +31,7 @@ from emer_builder.core.failures import failure_row
 from emer_builder.core.urls import file_system, is_url, stamp
 from emer_builder.pipelines.explain_setup import describe_sources, join_names, prepare
 from emer_builder.pipelines.object_out import CREDENTIALS as STORE_CREDENTIALS
-from emer_builder.pipelines.object_out import StoredOut
+from emer_builder.pipelines.object_out import STAGING_PREFIX, StoredOut
 from emer_builder.pipelines.stages import build_stages, names_runner, provenance, record_schema
 from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 from emer_builder.release.store import store_errors
@@ -42,7 +42,6 @@ from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_vid
 from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
 from emer_builder.transforms.split import SplitAssigner
 
-STAGING_PREFIX = ".emer-staging-"
 LOCK_FILE = ".emer-lock"
 JOURNAL = ".emer-commit"
 
@@ -381,9 +380,13 @@ def build(videos_dir: str | Path, out: str | Path, config: BuildConfig | None = 
         def current(fingerprint: str) -> BuildSummary | None:
             return None if overwrite else stored_up_to_date(target, fingerprint, config, videos_dir)
 
-        summary = _build(videos_dir, Path(local), config, workers, beam_args or [], True, show_progress, current, target.url)
-        if not summary.up_to_date:
-            target.commit(Path(local))
+        staged = target.staging_url()  # the workers write their shards there, not to this machine
+        try:
+            summary = _build(videos_dir, Path(local), config, workers, beam_args or [], True, show_progress, current, target.url, staged)
+            if not summary.up_to_date:
+                target.commit(Path(local), staged)
+        finally:
+            target.discard(staged)
     summary.out = target.url
     return summary
 
@@ -421,10 +424,12 @@ def _build(
     show_progress: bool,
     current: Callable[[str], BuildSummary | None] | None = None,
     label: str | None = None,
+    stored_staging: str | None = None,
 ) -> BuildSummary:
     """A build into the local folder `out_path`; `current` answers whether the inputs' fingerprint
     matches a build that already exists (by default: the one in `out_path`); `label` names OUT in the
-    cache's record of builds (by default `out_path`)."""
+    cache's record of builds (by default `out_path`); `stored_staging` is a URL the workers write their
+    files to (an OUT URL's staging prefix)."""
     stored_input = is_url(videos_dir)
     if stored_input:
         videos: Any = _videos_label(videos_dir)
@@ -490,7 +495,7 @@ def _build(
         _remove_stale_staging(out_path)
         staging = out_path / f"{STAGING_PREFIX}{os.getpid()}"
         try:
-            for sub in ("data", "media", ".media", ".progress"):
+            for sub in ("data", "media", ".media", ".progress", ".shards"):
                 (staging / sub).mkdir(parents=True)
         except OSError as e:
             raise UserError(f"cannot write to {out_path}: {e.strerror or e}") from None
@@ -499,6 +504,7 @@ def _build(
             manifest, wall, seconds, loads, counts = produce(
                 job, staging, workers, beam_args, segmentation,
                 videos=videos, skipped=skipped, unmatched=unmatched, fingerprint=fingerprint, show_progress=show_progress, label=label or str(out_path),
+                stored_staging=stored_staging,
             )
             commit(staging, out_path, overwrite)
         except BaseException as e:

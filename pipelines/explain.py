@@ -25,7 +25,7 @@ import soundfile
 from emer_builder.core.config import LlmConfig
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import guarded
-from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
+from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time, tally
 from emer_builder.transforms.annotations import AnnotationExplainer
 from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.explanation import ExplainInput, explain_clip
@@ -77,14 +77,13 @@ def batch_of(key: str, batches: int) -> int:
 class ExplainFn(beam.DoFn):
     """Explain one batch of (clip, annotation name, annotation values) with the corpus statistics."""
 
-    def __init__(self, plan: ExplainPlan, language: str, concurrency: int, progress_dir: str):
+    def __init__(self, plan: ExplainPlan, language: str, concurrency: int):
         # not the plan itself: its annotation table reaches the workers through the join, row by row
         self.sources, self.wheel, self.llm = plan.sources, plan.wheel, plan.llm
-        self.language, self.concurrency, self.progress_dir = language, concurrency, progress_dir
+        self.language, self.concurrency = language, concurrency
 
     def setup(self) -> None:
-        self.progress = ProgressLog(self.progress_dir)
-        self.progress.model_load(STAGE)
+        self.loaded = model_load(STAGE)  # counted with the first batch
         if self.llm is not None:
             self.llm.setup()
 
@@ -105,13 +104,16 @@ class ExplainFn(beam.DoFn):
                 explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
                 out.fields[STAGE] = explain_clip(given, self.sources, explainers, self.wheel)
 
-            return dataclasses.replace(guarded(clip, STAGE, explain, self.progress), explain_media=None)
+            return dataclasses.replace(guarded(clip, STAGE, explain), explain_media=None)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
             explained = list(pool.map(one, batch))
-        self.progress.stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)
-        if self.llm is not None:
-            self.progress.count({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
+        if explained:  # the batch's statistics travel with its first clip
+            stats = {**self.loaded, **stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)}
+            if self.llm is not None:
+                stats.update({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
+            explained[0] = dataclasses.replace(explained[0], stats=tally(explained[0].stats, stats))
+            self.loaded = {}
         yield from explained
 
 
@@ -129,9 +131,9 @@ class Explain(beam.PTransform):
     """Clips -> explained clips: annotation rows joined by name, the rules' corpus statistics and the
     clips meet per batch in CoGroupByKeys (no side inputs), then explained on a thread pool."""
 
-    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int, progress_dir: str):
+    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int):
         super().__init__()
-        self.plan, self.names, self.llm_config, self.language, self.progress_dir = plan, names, llm_config, language, progress_dir
+        self.plan, self.names, self.llm_config, self.language = plan, names, llm_config, language
         self.concurrency = llm_config.concurrency if plan.llm is not None else 1
         self.batches = max(1, -(-inputs // (2 * self.concurrency if plan.llm is not None else 8)))
 
@@ -155,5 +157,5 @@ class Explain(beam.PTransform):
         return (
             {"clips": joined, "corpus": corpus}
             | "JoinCorpus" >> beam.CoGroupByKey()
-            | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency, self.progress_dir))
+            | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency))
         )

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,8 +26,10 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from emer_builder.core.failures import FAILURES_FILE, failure_row
-from emer_builder.pipelines.progress import ProgressLog, cpu_seconds
+from emer_builder.core.hashing import sha256_file
+from emer_builder.pipelines.progress import ProgressLog, add_up, cpu_seconds, model_load, stage_time, tally
 from emer_builder.pipelines.stages import finish_record
+from emer_builder.pipelines.staging import StagingArea
 from emer_builder.schemas import RecordSchema
 from emer_builder.schemas.v1 import FAILURE_SCHEMA
 from emer_builder.transforms.clip import Clip, Stage
@@ -33,10 +37,14 @@ from emer_builder.transforms.clip_cache import ClipCache, chain_digests, decode_
 from emer_builder.transforms.shards import media_bytes, plan_shards, sample_bytes, shard_name, write_parquet, write_tar
 from emer_builder.transforms.split import SplitAssigner
 
+RECORDS_MADE = beam.metrics.Metrics.counter("emer", "records")  # live in runners that show metrics (Dataflow, Flink)
+FAILURES_MADE = beam.metrics.Metrics.counter("emer", "failures")
+
 FAILURES_SHARD = ("failures", 0, 1)  # the one "shard" that holds every failure row
+SHARD_INFO = ".shards"  # per shard written: its files' sha256 and size, and the run statistics of its clips
 
 
-def guarded(clip: Clip, step: str, work: Callable[[Clip], None], progress: ProgressLog | None = None) -> Clip:
+def guarded(clip: Clip, step: str, work: Callable[[Clip], None]) -> Clip:
     """Run one step on a copy of `clip` (Beam elements are never mutated); any exception becomes the
     clip's failure row instead of stopping the build. A clip that already failed passes untouched."""
     if clip.failure is not None:
@@ -46,8 +54,6 @@ def guarded(clip: Clip, step: str, work: Callable[[Clip], None], progress: Progr
         work(out)
     except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
         logging.getLogger(__name__).debug("%s failed on %s", step, clip.source_path, exc_info=True)
-        if progress is not None:
-            progress.mark("failed")
         return dataclasses.replace(clip, audio=None, frames=[], explain_media=None, failure=failure_row(clip.key, clip.source_path, step, e))
     return out
 
@@ -56,12 +62,11 @@ class RestoreFn(beam.DoFn):
     """Look each clip's stage results up in the per-clip cache, in stage order, stopping at the first
     miss: a clip whose stages are all cached is never decoded again."""
 
-    def __init__(self, cache_root: str, digests: list[str], groups: list[str], progress_dir: str):
-        self.cache_root, self.digests, self.groups, self.progress_dir = cache_root, digests, groups, progress_dir
+    def __init__(self, cache_root: str, digests: list[str], groups: list[str]):
+        self.cache_root, self.digests, self.groups = cache_root, digests, groups
 
     def setup(self) -> None:
         self.cache = ClipCache(self.cache_root)
-        self.progress = ProgressLog(self.progress_dir)
 
     def process(self, clip: Clip) -> Iterable[Clip]:
         if clip.failure is not None or not clip.path:
@@ -81,7 +86,7 @@ class RestoreFn(beam.DoFn):
             out.media_files.update(media)
             out.restored_through = index
         if out.restored_through >= 0:
-            self.progress.count({f"restored_{self.groups[out.restored_through]}": 1})
+            out.stats = tally(out.stats, {f"restored_{self.groups[out.restored_through]}": 1})
         yield out
 
 
@@ -90,12 +95,11 @@ class StageFn(beam.DoFn):
     from the cache is skipped, except decode when a later stage still needs the decoded samples; a
     result computed here goes into the cache."""
 
-    def __init__(self, stage: Stage, index: int, last: int, progress_dir: str, cache_root: str | None, provides_samples: bool):
-        self.stage, self.index, self.last, self.progress_dir = stage, index, last, progress_dir
+    def __init__(self, stage: Stage, index: int, last: int, cache_root: str | None, provides_samples: bool):
+        self.stage, self.index, self.last = stage, index, last
         self.cache_root, self.provides_samples = cache_root, provides_samples
 
     def setup(self) -> None:
-        self.progress = ProgressLog(self.progress_dir)
         self.cache = ClipCache(self.cache_root) if self.cache_root else None
         self.ready = False
 
@@ -107,14 +111,14 @@ class StageFn(beam.DoFn):
         if restored and not (self.provides_samples and clip.restored_through < self.last):
             yield clip
             return
+        stats = {f"ran_{self.stage.name}": 1}
         if not self.ready:  # models load on the first clip that needs them: a cached build loads none
             self.stage.setup()
-            self.progress.model_load(self.stage.name)
+            stats.update(model_load(self.stage.name))
             self.ready = True
         cpu, wall = cpu_seconds(), time.perf_counter()
-        out = guarded(clip, self.stage.name, self.stage.process, self.progress)
-        self.progress.stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)
-        self.progress.count({f"ran_{self.stage.name}": 1})
+        out = guarded(clip, self.stage.name, self.stage.process)
+        out.stats = tally(clip.stats, {**stats, **stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)})
         if out.failure is None and not restored and self.cache is not None and out.cache_addresses:
             added = {k: v for k, v in out.media_files.items() if clip.media_files.get(k) != v}
             self.cache.put(out.cache_addresses[self.index], out.fields.get(self.stage.group.name), added)
@@ -125,26 +129,26 @@ class ClipStages(beam.PTransform):
     """The per-clip stages in run order (decode, transcript, faces, acoustics, plug-ins), behind the
     per-clip cache when one is given."""
 
-    def __init__(self, stages: list[Stage], progress_dir: str, cache_root: str | None = None, need_samples: bool = False):
+    def __init__(self, stages: list[Stage], cache_root: str | None = None, need_samples: bool = False):
         super().__init__()
-        self.stages, self.progress_dir, self.cache_root, self.need_samples = stages, progress_dir, cache_root, need_samples
+        self.stages, self.cache_root, self.need_samples = stages, cache_root, need_samples
 
     def expand(self, clips: beam.PCollection) -> beam.PCollection:
         if self.cache_root:
-            clips = clips | "Restore" >> beam.ParDo(RestoreFn(self.cache_root, chain_digests(self.stages), [s.group.name for s in self.stages], self.progress_dir))
+            clips = clips | "Restore" >> beam.ParDo(RestoreFn(self.cache_root, chain_digests(self.stages), [s.group.name for s in self.stages]))
         last = len(self.stages) if self.need_samples else len(self.stages) - 1  # need_samples: decode even when all is cached
         for index, stage in enumerate(self.stages):
-            fn = StageFn(stage, index, last, self.progress_dir, self.cache_root, provides_samples=index == 0)
+            fn = StageFn(stage, index, last, self.cache_root, provides_samples=index == 0)
             clips = clips | stage.name.capitalize() >> beam.ParDo(fn)
         return clips
 
 
 class SpillMediaFn(beam.DoFn):
-    """Write each clip's media files (FLAC, crops) to the staging folder and carry only their path:
+    """Write each clip's media files (FLAC, crops) to the staging area and carry only their name:
     the grouping steps that follow (annotation join, corpus statistics, shard plan) then hold records,
     not media, so a build's memory does not grow with the corpus."""
 
-    def __init__(self, staging: str):
+    def __init__(self, staging: StagingArea):
         self.staging = staging
 
     def process(self, clip: Clip) -> Iterable[Clip]:
@@ -152,14 +156,13 @@ class SpillMediaFn(beam.DoFn):
             yield clip
             return
         name = hashlib.sha256(f"{clip.key}\x00{clip.source_path}".encode("utf-8", "surrogatepass")).hexdigest()
-        path = Path(self.staging, ".media", name[:2], f"{name}.tar")
-        path.parent.mkdir(exist_ok=True)  # never recreate a staging folder an interrupted build removed
-        path.write_bytes(encode_entry(None, clip.media_files))
-        yield dataclasses.replace(clip, media_files={}, media_spill=str(path), media_bytes=media_bytes(clip.media_files))
+        rel = f".media/{name[:2]}/{name}.tar"
+        self.staging.write(rel, encode_entry(None, clip.media_files))
+        yield dataclasses.replace(clip, media_files={}, media_spill=rel, media_bytes=media_bytes(clip.media_files))
 
 
-def spilled_media(path: str | None) -> dict[str, bytes]:
-    return decode_entry(Path(path).read_bytes())[1] if path else {}
+def spilled_media(staging: StagingArea, rel: str | None) -> dict[str, bytes]:
+    return decode_entry(staging.read(rel))[1] if rel else {}
 
 
 class Outcome(NamedTuple):
@@ -171,43 +174,49 @@ class Outcome(NamedTuple):
     failure: dict[str, str] | None
     media_spill: str | None = None
     media_bytes: int = 0
+    stats: dict[str, float] | None = None  # the clip's run statistics
 
 
 class RecordFn(beam.DoFn):
     """Assemble, validate and split-assign the record of a clip whose steps all ran."""
 
-    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str, official_splits: dict[str, str] | None = None):
-        self.schema, self.prov, self.split, self.progress_dir, self.official = schema, prov, split, progress_dir, official_splits or {}
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, staging: StagingArea, official_splits: dict[str, str] | None = None):
+        self.schema, self.prov, self.split, self.staging, self.official = schema, prov, split, staging, official_splits or {}
 
     def setup(self) -> None:
         s = self.split
         self.assign = SplitAssigner(s.ratios, s.group_by, s.group_pattern, s.split_table, s.seed, self.official)
-        self.progress = ProgressLog(self.progress_dir)
+        self.progress = ProgressLog(self.staging)
+
+    def teardown(self) -> None:
+        self.progress.flush()
 
     def process(self, clip: Clip) -> Iterable[Outcome]:
+        outcome = self._outcome(clip)
+        failed = outcome.failure is not None
+        self.progress.mark("failed" if failed else "ok")
+        (FAILURES_MADE if failed else RECORDS_MADE).inc()
+        yield outcome
+
+    def _outcome(self, clip: Clip) -> Outcome:
         if clip.failure is not None:
-            self.progress.mark("failed")
-            yield Outcome(clip.key, None, {}, clip.failure)
-            return
+            return Outcome(clip.key, None, {}, clip.failure, stats=clip.stats)
         try:
             record = finish_record(clip, self.schema, self.prov)
             record["split"] = self.assign(record)
             self.schema.validate(record)
             record = self.schema.conform(record)
         except Exception as e:  # noqa: BLE001
-            self.progress.mark("failed")
-            yield Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e))
-            return
-        self.progress.mark("ok")
-        yield Outcome(record["key"], record, clip.media_files, None, clip.media_spill, clip.media_bytes)
+            return Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e), stats=clip.stats)
+        return Outcome(record["key"], record, clip.media_files, None, clip.media_spill, clip.media_bytes, clip.stats)
 
 
 class MakeRecords(beam.PTransform):
     """Clips -> outcomes: a validated, split-assigned record or the clip's failure row."""
 
-    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, progress_dir: str, official_splits: dict[str, str] | None = None):
+    def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, staging: StagingArea, official_splits: dict[str, str] | None = None):
         super().__init__()
-        self.fn = RecordFn(schema, prov, split, progress_dir, official_splits)
+        self.fn = RecordFn(schema, prov, split, staging, official_splits)
 
     def expand(self, clips: beam.PCollection) -> beam.PCollection:
         return clips | "Record" >> beam.ParDo(self.fn)
@@ -239,30 +248,48 @@ def write_failures(rows: list[dict[str, str]], path: str | Path) -> None:
 
 class WriteShardFn(beam.DoFn):
     """Write one Parquet file and one tar with the same keys, named `{split}-{i}-of-{n}`; or, for the
-    failures group, failures.parquet. Yields the file names written."""
+    failures group, failures.parquet. Beside them goes `.shards/<name>.json`: each file's sha256 and
+    size (the manifest needs not read the shards again) and the run statistics of the shard's clips.
+    Yields the name written."""
 
-    def __init__(self, staging: str, schema: RecordSchema, row_group_size: int):
+    def __init__(self, staging: StagingArea, schema: RecordSchema, row_group_size: int):
         self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
 
     def process(self, shard: tuple[tuple[str, int, int], Iterable[Outcome]]) -> Iterable[str]:
         target, outcomes = shard
+        outcomes = list(outcomes)
+        stats = add_up(o.stats or {} for o in outcomes)
         if tuple(target) == FAILURES_SHARD:
-            write_failures([o.failure for o in outcomes], Path(self.staging, FAILURES_FILE))
+            files = {FAILURES_FILE: self._write(FAILURES_FILE, lambda path: write_failures([o.failure for o in outcomes], path))}
+            self._info(FAILURES_SHARD[0], files, stats, 0, len(outcomes))
             yield FAILURES_FILE
             return
         split, index, count = target
-        samples = sorted(((o.record, {**o.media_files, **spilled_media(o.media_spill)}) for o in outcomes), key=lambda s: s[0]["key"])
+        samples = sorted(((o.record, {**o.media_files, **spilled_media(self.staging, o.media_spill)}) for o in outcomes), key=lambda s: s[0]["key"])
         name = shard_name(split, index, count)
-        write_parquet(Path(self.staging, "data", f"{name}.parquet"), [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)
-        write_tar(Path(self.staging, "media", f"{name}.tar"), samples)
+        table, tar = f"data/{name}.parquet", f"media/{name}.tar"
+        files = {
+            table: self._write(table, lambda path: write_parquet(path, [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)),
+            tar: self._write(tar, lambda path: write_tar(path, samples)),
+        }
+        self._info(name, files, stats, len(samples), 0)
         yield name
+
+    def _write(self, rel: str, write: Callable[[str], None]) -> dict[str, Any]:
+        with self.staging.writing(rel) as path:
+            write(path)
+            return {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+
+    def _info(self, name: str, files: dict[str, Any], stats: dict[str, float], records: int, failures: int) -> None:
+        info = {"files": files, "stats": stats, "records": records, "failures": failures}
+        self.staging.write(f"{SHARD_INFO}/{name}.json", json.dumps(info, sort_keys=True).encode())
 
 
 class WriteShards(beam.PTransform):
     """Outcomes -> shard files: per split, keys in order cut by count and bytes; failures in one table.
     The plan and the samples meet in a CoGroupByKey (no side input), and this is the graph's one sink."""
 
-    def __init__(self, staging: str, schema: RecordSchema, shards: Any):
+    def __init__(self, staging: StagingArea, schema: RecordSchema, shards: Any):
         super().__init__()
         self.staging, self.schema, self.shards = staging, schema, shards
 

@@ -1,7 +1,10 @@
-"""OUT on an object store (s3://bucket/x, gs://...): a build is made in a local temporary folder exactly as
-for a local OUT, then uploaded. There is no rename on a store, so the commit is "manifest.json written
-last": the old manifest goes first, then the old outputs, then the new files, then the new manifest. A
-build cut off at any point leaves no manifest, and the next build removes what it left before it starts.
+"""OUT on an object store (s3://bucket/x, gs://...). The workers write their shards, failure rows and
+scratch files under a staging prefix in OUT (`.emer-staging-<host>-<pid>/`), so they need no disk shared
+with the driver; the driver reads back only the Parquet tables (records without media) and makes the
+manifest, card and report in a local temporary folder. There is no rename on a store, so the commit is
+"manifest.json written last": the old manifest goes first, then the old outputs, then the staged shards
+are moved into place (a copy on the store's side) and the driver's files uploaded, then the new manifest.
+A build cut off at any point leaves no manifest, and the next build removes what it left before it starts.
 
 The lock is an object created only if absent (a conditional PUT where the store has one); a second
 build into the same OUT fails at once naming the holder.
@@ -24,6 +27,7 @@ from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 from emer_builder.release.store import store_errors
 
 LOCK = ".emer-lock"
+STAGING_PREFIX = ".emer-staging-"
 CREDENTIALS = "check the endpoint (AWS_ENDPOINT_URL), the bucket and the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
 
 
@@ -80,10 +84,24 @@ class StoredOut:
         except (OSError, ValueError):
             return "holder unknown"
 
+    def staging_url(self) -> str:
+        return f"{self.url}/{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}"
+
+    def discard(self, staging_url: str) -> None:
+        """Remove a staging prefix (after a commit, or what a failed build wrote)."""
+        with self._errors("clean up"):
+            path = f"{self.root}/{staging_url[len(self.url) + 1 :]}"
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+
     def prepare(self, overwrite: bool) -> None:
-        """Remove what a build cut off before its manifest left; refuse an OUT that holds other things."""
+        """Remove what a build cut off before its manifest left (staged shards included: we hold the
+        lock, so their build is gone); refuse an OUT that holds other things."""
         with self._errors("read"):
             entries = [e for e in self._entries() if e != LOCK]
+            for name in [e for e in entries if e.startswith(STAGING_PREFIX)]:
+                self.fs.rm(f"{self.root}/{name}", recursive=True)
+                entries.remove(name)
             if not entries or MANIFEST in entries:
                 return
             foreign = [e for e in entries if e not in BUILD_OUTPUTS]
@@ -110,15 +128,23 @@ class StoredOut:
                 return f"{rel} has {sizes[rel]} bytes, {MANIFEST} says {meta.get('bytes')}"
         return None
 
-    def commit(self, local: Path) -> None:
-        """Replace the build in OUT by the one in `local`: old manifest first, new manifest last."""
+    def commit(self, local: Path, staging_url: str) -> None:
+        """Replace the build in OUT by the staged shards and the driver's files in `local`: old manifest
+        first, new manifest last."""
+        staged_root = f"{self.root}/{staging_url[len(self.url) + 1 :]}"
         with self._errors("upload to"):
             if self.fs.exists(f"{self.root}/{MANIFEST}"):
                 self.fs.rm_file(f"{self.root}/{MANIFEST}")
             for name in self._entries():
                 if name in BUILD_OUTPUTS:
                     self.fs.rm(f"{self.root}/{name}", recursive=True)
+            self.fs.invalidate_cache(staged_root)
+            staged = sorted(p[len(staged_root) + 1 :] for p in self.fs.find(staged_root) if not p[len(staged_root) + 1 :].startswith("."))
+            for rel in staged:  # the shards the workers wrote: moved on the store's side
+                self.fs.mv(f"{staged_root}/{rel}", f"{self.root}/{rel}")
             files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST and not p.relative_to(local).parts[0].startswith("."))
             for path in files:
-                self.fs.put_file(str(path), f"{self.root}/{path.relative_to(local).as_posix()}")
+                rel = path.relative_to(local).as_posix()
+                if rel not in staged:  # the driver's own files (card, report, build.json)
+                    self.fs.put_file(str(path), f"{self.root}/{rel}")
             self.fs.put_file(str(local / MANIFEST), f"{self.root}/{MANIFEST}")

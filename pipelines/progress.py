@@ -1,8 +1,11 @@
-"""A live progress line for long builds.
+"""Run statistics and a live progress line that work on every runner, with workers on any machine.
 
-Workers append to files of their own in `.progress/`: one byte per finished clip (`<pid>.done`),
-stage timings (`<pid>.times`) and stage set-ups (`<pid>.setups`); the driver reads them. This works
-for every local runner without any coupling to Beam internals.
+Statistics (stage seconds, model loads, counts) travel with each clip (`Clip.stats`) to the shard
+writer, which adds them up per shard into `.shards/<name>.json` beside the shard in the staging area:
+the summary counts each clip once, even when a runner retries a bundle, and needs no folder shared with
+the driver. The live line reads small counters that each record maker overwrites (at most once a
+second) in the staging area's `.progress/`; the Beam counters `emer/records` and `emer/failures` show
+the same in a runner's own interface (Dataflow, Flink).
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
+import uuid
+from collections.abc import Iterable
+
+from emer_builder.pipelines.staging import StagingArea
+
+PROGRESS = ".progress"
 
 
 def cpu_seconds() -> float:
@@ -20,73 +28,94 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-class ProgressLog:
-    """The worker side: mark each clip that ended as a record (`ok`) or a failure."""
+def tally(stats: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    """`stats` plus `more`, as a new dict (Beam elements are never mutated)."""
+    out = dict(stats)
+    for name, value in more.items():
+        if value:
+            out[name] = out.get(name, 0) + value
+    return out
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
+
+def stage_time(stage: str, cpu_s: float, wall_s: float) -> dict[str, float]:
+    return {f"cpu_s:{stage}": cpu_s, f"wall_s:{stage}": wall_s}
+
+
+def model_load(stage: str) -> dict[str, float]:
+    return {f"load:{stage}": 1}
+
+
+def add_up(parts: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        total = tally(total, part)
+    return total
+
+
+def split_stats(stats: dict[str, float]) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
+    """Per stage CPU and wall seconds (summed over clips), model loads per stage, and the counters
+    (`ran_<stage>`, `restored_<group>`, `llm_<what>`)."""
+    times: dict[str, dict[str, float]] = {}
+    loads: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for name, value in stats.items():
+        kind, _, stage = name.partition(":")
+        if kind in ("cpu_s", "wall_s") and stage:
+            times.setdefault(stage, {"cpu_s": 0.0, "wall_s": 0.0})[kind] += value
+        elif kind == "load" and stage:
+            loads[stage] = int(value)
+        else:
+            counts[name] = int(value)
+    rounded = {k: {m: round(v, 3) for m, v in t.items()} for k, t in sorted(times.items())}
+    return rounded, dict(sorted(loads.items())), dict(sorted(counts.items()))
+
+
+class ProgressLog:
+    """The worker side: clips that ended as a record or a failure, counted by one record maker and
+    written whole to `.progress/<id>` at most once a second (a store has no append)."""
+
+    def __init__(self, staging: StagingArea, every_s: float = 1.0):
+        self.staging, self.every_s = staging, every_s
+        self.name = f"{PROGRESS}/{uuid.uuid4().hex}"
+        self.done = self.failed = 0
+        self.written = 0.0
 
     def mark(self, status: str) -> None:
-        self._append("done", "F" if status == "failed" else ".")
+        self.done += 1
+        self.failed += status == "failed"
+        if time.monotonic() - self.written >= self.every_s:
+            self.flush()
 
-    def model_load(self, stage: str) -> None:
-        self._append("setups", f"{stage}\n")
-
-    def stage_time(self, stage: str, cpu_s: float, wall_s: float) -> None:
-        self._append("times", f"{stage} {cpu_s:.6f} {wall_s:.6f}\n")
-
-    def count(self, counts: dict[str, int]) -> None:
-        """Add to named counters (e.g. LLM requests and cache hits) summed over all workers."""
-        if any(counts.values()):
-            self._append("counts", "".join(f"{name} {n}\n" for name, n in counts.items()))
-
-    def _append(self, kind: str, text: str) -> None:
+    def flush(self) -> None:
+        self.written = time.monotonic()
         try:
-            with open(self.directory / f"{os.getpid()}.{kind}", "a") as f:
-                f.write(text)
-        except OSError:
-            pass  # progress is best-effort (remote workers cannot see the driver's disk)
+            self.staging.write(self.name, f"{self.done} {self.failed}".encode())
+        except Exception:  # noqa: BLE001 - progress is best-effort; the summary comes from the shards
+            pass
 
 
-def stage_times(directory: Path) -> dict[str, dict[str, float]]:
-    """Per stage: CPU seconds (the worker process's, all threads) and wall seconds, summed over clips."""
-    totals: dict[str, dict[str, float]] = {}
-    for p in directory.glob("*.times"):
-        for line in p.read_text().splitlines():
-            stage, cpu, wall = line.split()
-            t = totals.setdefault(stage, {"cpu_s": 0.0, "wall_s": 0.0})
-            t["cpu_s"] += float(cpu)
-            t["wall_s"] += float(wall)
-    return {k: {m: round(v, 3) for m, v in t.items()} for k, t in sorted(totals.items())}
-
-
-def model_loads(directory: Path) -> dict[str, int]:
-    """How often each stage was set up (its models loaded), over all worker processes."""
-    counts: dict[str, int] = {}
-    for p in directory.glob("*.setups"):
-        for stage in p.read_text().split():
-            counts[stage] = counts.get(stage, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def count_marks(directory: Path) -> tuple[int, int]:
+def count_marks(staging: StagingArea) -> tuple[int, int]:
     done = failed = 0
-    for p in directory.glob("*.done"):
+    try:
+        names = staging.names(PROGRESS)
+    except OSError:
+        return 0, 0
+    for name in names:
         try:
-            text = p.read_text()
-        except OSError:
-            continue
-        done += len(text)
-        failed += text.count("F")
+            d, f = staging.read(name).split()
+        except (OSError, ValueError):
+            continue  # removed or being written
+        done, failed = done + int(d), failed + int(f)
     return done, failed
 
 
 class Progress:
-    """The driver side: a line on stderr every second on a terminal, every 30 s otherwise."""
+    """The driver side: a line on stderr every second on a terminal (every 3 s from a store), every 30 s otherwise."""
 
-    def __init__(self, directory: Path, total: int, already_failed: int = 0, enabled: bool = True):
-        self.directory, self.total, self.already_failed, self.enabled = directory, total, already_failed, enabled
+    def __init__(self, staging: StagingArea, total: int, enabled: bool = True):
+        self.staging, self.total, self.enabled = staging, total, enabled
         self.tty = sys.stderr.isatty()
+        self.final: tuple[int, int] | None = None  # exact figures once the run ended
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -100,12 +129,11 @@ class Progress:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-            self._print(final=True)
+            if self.final is not None:
+                self._print(final=True)
 
     def line(self) -> str:
-        done, failed = count_marks(self.directory)
-        done += self.already_failed
-        failed += self.already_failed
+        done, failed = self.final or count_marks(self.staging)
         elapsed = time.monotonic() - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
@@ -120,16 +148,6 @@ class Progress:
         sys.stderr.flush()
 
     def _run(self) -> None:
-        interval = 1.0 if self.tty else 30.0
+        interval = (3.0 if self.staging.stored else 1.0) if self.tty else 30.0
         while not self._stop.wait(interval):
             self._print()
-
-
-def counters(directory: Path) -> dict[str, int]:
-    """The counters workers added to, summed."""
-    totals: dict[str, int] = {}
-    for p in directory.glob("*.counts"):
-        for line in p.read_text().splitlines():
-            name, n = line.rsplit(" ", 1)
-            totals[name] = totals.get(name, 0) + int(n)
-    return dict(sorted(totals.items()))

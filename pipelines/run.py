@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -31,9 +30,10 @@ from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.paths import emer_home
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
-from emer_builder.pipelines.graph import ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
-from emer_builder.pipelines.progress import Progress, counters, model_loads, stage_times
+from emer_builder.pipelines.graph import SHARD_INFO, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
+from emer_builder.pipelines.progress import PROGRESS, Progress, add_up, split_stats
 from emer_builder.pipelines.stages import names_runner
+from emer_builder.pipelines.staging import StagingArea
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
 from emer_builder.report import write_report
@@ -80,33 +80,62 @@ def produce(
     fingerprint: str,
     show_progress: bool,
     label: str,
+    stored_staging: str | None = None,
 ) -> Produced:
     """Everything a build writes, into `staging` (the driver commits it); raises UserError when the
-    runner lost or repeated an input."""
+    runner lost or repeated an input. With `stored_staging` (a URL) the workers write their files
+    there instead, and `staging` receives the Parquet tables and what the driver writes; the tar
+    shards stay on the store."""
     started = time.monotonic()
     clips, config, plan = job.clips, job.config, job.plan
-    progress = Progress(staging / ".progress", total=len(clips), enabled=show_progress)
+    area = StagingArea(stored_staging or staging)
+    progress = Progress(area, total=len(clips), enabled=show_progress)
     with _quiet_workers(), progress:
-        run_pipeline(job, staging, workers, beam_args)
+        run_pipeline(job, area, workers, beam_args)
+        written = shards_written(area)
+        progress.final = (written["records"] + written["failures"], written["failures"])
+    if stored_staging:
+        fetch_tables(area, staging, written["files"])
     if not (staging / FAILURES_FILE).is_file():
         write_failures([], staging / FAILURES_FILE)
     check_complete(staging, clips)
-    seconds, loads, counts = _stage_summary(staging)
-    shutil.rmtree(staging / ".progress")
-    shutil.rmtree(staging / ".media", ignore_errors=True)
+    seconds, loads, counts = split_stats(written["stats"])
+    for hidden in (PROGRESS, ".media", SHARD_INFO):  # the workers' scratch: not part of the build
+        area.remove(hidden)
     wall = round(time.monotonic() - started, 2)
     annotations: dict[str, Any] = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
     if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
         annotations["segment_rows_without_video"] = segmentation.unmatched
-    manifest = write_manifest(staging, videos, config, job.schema, job.prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem)
+    manifest = write_manifest(staging, videos, config, job.schema, job.prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem, known_files=written["files"])
     write_card(staging, manifest, job.schema, config)
     log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
     if segmentation is not None:
         log["segment_notes"] = segmentation.notes
     (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
-    write_report(staging, manifest=manifest)
+    write_report(staging, manifest=manifest, media_from=stored_staging)
     record_cache_use(config, job.stages, staging, clips, label)
     return Produced(manifest, wall, seconds, loads, counts)
+
+
+def shards_written(area: StagingArea) -> dict[str, Any]:
+    """What the shard writers reported: every file written (sha256, bytes), the run statistics of all
+    clips, and the records and failure rows written."""
+    infos = [json.loads(area.read(name)) for name in area.names(SHARD_INFO)]
+    files = {rel: meta for info in infos for rel, meta in info["files"].items()}
+    return {
+        "files": dict(sorted(files.items())),
+        "stats": add_up(info["stats"] for info in infos),
+        "records": sum(info["records"] for info in infos),
+        "failures": sum(info["failures"] for info in infos),
+    }
+
+
+def fetch_tables(area: StagingArea, local: Path, files: dict[str, Any]) -> None:
+    """Copy the Parquet tables (records without media: small) from a stored staging area to the
+    driver, which reads them for the checks, the manifest, the card and the report."""
+    for rel in files:
+        if rel.endswith(".parquet"):
+            (local / rel).write_bytes(area.read(rel))
 
 
 def _runner_aliases(beam_args: list[str]) -> list[str]:
@@ -128,9 +157,8 @@ def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOption
     return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
 
 
-def run_pipeline(job: GraphJob, staging: Path, workers: int, beam_args: list[str]) -> None:
+def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: list[str]) -> None:
     """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
-    progress_dir = str(staging / ".progress")
     options, runner = pipeline_options(beam_args, workers)
     config, plan = job.config, job.plan
     e = config.explanation
@@ -139,11 +167,11 @@ def run_pipeline(job: GraphJob, staging: Path, workers: int, beam_args: list[str
         (
             p
             | "Inputs" >> beam.Create(job.clips)
-            | "ClipStages" >> ClipStages(job.stages, progress_dir, cache_root(config), need_samples)
-            | "SpillMedia" >> beam.ParDo(SpillMediaFn(str(staging)))
-            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips), progress_dir)
-            | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, progress_dir, job.official_splits)
-            | "WriteShards" >> WriteShards(str(staging), job.schema, config.shards)
+            | "ClipStages" >> ClipStages(job.stages, cache_root(config), need_samples)
+            | "SpillMedia" >> beam.ParDo(SpillMediaFn(staging))
+            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips))
+            | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, staging, job.official_splits)
+            | "WriteShards" >> WriteShards(staging, job.schema, config.shards)
         )
     if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
         _close_dask_client()
@@ -201,11 +229,6 @@ def check_complete(root: Path, clips: list[Clip]) -> None:
     if missing or repeated or extra:
         parts = [f"{label} {len(keys)} ({', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''})" for label, keys in (("missing", missing), ("repeated", repeated), ("unexpected", extra)) if keys]
         raise UserError(f"the runner lost or repeated inputs, so nothing was committed: {'; '.join(parts)}")
-
-
-def _stage_summary(staging: Path) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
-    progress = staging / ".progress"
-    return stage_times(progress), model_loads(progress), counters(progress)
 
 
 @contextmanager

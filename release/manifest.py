@@ -40,8 +40,11 @@ def write_manifest(
     skipped: list[str],
     annotations: dict[str, Any] | None = None,
     wheel_problem: str | None = None,
+    known_files: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests."""
+    """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests.
+    `known_files`: sha256 and bytes of files the shard writers hashed as they wrote them (not read
+    again; on an object store they are not in `root` at all)."""
     splits: dict[str, int] = {}
     shards: dict[str, int] = {}
     languages: Counter[str] = Counter()
@@ -63,11 +66,12 @@ def write_manifest(
             if row["transcript"]["language"]:
                 languages[row["transcript"]["language"]] += 1
     failures = pq.read_table(root / FAILURES_FILE, columns=["stage"]).column("stage").to_pylist()
-    files = {
-        p.relative_to(root).as_posix(): {"sha256": sha256_file(str(p)), "bytes": p.stat().st_size}
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name not in (MANIFEST, "README.md")
-    }
+    files = dict(known_files or {})
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and p.name not in (MANIFEST, "README.md") and rel not in files:
+            files[rel] = {"sha256": sha256_file(str(p)), "bytes": p.stat().st_size}
+    files = dict(sorted(files.items()))
     manifest = {
         "tool": f"emer-builder {__version__}",
         "schema_version": schema.version,

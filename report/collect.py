@@ -84,11 +84,16 @@ def load_build(root: Path, manifest: dict[str, Any] | None = None) -> BuildData:
     return data
 
 
-def shards(root: Path, manifest: dict[str, Any]) -> list[tuple[str, Path]]:
-    """(split, path) of every tar shard present, in split order then name."""
-    found = []
+def shards(root: Path, manifest: dict[str, Any], media_from: str | None = None) -> list[tuple[str, Path | str]]:
+    """(split, path) of every tar shard present, in split order then name; with `media_from` (a URL), the
+    URLs there of the shards the manifest lists."""
+    found: list[tuple[str, Path | str]] = []
+    listed = sorted(rel for rel in manifest.get("files", {}) if rel.startswith("media/") and rel.endswith(".tar"))
     for split in sorted(manifest.get("splits", {}), key=split_order):
-        found += [(split, p) for p in sorted((root / "media").glob(f"{split}-*.tar"))]
+        if media_from:
+            found += [(split, f"{media_from.rstrip('/')}/{rel}") for rel in listed if rel.removeprefix("media/").startswith(f"{split}-")]
+        else:
+            found += [(split, p) for p in sorted((root / "media").glob(f"{split}-*.tar"))]
     return found
 
 

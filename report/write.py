@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from emer_builder.core.errors import UserError
+from emer_builder.core.urls import local_copy
 from emer_builder.report.collect import BuildData, flat_row, load_build, samples, shards
 from emer_builder.report.media import SampleMedia, write_sample
 from emer_builder.report.page import render_page
@@ -17,7 +18,9 @@ MARKER = "README.txt"  # marks a folder as the report's own: only such a folder 
 MARKER_TEXT = "Files of the report beside this folder (face-crop strips, audio, plots), written by `emer report`; replaced on every run.\n"
 
 
-def write_report(build_dir: str | os.PathLike[str], to: str | os.PathLike[str] | None = None, *, audio: bool = True, manifest: dict[str, Any] | None = None) -> Path:
+def write_report(
+    build_dir: str | os.PathLike[str], to: str | os.PathLike[str] | None = None, *, audio: bool = True, manifest: dict[str, Any] | None = None, media_from: str | None = None
+) -> Path:
     """Write the HTML report of a build (or a downloaded release) and return its path.
 
     `to` defaults to `build_dir/report.html`; its files go to the folder of the same name without `.html`
@@ -25,7 +28,9 @@ def write_report(build_dir: str | os.PathLike[str], to: str | os.PathLike[str] |
     Reads only the build folder (manifest.json, build.json, data/, media/, failures.parquet): no Beam, no models.
     The same build gives byte-identical files. `audio=False` leaves the FLAC copies out (the report then holds
     no audio players; each record's FLAC is about as large as its face crops). `manifest` is the build's
-    manifest when the caller has it in hand (the build does).
+    manifest when the caller has it in hand (the build does). `media_from` is a URL that holds the tar shards
+    listed in the manifest instead of `build_dir` (a build whose workers wrote them to an object store):
+    each is fetched to a temporary file in turn.
     """
     root = Path(build_dir)
     if not root.is_dir():
@@ -46,7 +51,7 @@ def write_report(build_dir: str | os.PathLike[str], to: str | os.PathLike[str] |
     staging.mkdir()
     try:
         (staging / MARKER).write_text(MARKER_TEXT)
-        media, notes = _media(data, staging, assets.name, audio)
+        media, notes = _media(data, staging, assets.name, audio, media_from)
         plots = draw_plots(data.records, data.splits, len(data.failures), staging, assets.name)
         page = render_page(data, media, plots, notes)
         if assets.exists():
@@ -61,19 +66,21 @@ def write_report(build_dir: str | os.PathLike[str], to: str | os.PathLike[str] |
     return target
 
 
-def _media(data: BuildData, staging: Path, name: str, audio: bool) -> tuple[dict[str, SampleMedia], list[str]]:
+def _media(data: BuildData, staging: Path, name: str, audio: bool, media_from: str | None = None) -> tuple[dict[str, SampleMedia], list[str]]:
     """Strips and audio from every tar shard present; records from the shards' json for splits without Parquet.
     Returns what each key got and notes on what this folder lacks."""
     with_table = {r["split"] for r in data.records}
-    found = shards(data.root, data.manifest)
+    found = shards(data.root, data.manifest, media_from)
     with_shards = {split for split, _ in found}
     media: dict[str, SampleMedia] = {}
     extra = []
-    for split, path in found:
-        for key, members in samples(split, path, data.manifest):
-            media[key] = write_sample(key, members, staging, name, audio)
-            if split not in with_table and "json" in members:
-                extra.append(flat_row(_json(members["json"], path, key)))
+    for split, where in found:
+        with local_copy(str(where)) as local:
+            path = Path(local)
+            for key, members in samples(split, path, data.manifest):
+                media[key] = write_sample(key, members, staging, name, audio)
+                if split not in with_table and "json" in members:
+                    extra.append(flat_row(_json(members["json"], path, key)))
     if extra:
         data.records = sorted(data.records + extra, key=lambda r: r["key"])
     notes = []

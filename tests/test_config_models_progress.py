@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from emer_builder.core.config import BuildConfig, load_config
 from emer_builder.core.errors import UserError
-from emer_builder.pipelines.progress import Progress, ProgressLog, stage_times
+from emer_builder.pipelines.progress import Progress, ProgressLog, add_up, model_load, split_stats, stage_time, tally
+from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
 
 
@@ -55,13 +56,22 @@ def test_offline_models_are_rebuilt_once_and_resolved():
 
 
 def test_progress_counts_marks_from_every_worker(tmp_path: Path):
-    log = ProgressLog(tmp_path)
+    area = StagingArea(tmp_path)
+    log = ProgressLog(area, every_s=3600)
     for status in ("ok", "ok", "failed"):
-        log.mark(status)
-    (tmp_path / "99999.done").write_text("..F")  # another worker process
-    log.stage_time("faces", 1.5, 2.0)
-    log.stage_time("faces", 0.5, 1.0)
-    with Progress(tmp_path, total=10, already_failed=1, enabled=False) as progress:
-        line = progress.line()
-    assert line.startswith("[emer] 7/10 clips") and line.endswith("failures 3")
-    assert stage_times(tmp_path) == {"faces": {"cpu_s": 2.0, "wall_s": 3.0}}
+        log.mark(status)  # the first mark is written at once, the others wait for the interval
+    other = ProgressLog(area)
+    other.mark("failed")  # another worker
+    with Progress(area, total=10, enabled=False) as progress:
+        assert progress.line().startswith("[emer] 2/10 clips") and progress.line().endswith("failures 1")
+        log.flush()
+        assert progress.line().startswith("[emer] 4/10 clips") and progress.line().endswith("failures 2")
+
+
+def test_run_statistics_add_up_and_split_by_kind():
+    clip_a = tally(tally({}, stage_time("faces", 1.5, 2.0)), {"ran_faces": 1, **model_load("faces")})
+    clip_b = tally(stage_time("faces", 0.5, 1.0), {"ran_faces": 1, "restored_transcript": 1, "llm_requests": 0})
+    times, loads, counts = split_stats(add_up([clip_a, clip_b]))
+    assert times == {"faces": {"cpu_s": 2.0, "wall_s": 3.0}}
+    assert loads == {"faces": 1}
+    assert counts == {"ran_faces": 2, "restored_transcript": 1}  # zero counts are not carried

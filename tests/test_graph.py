@@ -15,12 +15,15 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from emer_builder.core.config import BuildConfig, config_from_dict
 from emer_builder.core.errors import ClipError
+from emer_builder.core.hashing import sha256_file
 from emer_builder.pipelines.build import input_clips
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import prepare
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
+from emer_builder.pipelines.progress import count_marks
 from emer_builder.pipelines.run import GraphJob, run_pipeline
 from emer_builder.pipelines.stages import provenance, record_schema
+from emer_builder.pipelines.staging import StagingArea
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.keys import VideoInput
@@ -68,11 +71,15 @@ def test_guarded_copies_and_never_mutates_its_input():
 
 def test_clip_stages_pass_failures_through_and_keep_the_first(tmp_path: Path):
     with BeamTestPipeline() as p:
-        out = p | beam.Create(_clips()) | ClipStages([LoudnessStage(), Broken()], str(tmp_path))
-        summary = out | beam.Map(lambda c: (c.key, c.failure and (c.failure["stage"], c.failure["message"])))
+        out = p | beam.Create(_clips()) | ClipStages([LoudnessStage(), Broken()])
+        summary = out | beam.Map(lambda c: (c.key, c.failure and (c.failure["stage"], c.failure["message"]), sorted(k for k in c.stats if not k.startswith(("cpu_s", "wall_s", "load")))))
         assert_that(
             summary,
-            equal_to([("a", ("broken", "RuntimeError: library exploded")), ("b", ("loudness", "no audio to measure")), ("c", ("match", "collides"))]),
+            equal_to([
+                ("a", ("broken", "RuntimeError: library exploded"), ["ran_broken", "ran_loudness"]),  # the statistics travel with the clip
+                ("b", ("loudness", "no audio to measure"), ["ran_loudness"]),
+                ("c", ("match", "collides"), []),
+            ]),
         )
 
 
@@ -88,9 +95,10 @@ def test_make_records_validates_and_turns_bad_records_into_failures(tmp_path: Pa
     good = Clip("a", "/v/a.mp4", "a.mp4", fields={"loudness": {"rms": 0.5}})
     bad = Clip("b", "/v/b.mp4", "b.mp4", fields={"loudness": {"rms": "loud"}})  # not a float: the schema says no
     with BeamTestPipeline() as p:
-        outcomes = p | beam.Create([good, bad, _clips()[2]]) | MakeRecords(schema, None, config.split, str(tmp_path))
+        outcomes = p | beam.Create([good, bad, _clips()[2]]) | MakeRecords(schema, None, config.split, StagingArea(tmp_path))
         summary = outcomes | beam.Map(lambda o: (o.key, o.record["split"] if o.record else None, o.failure["stage"] if o.failure else None))
         assert_that(summary, equal_to([("a", "train", None), ("b", None, "record"), ("c", None, "match")]))
+    assert count_marks(StagingArea(tmp_path)) == (3, 2)  # the live progress counters, written whole at teardown
 
 
 def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
@@ -99,16 +107,24 @@ def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
     records = []
     for key in ("k3", "k1", "k2", "k4", "k5"):
         record = {g.name: None for g in schema.groups} | {"key": key, "split": "train", "source_path": f"{key}.mp4", "loudness": {"rms": 0.25}}
-        records.append(Outcome(key, schema.conform(record), {"flac": key.encode()}, None))
-    failure = Outcome("bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"})
+        records.append(Outcome(key, schema.conform(record), {"flac": key.encode()}, None, stats={"ran_loudness": 1, "cpu_s:loudness": 0.25}))
+    failure = Outcome("bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"}, stats={"ran_decode": 1})
     (tmp_path / "data").mkdir()
     (tmp_path / "media").mkdir()
     with BeamTestPipeline() as p:
-        names = p | beam.Create([*records, failure]) | WriteShards(str(tmp_path), schema, config.shards)
+        names = p | beam.Create([*records, failure]) | WriteShards(StagingArea(tmp_path), schema, config.shards)
         assert_that(names, equal_to(["failures.parquet", "train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003"]))
     keys = [pq.read_table(f, columns=["key"]).column("key").to_pylist() for f in sorted((tmp_path / "data").glob("*.parquet"))]
     assert keys == [["k1", "k2"], ["k3", "k4"], ["k5"]]
     assert pq.read_table(tmp_path / "failures.parquet").to_pylist()[0]["message"] == "empty"
+    from emer_builder.pipelines.run import shards_written
+
+    written = shards_written(StagingArea(tmp_path))  # what the driver reads instead of the workers' files
+    assert (written["records"], written["failures"]) == (5, 1)
+    assert written["stats"] == {"ran_loudness": 5, "cpu_s:loudness": 1.25, "ran_decode": 1}
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and not p.relative_to(tmp_path).parts[0].startswith("."))
+    assert sorted(written["files"]) == on_disk
+    assert all(written["files"][rel] == {"sha256": sha256_file(tmp_path / rel), "bytes": (tmp_path / rel).stat().st_size} for rel in on_disk)
 
 
 def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
@@ -117,7 +133,7 @@ def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
     fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
     clips = [Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields)) for k in ("x", "y", "z")]
     with BeamTestPipeline() as p:
-        out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips), str(tmp_path))
+        out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips))
         summary = out | beam.Map(lambda c: (c.key, c.failure is None, c.fields["explanation"]["lexical_clue"]["source"] if c.failure is None else None))
         assert_that(summary, equal_to([("x", True, "rules:1"), ("y", True, "rules:1"), ("z", True, "rules:1")]))
 
@@ -147,7 +163,7 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
     real = run_module.beam.Pipeline
     run_module.beam.Pipeline = Capture
     try:
-        run_pipeline(GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), tmp_path, 1, [])
+        run_pipeline(GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), StagingArea(tmp_path), 1, [])
     finally:
         run_module.beam.Pipeline = real
     proto = captured["pipeline"].to_runner_api()

@@ -168,7 +168,7 @@ def test_ctrl_c_is_one_line_exit_130_and_no_staging(demo_videos: Path, tmp_path:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a runner started in the background ignores SIGINT, and its children would too
     )
     deadline = time.monotonic() + 120
-    while not list(out.glob(f"{STAGING_PREFIX}*/.progress/*.setups")):
+    while not list(out.glob(f"{STAGING_PREFIX}*/.media/*/*.tar")):  # a first clip ran its stages
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "no worker started"
         time.sleep(0.2)
     time.sleep(0.5)

@@ -94,6 +94,7 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class Recorded:
     method: str
     path: str
+    copied: bool = False  # a copy on the store's side (x-amz-copy-source): no bytes sent
 
 
 class S3Gate:
@@ -144,7 +145,7 @@ class S3Gate:
     def forward(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        self.requests.append(Recorded(handler.command, handler.path))
+        self.requests.append(Recorded(handler.command, handler.path, "x-amz-copy-source" in {k.lower() for k in handler.headers}))
         before = self._before
         if before and before[0] in f"{handler.command} {handler.path}":
             self._before = None
@@ -423,6 +424,7 @@ def test_a_build_reads_videos_from_s3_and_writes_out_to_s3(s3: Bucket, demo_vide
     s3.fs.pipe_file(f"{s3.name}/in/notes.txt", b"not a video")
     config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}})
     local = build(videos, tmp_path / "local", config, workers=1, show_progress=False)
+    s3.gate.requests.clear()
     stored = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
     assert stored.records == local.records == 2 and stored.skipped_files == ["notes.txt"] and stored.out == f"s3://{s3.name}/out"
     keys = {k.removeprefix("out/") for k in s3.keys() if k.startswith("out/")}
@@ -432,9 +434,19 @@ def test_a_build_reads_videos_from_s3_and_writes_out_to_s3(s3: Bucket, demo_vide
     assert all(s3.fs.cat_file(f"{s3.name}/out/{s}") == (tmp_path / "local" / s).read_bytes() for s in shards)  # same bytes as a local build
     manifest = json.loads(s3.fs.cat_file(f"{s3.name}/out/manifest.json"))
     assert manifest["videos_dir"] == f"s3://{s3.name}/in" and set(manifest["files"]) <= keys
+    assert manifest["files"] == json.loads((tmp_path / "local" / "manifest.json").read_text())["files"]
+    # the workers wrote the shards, their scratch files and their progress to a staging prefix on the store;
+    # the driver sent no shard's bytes: each reached its place by a copy on the store's side
+    staged = [r.path.split("?")[0] for r in s3.gate.requests if r.method == "PUT" and "/out/.emer-staging-" in r.path and not r.copied]
+    assert {p.split("/.emer-staging-", 1)[1].split("/", 1)[1].split("/")[0] for p in staged} >= {"media", "data", ".media", ".shards", ".progress"}
+    placed = {r.path.split("?")[0].split("/out/", 1)[1] for r in s3.gate.requests if r.method == "PUT" and "/out/.emer" not in r.path and ("/out/media/" in r.path or "/out/data/" in r.path)}
+    assert placed == set(shards) and all(r.copied for r in s3.gate.requests if r.method == "PUT" and "/out/media/" in r.path and r.path.split("?")[0].endswith(".tar"))
 
+    s3.fs.pipe_file(f"{s3.name}/out/.emer-staging-gone-1/media/train-00000-of-00001.tar", b"left by a killed build")
     again = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, workers=1, show_progress=False)
     assert again.up_to_date and again.records == 2
+    s3.fs.invalidate_cache()
+    assert not [k for k in s3.keys() if k.startswith("out/.emer")]  # a dead build's staging prefix is removed
 
     s3.fs.rm_file(f"{s3.name}/out/manifest.json")  # a build cut off mid-upload: no manifest, partial files
     s3.fs.pipe_file(f"{s3.name}/out/data/train-99999-of-99999.parquet", b"partial")

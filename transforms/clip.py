@@ -31,6 +31,7 @@ class Clip:
     restored_through: int = -1  # index of the last stage whose result came from the cache (-1: none)
     media_spill: str | None = None  # media_files written to disk while the build groups records (memory stays flat)
     media_bytes: int = 0  # tar bytes of the spilled media files (for shard planning)
+    stats: dict[str, float] = field(default_factory=dict)  # run statistics (stage seconds, model loads, counts) on their way to the summary
 
     def drop_decoded(self) -> None:
         """Free the decoded samples once every stage has run; only fields and media files travel on."""
