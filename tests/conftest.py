@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +87,46 @@ def release_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     media_root = fetch_packages(emer_home() / "demo-corpus")  # the demo corpus's recordings (cached)
     root = tmp_path_factory.mktemp("releases")
     return write_release_build(root / "v1", V1, media_root), write_release_build(root / "v2", V2, media_root)
+
+
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[str]:
+    """A dask.distributed scheduler and two worker processes on 127.0.0.1 (workers inherit the environment
+    as it is when the fixture starts: request it after fixtures that set variables); its address."""
+    port = _free_port()
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    scheduler = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=open(logs / "s.log", "w"), stderr=subprocess.STDOUT)
+    workers = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2", "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path / "dask-work")],
+        stdout=open(logs / "w.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    from distributed import Client
+
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with Client(f"127.0.0.1:{port}", timeout=5) as client:
+                if len(client.scheduler_info()["workers"]) >= 2:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the dask cluster did not start: " + (logs / "w.log").read_text()[-2000:])
+        time.sleep(0.5)
+    yield f"127.0.0.1:{port}"
+    for proc in (workers, scheduler):
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

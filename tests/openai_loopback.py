@@ -153,24 +153,24 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions" or record.field is None:
             self._send_json(404 if record.field else 400, {"error": {"message": "loopback: not an emer-v1 chat request", "type": "invalid_request_error"}})
             return
-        with lb.in_flight():
-            time.sleep(lb.latency_s)
+        with lb.in_flight():  # the request stops counting before its answer is written: a client that has its
+            time.sleep(lb.latency_s)  # answer may send the next request at once without overlapping this one
             fault = lb.take_fault(record.field)
-            if fault == "500":
-                self._send_json(500, {"error": {"message": "loopback: injected server error", "type": "server_error"}})
-                return
-            if fault == "malformed":
-                self._send(200, b'{"id": "chatcmpl-loopback", "object": "chat.completion", "choices": [{"index": 0, "mess')
-                return
             if fault == "delay":
                 lb.closing.wait(lb.delay_s)
-            if fault == "empty":
-                content = ""
-            elif fault == "bad_labels":
-                content = "The emotions are calm and friendly."  # prose, not a JSON list
-            else:
-                content = answer_for(record)
-            self._send_json(200, lb.completion(body["model"], content))
+        if fault == "500":
+            self._send_json(500, {"error": {"message": "loopback: injected server error", "type": "server_error"}})
+            return
+        if fault == "malformed":
+            self._send(200, b'{"id": "chatcmpl-loopback", "object": "chat.completion", "choices": [{"index": 0, "mess')
+            return
+        if fault == "empty":
+            content = ""
+        elif fault == "bad_labels":
+            content = "The emotions are calm and friendly."  # prose, not a JSON list
+        else:
+            content = answer_for(record)
+        self._send_json(200, lb.completion(body["model"], content))
 
 
 class OpenAILoopback:

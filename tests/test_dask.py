@@ -1,13 +1,9 @@
-"""The build on a real dask.distributed cluster (a scheduler and two worker processes on 127.0.0.1)
-gives the same bytes as the local runner, and the driver's completeness check catches lost inputs."""
+"""The build on a real dask.distributed cluster (a scheduler and two worker processes on 127.0.0.1,
+the `dask_cluster` fixture in conftest.py) gives the same bytes as the local runner, and the driver's completeness check catches lost inputs."""
 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,47 +16,6 @@ from emer_builder.pipelines.graph import write_failures
 from emer_builder.pipelines.run import check_complete
 from emer_builder.transforms.clip import Clip
 
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def dask_cluster(tmp_path: Path):
-    port = _free_port()
-    logs = tmp_path / "dask-logs"
-    logs.mkdir()
-    scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=open(logs / "s.log", "w"), stderr=subprocess.STDOUT)
-    workers = subprocess.Popen(
-        [str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2", "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path / "dask-work")],
-        stdout=open(logs / "w.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    from distributed import Client
-
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with Client(f"127.0.0.1:{port}", timeout=5) as client:
-                if len(client.scheduler_info()["workers"]) >= 2:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the dask cluster did not start: " + (logs / "w.log").read_text()[-2000:])
-        time.sleep(0.5)
-    yield f"127.0.0.1:{port}"
-    for proc in (workers, scheduler):
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 @pytest.mark.slow
 def test_dask_runner_gives_the_local_runners_bytes(demo_videos: Path, tmp_path: Path, dask_cluster: str):
@@ -69,7 +24,7 @@ def test_dask_runner_gives_the_local_runners_bytes(demo_videos: Path, tmp_path: 
     for name in ("jesper_intro.avi", "sample_00000880.mkv", "no_face_dog.mp4"):
         shutil.copyfile(demo_videos / name, videos / name)
     (videos / "broken.mp4").write_bytes(b"not a video")  # a failure row must survive the cluster too
-    config = config_from_dict({"transcript": {"model": "tiny.en"}})
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}})
     local = build(videos, tmp_path / "local", config, workers=1, show_progress=False)
     dask = build(videos, tmp_path / "dask", config, beam_args=["--runner=DaskRunner", f"--dask_client_address={dask_cluster}", "--dask_partition_size=1"], show_progress=False)
     assert local.records == dask.records == 3 and local.failures == dask.failures == 1

@@ -462,6 +462,33 @@ def test_a_build_reads_videos_from_s3_and_writes_out_to_s3(s3: Bucket, demo_vide
         build(f"s3://{s3.name}/in", "s3://no-such-bucket-here/out", config, workers=1, show_progress=False)
 
 
+def test_dask_workers_write_an_out_url_themselves(s3: Bucket, dask_cluster: str, demo_videos: Path, tmp_path: Path) -> None:
+    """Inputs and OUT on the store, stages on two Dask worker processes (started after the store's variables
+    are set): the workers write the shards under the staging prefix, the summary still counts every stage
+    (its figures travel with the clips, not through files on the driver's disk), and the bytes equal a
+    local build's."""
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("jesper_intro.avi", "no_face_dog.mp4"):
+        (videos / name).write_bytes((demo_videos / name).read_bytes())
+        s3.fs.pipe_file(f"{s3.name}/in/{name}", (demo_videos / name).read_bytes())
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}})
+    local = build(videos, tmp_path / "local", config, workers=1, show_progress=False)
+    s3.gate.requests.clear()
+    dask_args = ["--runner=DaskRunner", f"--dask_client_address={dask_cluster}", "--dask_partition_size=1"]
+    stored = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, beam_args=dask_args, show_progress=False)
+    assert stored.records == local.records == 2
+    assert stored.stage_runs == local.stage_runs == {"decode": 2, "transcript": 2, "faces": 2, "acoustics": 2}
+    assert set(stored.stage_seconds) == set(local.stage_seconds) and all(t["wall_s"] > 0 for t in stored.stage_seconds.values())
+    staged = {r.path.split("?")[0].split("/.emer-staging-", 1)[1].split("/", 1)[1] for r in s3.gate.requests if r.method == "PUT" and "/out/.emer-staging-" in r.path}
+    assert {p for p in staged if p.startswith("media/")} == {p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local" / "media").glob("*.tar")}
+    for rel in json.loads((tmp_path / "local" / "manifest.json").read_text())["files"]:
+        assert s3.fs.cat_file(f"{s3.name}/out/{rel}") == (tmp_path / "local" / rel).read_bytes(), rel
+
+
 def test_bad_build_locations_fail_before_any_work(s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown scheme, a missing bucket or an unreachable endpoint as VIDEOS_DIR or --out: one line, exit 2,
     and no local folder named after the URL."""

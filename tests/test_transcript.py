@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +136,29 @@ def test_count_words_handles_cjk_and_contractions():
     assert count_words("我今天很开心") == 6
     assert count_words("OK 我很好") == 4
     assert count_words("") == 0
+
+
+@pytest.mark.slow
+def test_transcript_and_acoustics_do_not_depend_on_blas_threads(demo_videos: Path, tmp_path: Path):
+    """NumPy's BLAS thread count (the machine's cores, or the OMP_NUM_THREADS a Dask worker sets) changes
+    float sums: the stages pin it, so the same clip gives the same fields everywhere."""
+    script = tmp_path / "fields.py"
+    script.write_text(
+        "import json, sys\n"
+        "from emer_builder.core.config import config_from_dict\n"
+        "from emer_builder.pipelines.stages import build_stages\n"
+        "from emer_builder.transforms.clip import Clip\n"
+        "stages = build_stages(config_from_dict({'transcript': {'model': 'tiny.en'}}))\n"
+        "clip = Clip('j', sys.argv[1], 'j.avi')\n"
+        "for stage in stages:\n"
+        "    stage.setup()\n"
+        "    stage.process(clip)\n"
+        "print(json.dumps({k: clip.fields[k] for k in ('transcript', 'acoustics')}, sort_keys=True))\n"
+    )
+    seen = set()
+    for threads in ("1", "4"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        run = subprocess.run([sys.executable, str(script), str(demo_videos / "jesper_intro.avi")], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen.add(run.stdout.strip().splitlines()[-1])
+    assert len(seen) == 1 and "Jesper" in next(iter(seen))

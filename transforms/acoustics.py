@@ -10,6 +10,7 @@ import numpy as np
 from emer_builder.schemas.v1 import ACOUSTICS, EGEMAPS_V02_FUNCTIONALS
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.decode import SAMPLE_RATE
+from emer_builder.transforms.models import one_blas_thread
 
 F0_LLD = "F0semitoneFrom27.5Hz_sma3nz"
 LOUDNESS_LLD = "Loudness_sma3"
@@ -76,6 +77,7 @@ class AcousticsStage(Stage):
         self.features: AcousticFeatures | None = None
 
     def setup(self) -> None:
+        one_blas_thread()  # eGeMAPS' sums must not depend on the machine's cores
         self.features = AcousticFeatures()
 
     def model_id(self) -> str:

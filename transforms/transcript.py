@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from emer_builder.schemas.v1 import TRANSCRIPT
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.models import resolve_whisper
+from emer_builder.transforms.models import one_blas_thread, resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -172,6 +172,7 @@ class TranscriptStage(Stage):
         self.transcriber: Transcriber | None = None
 
     def setup(self) -> None:
+        one_blas_thread()  # the log-mel features' sums must not depend on the machine's cores
         self.transcriber = Transcriber(**self.options)
 
     def check(self) -> None:
