@@ -344,7 +344,9 @@ def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit
     limit = (["-ss", f"{start_s:.3f}"] if start_s else []) + (["-t", f"{limit_s:.3f}"] if limit_s is not None else [])
     with tempfile.TemporaryDirectory(prefix="emer-decode-") as tmp:
         times_path, pcm_path, err_path = (os.path.join(tmp, n) for n in ("frames.crc", "audio.f32", "stderr.txt"))
-        args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *limit, "-i", f"file:{path}", "-filter_complex", graph]
+        # one decoding thread and one filter thread: the parallelism is the workers' (as for Whisper and
+        # YuNet), and each frame thread would hold its own frame buffers (ffmpeg's default is one per core)
+        args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", *limit, "-i", f"file:{path}", "-filter_complex", graph, "-filter_complex_threads", "1"]
         args += ["-map", "[out]", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
         args += ["-map", "[meas]", "-c:v", "rawvideo", "-f", "framecrc", times_path]
         if info.audio is not None:
