@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="videos -> WebDataset + Parquet dataset", description="Anything after `--` is passed to Apache Beam as pipeline options.")
     b.add_argument("videos_dir", help="folder of video clips (searched recursively), or an object-store URL such as s3://bucket/videos")
-    b.add_argument("--out", required=True, help="output folder, or an object-store URL (the build is uploaded, its manifest last)")
+    b.add_argument("--out", required=True, help="output folder, or an object-store URL (the workers write the shards there; the manifest is written last)")
     b.add_argument("--config", help="build config YAML (see README)")
     b.add_argument("--workers", type=int, default=2, help="worker processes for the local runner (default 2)")
     b.add_argument("--overwrite", action="store_true", help="replace an output folder that holds a different build")
