@@ -87,10 +87,14 @@ class StoredOut:
     def staging_url(self) -> str:
         return f"{self.url}/{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}"
 
+    def _path_of(self, url: str) -> str:
+        """The store path of a URL under OUT."""
+        return f"{self.root}/{url[len(self.url) + 1 :]}"
+
     def discard(self, staging_url: str) -> None:
         """Remove a staging prefix (after a commit, or what a failed build wrote)."""
         with self._errors("clean up"):
-            path = f"{self.root}/{staging_url[len(self.url) + 1 :]}"
+            path = self._path_of(staging_url)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
 
@@ -131,7 +135,7 @@ class StoredOut:
     def commit(self, local: Path, staging_url: str) -> None:
         """Replace the build in OUT by the staged shards and the driver's files in `local`: old manifest
         first, new manifest last."""
-        staged_root = f"{self.root}/{staging_url[len(self.url) + 1 :]}"
+        staged_root = self._path_of(staging_url)
         with self._errors("upload to"):
             if self.fs.exists(f"{self.root}/{MANIFEST}"):
                 self.fs.rm_file(f"{self.root}/{MANIFEST}")

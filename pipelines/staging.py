@@ -31,9 +31,6 @@ class StagingArea:
     def _fs(self) -> tuple[Any, str]:
         return file_system(self.location)
 
-    def path(self, rel: str) -> str:
-        return f"{self.location}/{rel}"
-
     def write(self, rel: str, data: bytes) -> None:
         """Write one whole file. On a disk its folder must exist already (one level is made): a staging
         folder that an interrupted build removed is never made again by a late worker."""
