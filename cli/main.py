@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from emer_builder.core.errors import UserError
+from emer_builder.core.errors import BuildFailed, UserError
 from emer_builder.core.version import __version__
 
 BUILD_STACK = ("apache_beam", "ffmpeg", "faster_whisper", "deepface", "cv2", "opensmile", "soundfile", "ai_edge_litert", "nrclex", "matplotlib")
@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"emer: error: {e}", file=sys.stderr)
         return 2
+    except BuildFailed as e:  # a fault outside the inputs (a killed decoder, memory): nothing committed
+        print(f"emer: error: {e.line}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `emer evaluate ... | head`
         sys.stderr.close()
         return 0

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from emer_builder.core.failures import FAILURES_FILE, failure_row
+from emer_builder.core.errors import BuildFault
+from emer_builder.core.failures import FAILURES_FILE, failure_row, retry_faults
 from emer_builder.core.hashing import sha256_file
 from emer_builder.pipelines.progress import ProgressLog, add_up, cpu_seconds, model_load, stage_time, tally
 from emer_builder.pipelines.stages import finish_record
@@ -45,17 +46,25 @@ SHARD_INFO = ".shards"  # per shard written: its files' sha256 and size, and the
 
 
 def guarded(clip: Clip, step: str, work: Callable[[Clip], None]) -> Clip:
-    """Run one step on a copy of `clip` (Beam elements are never mutated); any exception becomes the
-    clip's failure row instead of stopping the build. A clip that already failed passes untouched."""
+    """Run one step on a copy of `clip` (Beam elements are never mutated); an error of the input becomes
+    the clip's failure row instead of stopping the build. A fault of the process (a killed decoder, a
+    MemoryError) is retried on a fresh copy and, if it persists, fails the build (BuildFault): a good
+    clip is never dropped for it. A clip that already failed passes untouched."""
     if clip.failure is not None:
         return clip
-    out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files))
-    try:
+
+    def attempt() -> Clip:
+        out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files))
         work(out)
+        return out
+
+    try:
+        return retry_faults(attempt, clip.source_path, step)
+    except BuildFault:
+        raise
     except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
         logging.getLogger(__name__).debug("%s failed on %s", step, clip.source_path, exc_info=True)
         return dataclasses.replace(clip, audio=None, frames=[], explain_media=None, failure=failure_row(clip.key, clip.source_path, step, e))
-    return out
 
 
 class RestoreFn(beam.DoFn):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import soundfile
+from emer_builder.core.errors import ProcessFault, exit_fault
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import MEDIA
@@ -154,12 +155,18 @@ def _reason(stderr: bytes, path: str) -> str:
 
 
 def _run(args: list[str], timeout_s: float, what: str, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run an ffmpeg tool; a child stopped from outside (killed by a signal) is a ProcessFault, not a
+    fault of the file, so the clip is retried instead of becoming a failure row."""
     try:
-        return subprocess.run(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, timeout=timeout_s, check=False)
+        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise ClipError(f"{what} took longer than {timeout_s:.0f} s and was stopped") from None
     except FileNotFoundError:
         raise ClipError(f"{args[0]} is not installed (install ffmpeg)") from None
+    fault = exit_fault(proc.returncode)
+    if fault:
+        raise ProcessFault(f"{args[0]} was {fault} while {what}")
+    return proc
 
 
 def _file_kind(mode: int) -> str:

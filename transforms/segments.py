@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from emer_builder.core.config import SegmentConfig as SegmentOptions
-from emer_builder.core.errors import ClipError, UserError, one_line
-from emer_builder.core.failures import failure_row
+from emer_builder.core.errors import ClipError, ProcessFault, UserError, exit_fault, one_line
+from emer_builder.core.failures import failure_row, retry_faults
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.labels import parse_labels
 from emer_builder.core.tables import Table, read_table
@@ -586,6 +586,9 @@ def embedded_cues(video_path: str, options: SegmentOptions) -> list[Cue] | None:
         )
     except subprocess.TimeoutExpired:
         raise SubtitleError(f"extracting embedded subtitle stream {chosen['stream']} took too long") from None
+    fault = exit_fault(proc.returncode)
+    if fault:
+        raise ProcessFault(f"ffmpeg was {fault} while extracting embedded subtitle stream {chosen['stream']}")
     if proc.returncode != 0:
         raise SubtitleError(
             f"embedded subtitle stream {chosen['stream']} ({chosen['codec']}) cannot be extracted ({one_line(proc.stderr.decode(errors='replace'))})"
@@ -655,7 +658,7 @@ def segments_from_subtitles(
     result = Segmentation()
     for video in sorted(videos, key=lambda v: v.key):
         try:
-            found, notes, sidecar = subtitle_utterances(video, options)
+            found, notes, sidecar = retry_faults(lambda video=video: subtitle_utterances(video, options), video.source_path, STAGE)
         except SubtitleError as e:
             result.failures.append(_failure(video.key, video.source_path, str(e)))
             continue
@@ -904,6 +907,9 @@ def speech_regions(path: str, options: SegmentOptions) -> list[tuple[float, floa
             offset += len(audio) / SAMPLE_RATE
         error = proc.stderr.read().decode(errors="replace")
         proc.wait()
+    fault = exit_fault(proc.returncode)
+    if fault:
+        raise ProcessFault(f"ffmpeg was {fault} while decoding the audio for speech segmentation")
     if proc.returncode != 0:
         raise ClipError(f"cannot decode the audio for speech segmentation ({one_line(error) or f'ffmpeg exit {proc.returncode}'})")
     return [(round(s, 3), round(e, 3)) for s, e in regions]
@@ -924,7 +930,7 @@ def segments_from_speech(
             result.failures.append(_failure(video.key, video.source_path, "no audio stream: speech segmentation needs one"))
             continue
         try:
-            regions = regions_of(video.path, options)
+            regions = retry_faults(lambda video=video: regions_of(video.path, options), video.source_path, STAGE)
         except ClipError as e:
             result.failures.append(_failure(video.key, video.source_path, str(e)))
             continue
