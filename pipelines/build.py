@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emer_builder.core.config import BuildConfig
-from emer_builder.core.errors import ClipError, UserError, one_line
+from emer_builder.core.errors import BuildFailed, ClipError, UserError, fault_in, one_line
 from emer_builder.core.failures import failure_row
 from emer_builder.core.urls import file_system, is_url, stamp
 from emer_builder.pipelines.explain_setup import describe_sources, join_names, prepare
@@ -514,6 +514,9 @@ def _build(
                 _discard(staging)
             if _disk_full(e):
                 raise UserError(f"no space left on the device of {out_path} ({shutil.disk_usage(out_path).free // 2**20} MiB free); free space or choose another --out (nothing was committed)") from None
+            fault = fault_in(e) if isinstance(e, Exception) else None
+            if fault:  # a worker's BuildFault, as the runner re-raised it
+                raise BuildFailed(fault) from None
             raise
     logging.getLogger(__name__).info("build finished")
     summary = summarise(out_path, len(clips), skipped, wall, manifest, seconds, loads)
