@@ -78,12 +78,12 @@ class ProgressLog:
         self.staging, self.every_s = staging, every_s
         self.name = f"{PROGRESS}/{uuid.uuid4().hex}"
         self.done = self.failed = 0
-        self.written = 0.0
+        self.written: float | None = None  # never yet: the first mark is written at once, whatever the clock reads
 
     def mark(self, status: str) -> None:
         self.done += 1
         self.failed += status == "failed"
-        if time.monotonic() - self.written >= self.every_s:
+        if self.written is None or time.monotonic() - self.written >= self.every_s:
             self.flush()
 
     def flush(self) -> None:

@@ -55,7 +55,9 @@ def test_offline_models_are_rebuilt_once_and_resolved():
     assert (base / "model.bin").stat().st_mtime_ns == before  # idempotent: nothing rebuilt
 
 
-def test_progress_counts_marks_from_every_worker(tmp_path: Path):
+def test_progress_counts_marks_from_every_worker(tmp_path: Path, monkeypatch):
+    # a machine that booted 12 s ago: the monotonic clock counts from boot
+    monkeypatch.setattr("emer_builder.pipelines.progress.time.monotonic", lambda: 12.0)
     area = StagingArea(tmp_path)
     log = ProgressLog(area, every_s=3600)
     for status in ("ok", "ok", "failed"):

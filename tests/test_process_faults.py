@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from emer_builder.core.errors import BuildFault, ClipError, ProcessFault, exit_fault, fault_in
+from emer_builder.core.errors import BuildFault, ClipError, exit_fault, fault_in
 from emer_builder.core.failures import retry_faults
 from emer_builder.pipelines.graph import guarded
 from emer_builder.transforms.clip import Clip
