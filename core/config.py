@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,14 @@ class LlmConfig:
     send_audio: bool = False  # send the clip's audio to models that accept `input_audio`; else the measured features
     frames: int = 3  # frames sent to the vision model, spread over the clip
     temperature: float = 0.0
-    prompt_version: str = "emer-v1"  # folder of prompt files under transforms/prompts/
+    prompt_version: str = "emer-v2"  # folder of prompt files under transforms/prompts/
+    # answer length cap per field, in tokens (a field not named keeps its default); a cut answer ends at its last full sentence
+    max_tokens: dict[str, int] = field(
+        default_factory=lambda: {"visual_clue": 256, "acoustic_clue": 256, "lexical_clue": 256, "multimodal_explanation": 384, "open_vocab_labels": 96}
+    )
+    images: str = "auto"  # auto: send frames, and describe measured face data as text once the model refuses images; on; off
+    response_format: str = "auto"  # structured answers: auto (json_schema, else json_object, else plain text); json_schema; json_object; text
+    seed: int = 0  # sent with every request (llama.cpp, vLLM, Ollama, OpenAI take it): one more thing kept fixed
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class BuildConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)  # cut long videos into utterances (README, "Long videos")
     corpus: str | None = None  # read VIDEOS_DIR as this corpus' own layout (README, "Corpus adapters")
+    follow_external_links: bool = False  # follow symlinks whose target lies outside VIDEOS_DIR (default: listed as skipped)
     # Extra stages, "module:Class" or an `emer_builder.stages` entry-point name, each adding its own
     # field group (see README, "Adding a field group").
     extra_stages: tuple[str, ...] = ()
@@ -180,12 +189,14 @@ def section_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     return _build(cls, data or {}, where)
 
 
-# (section, key) -> (test, what the value must be)
+MAX_LENGTH_S = 7 * 86_400.0  # a clip's length limit may be large (hour-long interviews), not unbounded
+
+# (section, key) -> (test, what the value must be); a section may be dotted (explanation.llm)
 RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("decode", "sample_fps"): (lambda v: 0 < v <= 60, "above 0 and at most 60"),
     ("decode", "frame_max_side"): (lambda v: 32 <= v <= 8192, "between 32 and 8192"),
-    ("decode", "min_duration_s"): (lambda v: v >= 0, "at least 0"),
-    ("decode", "max_duration_s"): (lambda v: v > 0, "above 0"),
+    ("decode", "min_duration_s"): (lambda v: 0 <= v <= MAX_LENGTH_S, f"between 0 and {MAX_LENGTH_S:g}"),
+    ("decode", "max_duration_s"): (lambda v: 0 < v <= MAX_LENGTH_S, f"above 0 and at most {MAX_LENGTH_S:g} (a week)"),
     ("decode", "audio_stream"): (lambda v: v is None or v >= 0, "at least 0 or null"),
     ("decode", "audio_language"): (lambda v: v is None or (v.isalpha() and 2 <= len(v) <= 3), "a 2- or 3-letter ISO 639 code or null"),
     ("decode", "min_decoded_fraction"): (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
@@ -198,9 +209,14 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("faces", "expression_model"): (lambda v: v in ("auto", "deepface", "fer-tflite"), "one of auto, deepface, fer-tflite"),
     ("faces", "detect_max_side"): (lambda v: 64 <= v <= 4096, "between 64 and 4096"),
     ("faces", "min_confidence"): (lambda v: 0 <= v <= 1, "between 0 and 1"),
-    ("shards", "max_records"): (lambda v: v >= 1, "at least 1"),
-    ("shards", "max_bytes"): (lambda v: v >= 1024, "at least 1024"),
-    ("shards", "parquet_row_group_size"): (lambda v: v >= 1, "at least 1"),
+    ("shards", "max_records"): (lambda v: 1 <= v <= 10**9, "between 1 and 10^9"),
+    ("shards", "max_bytes"): (lambda v: 1024 <= v <= 2**50, "between 1024 and 2^50"),
+    ("shards", "parquet_row_group_size"): (lambda v: 1 <= v <= 10**9, "between 1 and 10^9"),
+    ("explanation.llm", "timeout_s"): (lambda v: 0 < v <= 86_400, "above 0 and at most 86400"),
+    ("explanation.llm", "max_retries"): (lambda v: 0 <= v <= 20, "between 0 and 20"),
+    ("explanation.llm", "concurrency"): (lambda v: 1 <= v <= 256, "between 1 and 256"),
+    ("explanation.llm", "frames"): (lambda v: 0 <= v <= 64, "between 0 and 64"),
+    ("explanation.llm", "temperature"): (lambda v: 0 <= v <= 2, "between 0 and 2"),
 }
 
 
@@ -208,15 +224,18 @@ def check_ranges(config: BuildConfig) -> None:
     """Every numeric and enum value up front: one `emer: error:` line instead of every clip failing
     on a library's message."""
     for (section, key), (ok, what) in RANGES.items():
-        value = getattr(getattr(config, section), key)
+        part: Any = config
+        for name in section.split("."):
+            part = getattr(part, name)
+        value = getattr(part, key)
         if not ok(value):
             raise UserError(f"config key {section}.{key} must be {what}, got {value!r}")
     d = config.decode
     if d.min_duration_s > d.max_duration_s:
         raise UserError(f"config keys decode.min_duration_s ({d.min_duration_s}) must not exceed decode.max_duration_s ({d.max_duration_s})")
     ratios = config.split.ratios
-    if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in ratios.values()):
-        raise UserError(f"config key split.ratios must map split names to numbers of at least 0, got {ratios!r}")
+    if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in ratios.values()):
+        raise UserError(f"config key split.ratios must map split names to numbers of at least 0 (finite), got {ratios!r}")
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
         raise UserError(f"config key split.ratios must sum to 1, got {sum(ratios.values()):g} ({', '.join(f'{k} {v:g}' for k, v in ratios.items())})")
     if not isinstance(config.stage_config, dict) or not all(isinstance(v, dict) for v in config.stage_config.values()):
@@ -247,9 +266,13 @@ def load_config(path: str | Path | None) -> BuildConfig:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {e.start} cannot be read); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {p}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {p} is not valid YAML: {e}") from None
+        raise UserError(f"config file {p} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {p} must hold a mapping at the top level")
     return config_from_dict(data)
@@ -271,7 +294,11 @@ def _checked(path: str, default: Any, value: Any) -> Any:
     expected = (int, float) if isinstance(default, float) else type(default)
     if isinstance(value, bool) and not isinstance(default, bool) or not isinstance(value, expected):
         raise UserError(f"config key {path} must be of type {type(default).__name__}, got {value!r}")
-    return float(value) if isinstance(default, float) else value
+    if isinstance(default, float):
+        if not math.isfinite(value):  # NaN passes every comparison check; infinity overflows where a count or time is made of it
+            raise UserError(f"config key {path} must be a finite number, got {value!r}")
+        return float(value)
+    return value
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

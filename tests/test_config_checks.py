@@ -25,7 +25,7 @@ from emer_builder.transforms.plugins import load_stage_class, plugin_stages, rec
         ({"decode": {"min_duration_s": 10, "max_duration_s": 5}}, "decode.min_duration_s (10.0) must not exceed decode.max_duration_s (5.0)"),
         ({"split": {"ratios": {"train": 0.8, "test": 0.1}}}, "split.ratios must sum to 1, got 0.9"),
         ({"split": {"ratios": {"train": 1.5, "test": -0.5}}}, "split.ratios must map split names to numbers of at least 0"),
-        ({"shards": {"max_records": 0}}, "shards.max_records must be at least 1"),
+        ({"shards": {"max_records": 0}}, "shards.max_records must be between 1 and 10^9"),
         ({"decode": {"sample_fps": "fast"}}, "decode.sample_fps must be of type float"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def hash_split(group: str, ratios: dict[str, float], seed: str = "emer") -> str:
         cumulative += ratios[name] / total
         if position < cumulative:
             return name
-    return names[-1]
+    return [n for n in names if ratios[n] > 0][-1]  # rounding left the position past the sum: never a split of ratio 0
 
 
 def load_split_table(path: str | Path) -> dict[str, str]:
@@ -71,7 +72,7 @@ def load_split_table(path: str | Path) -> dict[str, str]:
 def validate_ratios(ratios: dict[str, float]) -> None:
     if not isinstance(ratios, dict):
         raise UserError(f"split.ratios must be a mapping of split name to share, got {ratios!r}")
-    if not ratios or any(not isinstance(v, (int, float)) or v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
+    if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
         raise UserError(f"split.ratios must be non-negative numbers with a positive sum, got {ratios}")
     for name in ratios:
         if not SPLIT_NAME.fullmatch(name):
