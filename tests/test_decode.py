@@ -16,6 +16,7 @@ from emer_builder.transforms.decode import (
     language_matches,
     probe,
     probe_media,
+    remove_stale_scratch,
     runs_past,
     sniff,
 )
@@ -254,3 +255,49 @@ def test_single_frame_videos_give_their_frame(media: dict[str, Path]):
     still = Clip("still", str(media["still_5s.mp4"]), "still.mp4")
     DecodeStage().process(still)  # one frame that lasts 5 s
     assert still.fields["media"]["frames_sampled"] == 10 and still.fields["media"]["duration_s"] == 5.0
+
+
+def test_a_truncated_avi_is_flagged_from_its_header_frame_count(demo_videos: Path, tmp_path: Path):
+    """An AVI's header counts its frames; ffprobe's duration only says what the data holds, so a cut AVI
+    once passed as whole (declared 2.7 s, decoded 3.0 s, fraction 1.1)."""
+    whole = demo_videos / "jesper_intro.avi"  # 68 MJPEG frames at 15 fps: 4.53 s
+    cut(whole, tmp_path / "avi_truncated.avi", 0.6)
+    info = probe(str(tmp_path / "avi_truncated.avi"))
+    assert info.declared_duration_s == pytest.approx(4.533, abs=0.01) and info.frames_counted
+    clip = Clip("t", str(tmp_path / "avi_truncated.avi"), "avi_truncated.avi")
+    DecodeStage().process(clip)
+    m = clip.fields["media"]
+    assert m["truncated"] is True and m["declared_duration_s"] == pytest.approx(4.533, abs=0.01)
+    assert 0.5 < m["decoded_fraction"] < 0.9 and m["duration_s"] == m["decoded_duration_s"] < 4
+    DecodeStage().process(whole_clip := Clip("w", str(whole), whole.name))
+    assert whole_clip.fields["media"]["truncated"] is False and whole_clip.fields["media"]["decoded_fraction"] == pytest.approx(1.0, abs=0.01)
+    cut(whole, tmp_path / "avi_cut_early.avi", 0.35)
+    with pytest.raises(ClipError, match=r"^file is truncated: only \d\.\d\d s of its declared 4\.53 s could be decoded \([1-4]\d%, below decode.min_decoded_fraction"):
+        DecodeStage().process(Clip("e", str(tmp_path / "avi_cut_early.avi"), "avi_cut_early.avi"))
+
+
+def test_duration_describes_the_decoded_streams_not_an_unused_longer_one(tmp_path: Path):
+    path = tmp_path / "dub_longer.mp4"
+    run_ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc=size=96x64:rate=10:duration=2", "-f", "lavfi", "-i", "sine=frequency=300:duration=4"),
+        *("-f", "lavfi", "-i", "sine=frequency=500:duration=2", "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-c:a", "aac"),
+        *("-disposition:a:0", "0", "-disposition:a:1", "default"),
+        path,
+    )
+    clip = Clip("d", str(path), path.name)
+    DecodeStage().process(clip)
+    m = clip.fields["media"]
+    assert m["audio_stream"] == 1 and len(m["other_audio_streams"]) == 1
+    assert m["declared_duration_s"] == pytest.approx(4.0, abs=0.1)  # the container's: the unused stream's length
+    assert m["duration_s"] == m["decoded_duration_s"] == pytest.approx(2.0, abs=0.15)
+
+
+def test_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(tmp_path: Path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"emer-decode-{dead.pid}-abc").mkdir()
+    (tmp_path / f"emer-decode-{dead.pid}-abc" / "audio.f32").write_bytes(b"\0" * 1024)
+    (tmp_path / f"emer-decode-{os.getpid()}-def").mkdir()
+    (tmp_path / "emer-decode-notapid").mkdir()
+    assert remove_stale_scratch(str(tmp_path)) == [f"emer-decode-{dead.pid}-abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"emer-decode-{os.getpid()}-def", "emer-decode-notapid"]

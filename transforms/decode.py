@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -37,6 +38,7 @@ SAMPLE_RATE = 16_000
 PROBE_TIMEOUT_S = 60.0  # ffprobe reads headers only; a file that takes longer is not a clip
 LIMIT_MARGIN_S = 0.5  # decoding runs this far past the maximum, so a longer file shows that it is longer
 LENGTH_SLACK_S = 0.1  # a clip this little over the maximum (a frame's rounding) still passes
+SCRATCH_PREFIX = "emer-decode-"  # + the worker's pid: a killed worker's scratch folder is found and removed
 
 # ISO 639-1 codes and the ISO 639-2 tags files carry for them, so `audio_language: zh` finds `chi` or `zho`.
 LANGUAGE_TAGS: dict[str, tuple[str, ...]] = {
@@ -94,6 +96,7 @@ class Probe:
     audio: AudioStream | None
     other_audio: list[AudioStream]
     declared_duration_s: float | None
+    frames_counted: bool = False  # the length comes from a frame count in the header (AVI): a shorter decode is a cut file
 
 
 @dataclass
@@ -303,6 +306,9 @@ def probe(path: str, audio_stream: int | None = None, audio_language: str | None
         raise ClipError(f"video stream has no frame size ({video.get('codec_name')}): the file is probably damaged")
     audio, others = choose_audio(audios, audio_stream, audio_language)
     declared = _float(fmt.get("duration")) or _float(video.get("duration")) or (_float(_stream(streams, audio.index).get("duration")) if audio else None)
+    counted = header_frames_s(fmt, video)
+    if counted is not None:  # AVI: ffprobe's duration is what the data holds; the header's frame count is what was written
+        declared = max(declared or 0.0, counted)
     width, height = int(video["width"]), int(video["height"])
     if abs(_rotation(video)) % 180 == 90:  # phone videos: stored sideways, shown upright; ffmpeg autorotates
         width, height = height, width
@@ -322,7 +328,16 @@ def probe(path: str, audio_stream: int | None = None, audio_language: str | None
         "audio_language": audio.language if audio else None,
         "other_audio_streams": [s.row() for s in others],
     }
-    return Probe(media, int(video["index"]), audio, others, round(declared, 6) if declared else None)
+    return Probe(media, int(video["index"]), audio, others, round(declared, 6) if declared else None, counted is not None)
+
+
+def header_frames_s(fmt: dict[str, Any], video: dict[str, Any]) -> float | None:
+    """An AVI header's own length, its video frame count over the frame rate; None for other containers
+    (their durations come from an index the demuxer reads, which ffprobe reports)."""
+    if "avi" not in (fmt.get("format_name") or "").split(","):
+        return None
+    frames, rate = _int(video.get("nb_frames")), _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
+    return round(frames / rate, 6) if frames and rate else None
 
 
 def probe_media(path: str, audio_stream: int | None = None, audio_language: str | None = None) -> dict[str, Any]:
@@ -349,7 +364,7 @@ def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit
     width, height = frame_size(info.media["width"], info.media["height"], frame_max_side)
     graph = f"[0:{info.video_index}]split=2[s][m];[s]fps=fps={sample_fps!r},scale={width}:{height}[out];[m]scale=2:2:flags=neighbor,format=gray[meas]"
     limit = (["-ss", f"{start_s:.3f}"] if start_s else []) + (["-t", f"{limit_s:.3f}"] if limit_s is not None else [])
-    with tempfile.TemporaryDirectory(prefix="emer-decode-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         times_path, pcm_path, err_path = (os.path.join(tmp, n) for n in ("frames.crc", "audio.f32", "stderr.txt"))
         # one decoding thread and one filter thread: the parallelism is the workers' (as for Whisper and
         # YuNet), and each frame thread would hold its own frame buffers (ffmpeg's default is one per core)
@@ -423,6 +438,34 @@ def _tail(path: str, limit: int = 16_384) -> bytes:
         return f.read()
 
 
+def remove_stale_scratch(root: str | None = None) -> list[str]:
+    """Remove the decode scratch folders of processes that no longer run (a worker killed with -9 leaves
+    its folder behind); folders of live processes are left alone. Returns what was removed."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def flac_bytes(audio: np.ndarray) -> bytes:
     """FLAC (16-bit) of the 16 kHz mono track: lossless, a third of the PCM size, byte-stable."""
     buf = io.BytesIO()
@@ -466,6 +509,7 @@ class DecodeStage(Stage):
             raise ValueError(f"decode.audio_language must be an ISO 639 code such as en, zh or eng, got {self.audio_language!r}")
         if not 0.0 <= self.min_decoded_fraction <= 1.0:
             raise ValueError(f"decode.min_decoded_fraction must be between 0 and 1, got {self.min_decoded_fraction!r}")
+        remove_stale_scratch()
 
     def process(self, clip: Clip) -> None:
         with local_copy(clip.path) as path:  # an object-store input: one clip on local disk while it decodes
@@ -488,7 +532,8 @@ class DecodeStage(Stage):
             raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s): decoding stopped there{said}; cut it into clips")
         fraction = round(decoded / declared, 4) if declared else None
         short = declared is not None and declared - decoded > length_slack(declared)
-        truncated = short and (bool(d.errors) or clip.start_s is not None)  # a window the file does not fill is cut short too
+        # a window the file does not fill is cut short too, and so is an AVI holding fewer frames than its header counts
+        truncated = short and (bool(d.errors) or clip.start_s is not None or info.frames_counted)
         if not d.video_frames:
             if truncated and cut_short(d.errors):
                 raise ClipError(
@@ -506,7 +551,7 @@ class DecodeStage(Stage):
             raise ClipError(f"no video frame could be decoded at {self.sample_fps:g} fps ({d.video_frames} frames in the stream)")
         media = dict(info.media)
         agrees = declared is not None and abs(declared - decoded) <= length_slack(declared)
-        media["duration_s"] = declared if agrees else decoded
+        media["duration_s"] = declared if agrees and not info.other_audio else decoded  # the container's length may be an unused stream's
         clip.audio, clip.frames = d.audio, d.frames
         if clip.audio is not None and clip.audio.size == 0:
             clip.audio = None
