@@ -217,6 +217,13 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("explanation.llm", "concurrency"): (lambda v: 1 <= v <= 256, "between 1 and 256"),
     ("explanation.llm", "frames"): (lambda v: 0 <= v <= 64, "between 0 and 64"),
     ("explanation.llm", "temperature"): (lambda v: 0 <= v <= 2, "between 0 and 2"),
+    ("explanation.llm", "images"): (lambda v: v in ("auto", "on", "off"), "one of auto, on, off"),
+    ("explanation.llm", "response_format"): (lambda v: v in ("auto", "json_schema", "json_object", "text"), "one of auto, json_schema, json_object, text"),
+    ("explanation.llm", "seed"): (lambda v: 0 <= v < 2**31, "between 0 and 2^31 - 1"),
+    ("explanation.llm", "max_tokens"): (
+        lambda v: all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536 for n in v.values()),
+        "a mapping of field names to whole numbers from 1 to 65536",
+    ),
 }
 
 
