@@ -214,7 +214,6 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("shards", "parquet_row_group_size"): (lambda v: 1 <= v <= 10**9, "between 1 and 10^9"),
     ("explanation.llm", "timeout_s"): (lambda v: 0 < v <= 86_400, "above 0 and at most 86400"),
     ("explanation.llm", "max_retries"): (lambda v: 0 <= v <= 20, "between 0 and 20"),
-    ("explanation.llm", "concurrency"): (lambda v: 1 <= v <= 256, "between 1 and 256"),
     ("explanation.llm", "frames"): (lambda v: 0 <= v <= 64, "between 0 and 64"),
     ("explanation.llm", "temperature"): (lambda v: 0 <= v <= 2, "between 0 and 2"),
     ("explanation.llm", "images"): (lambda v: v in ("auto", "on", "off"), "one of auto, on, off"),
