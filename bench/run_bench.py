@@ -79,7 +79,8 @@ def llm_config(path: Path, base_url: str, concurrency: int, cache: Path) -> list
 
 
 def demo_links(dest: Path, minutes: float) -> Path:
-    """Links to the demo clips, repeated until the total is at least `minutes` of video."""
+    """Hard links to (or copies of) the demo clips, repeated until the total is at least `minutes` of video
+    (symlinks to clips outside VIDEOS_DIR are not followed by default)."""
     videos = demo_corpus()
     clips = sorted(videos.iterdir())
     seconds_each = sum(float(ffmpeg.probe(str(c))["format"]["duration"]) for c in clips)
@@ -89,7 +90,10 @@ def demo_links(dest: Path, minutes: float) -> Path:
         folder = dest / f"rep{r:02d}"
         folder.mkdir(parents=True)
         for clip in clips:
-            (folder / clip.name).symlink_to(clip)
+            if clip.stat().st_dev == folder.stat().st_dev:
+                os.link(clip, folder / clip.name)
+            else:
+                shutil.copyfile(clip, folder / clip.name)
     return dest
 
 

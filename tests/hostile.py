@@ -40,9 +40,10 @@ class HostileCorpus:
     videos: Path
     expected: dict[str, Expect]  # source_path as the build writes it (display form) -> outcome
     skipped: list[str]  # entries the build must list as skipped, as it lists them
+    skipped_kinds: dict[str, str] = field(default_factory=dict)  # skipped entry -> the hostile class it stands for
 
     def kinds(self) -> set[str]:
-        return {e.kind for e in self.expected.values() if e.kind}
+        return {e.kind for e in self.expected.values() if e.kind} | set(self.skipped_kinds.values())
 
 
 def run_ffmpeg(*args: str | Path) -> None:
@@ -155,7 +156,7 @@ def make_media(demo_videos: Path, work: Path) -> dict[str, Path]:
 
 
 def make_hostile_corpus(demo_videos: Path, dest: Path) -> HostileCorpus:
-    """Write the corpus under dest/videos (plus dest/outside, reached through a symlinked folder)."""
+    """Write the corpus under dest/videos (plus dest/outside, which links in videos/ point to: not followed)."""
     videos, outside, work = dest / "videos", dest / "outside", dest / "work"
     m = make_media(demo_videos, work)
     expected: dict[str, Expect] = {}
@@ -208,15 +209,37 @@ def make_hostile_corpus(demo_videos: Path, dest: Path) -> HostileCorpus:
     expected["cut_at_75pc.mp4"] = Expect("record", media={"truncated": True, "declared_duration_s": 9.07}, kind="truncated")
     cut(m["film9_faststart.mp4"], videos / "cut_at_25pc.mp4", 0.25)
     expected["cut_at_25pc.mp4"] = Expect("decode", "file is truncated: only", kind="truncated")
+    # An AVI cut at 60 %: ffprobe's duration only says what the data holds; the header's frame count
+    # says 4.53 s, so it is flagged (it once passed as whole, decoded_fraction 1.1).
+    cut(demo_videos / "jesper_intro.avi", videos / "avi_truncated.avi", 0.6)
+    expected["avi_truncated.avi"] = Expect("record", media={"truncated": True, "declared_duration_s": 4.53}, kind="truncated AVI")
 
-    # 6. Symlinked folders: followed once; a loop and a second link to the same folder are listed, not walked.
-    outside.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(m["short.mp4"], outside / "outside.mp4")
-    os.symlink(outside, videos / "linked")
-    os.symlink(outside, videos / "linked_again")
+    # 6. Symlinked folders inside the input folder: followed once; a loop and a second link to the same
+    #    folder are listed, not walked.
+    (videos / ".shelf").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(m["short.mp4"], videos / ".shelf" / "shelved.mp4")
+    os.symlink(".shelf", videos / "linked")
+    os.symlink(".shelf", videos / "linked_again")
     os.symlink(".", videos / "loop")
     os.symlink("/nonexistent/folder", videos / "dangling")
-    expected["linked/outside.mp4"] = Expect("record", media={"frames_sampled": 2}, kind="symlinked folder")
+    expected["linked/shelved.mp4"] = Expect("record", media={"frames_sampled": 2}, kind="symlinked folder")
+
+    # 7. Links that leave the input folder (its parent, the root of the file system, a folder or a clip
+    #    elsewhere): listed as skipped with the reason, never walked (follow_external_links: false).
+    outside.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(m["short.mp4"], outside / "outside.mp4")
+    os.symlink("..", videos / "up")
+    os.symlink("/", videos / "rootlink")
+    os.symlink(outside, videos / "elsewhere")
+    os.symlink(outside / "outside.mp4", videos / "outside_clip.mp4")
+    leaves = "outside the input folder: not followed; set follow_external_links: true to include it"
+    real = os.path.realpath
+    skipped_kinds = {
+        f"up/ (symlink to {real(dest)}, {leaves})": "symlink to ..",
+        f"rootlink/ (symlink to /, {leaves})": "symlink to /",
+        f"elsewhere/ (symlink to {real(outside)}, {leaves})": "symlink to a folder outside",
+        f"outside_clip.mp4 (symlink to {real(outside / 'outside.mp4')}, {leaves})": "symlink to a file outside",
+    }
 
     # 8. Things that are not videos: say what they are, never hang.
     shutil.copyfile(m["photo.png"], videos / "photo.mp4")
@@ -239,5 +262,6 @@ def make_hostile_corpus(demo_videos: Path, dest: Path) -> HostileCorpus:
         "linked_again/ (symlink to linked/, already included: not followed)",
         "loop/ (symlink to the input folder itself, already included: not followed)",
         "readme.txt",
+        *skipped_kinds,
     ]
-    return HostileCorpus(videos, expected, skipped)
+    return HostileCorpus(videos, expected, sorted(skipped), skipped_kinds)

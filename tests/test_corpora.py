@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,12 @@ def _link(target: Path, link: Path) -> None:
     link.symlink_to(target)
 
 
+def _clip(source: Path, dest: Path) -> None:
+    """A clip copied in: links to clips outside ROOT are not followed by default (test_links_leaving_root_...)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+
+
 def _meld_rows(split: str) -> list[dict[str, str]]:
     """The real table read independently of the adapter (csv module)."""
     with open(MELD / f"{split}_sent_emo.csv", encoding="utf-8-sig", newline="") as f:
@@ -46,18 +54,18 @@ def _meld_rows(split: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def meld_root(tmp_path_factory: pytest.TempPathFactory, demo_videos: Path) -> Path:
-    """MELD.Raw's layout around the real tables (linked, never copied): a few clips per split, junk, one raw episode."""
+    """MELD.Raw's layout around the real tables (linked, never copied): a few small clips per split, junk, one raw episode."""
     root = tmp_path_factory.mktemp("meld") / "MELD.Raw"
     _link(MELD / "train_sent_emo.csv", root / "train" / "train_sent_emo.csv")
     _link(MELD / "dev_sent_emo.csv", root / "dev_sent_emo.csv")
     _link(MELD / "test_sent_emo.csv", root / "test_sent_emo.csv")
     clip = demo_videos / "sample_00000870.mp4"
     for rel in ("train/train_splits/dia0_utt0.mp4", "train/train_splits/dia0_utt1.mp4", "train/train_splits/dia0_utt3.mp4"):
-        _link(clip, root / rel)
-    _link(clip, root / "dev/dev_splits_complete/dia0_utt0.mp4")
-    _link(clip, root / "test/output_repeated_splits_test/dia0_utt1.mp4")
-    _link(clip, root / "train/train_splits/dia99999_utt0.mp4")  # no such row
-    _link(clip, root / "misc/dia1_utt0.mp4")  # no split folder above it
+        _clip(clip, root / rel)
+    _clip(clip, root / "dev/dev_splits_complete/dia0_utt0.mp4")
+    _clip(clip, root / "test/output_repeated_splits_test/dia0_utt1.mp4")
+    _clip(clip, root / "train/train_splits/dia99999_utt0.mp4")  # no such row
+    _clip(clip, root / "misc/dia1_utt0.mp4")  # no split folder above it
     make_silent_video(root / "episodes" / "Friends.S03E15.The.One.Where.mkv", EPISODE_LONG_S, fps=1, size="32x32")
     return root
 
@@ -187,7 +195,7 @@ def sims_root(tmp_path: Path, demo_videos: Path) -> Path:
     (root).mkdir()
     (root / "label.csv").write_text(LABEL_CSV, encoding="utf-8")
     for rel in ("Raw/video_0001/0001.mp4", "Raw/video_0001/0002.mp4", "Raw/video_0001/0003.mp4", "Raw/video_0002/0001.mp4", "Raw/video_0002/0009.mp4"):
-        _link(demo_videos / "sample_00000880.mkv", root / rel)
+        _clip(demo_videos / "sample_00000880.mkv", root / rel)
     return root
 
 
@@ -219,7 +227,7 @@ def test_mosi_in_the_mmsa_layout_uses_its_scale(tmp_path: Path, demo_videos: Pat
     root = tmp_path / "MOSI"
     root.mkdir()
     (root / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n03bSnISJMiM,1,a lot of sad parts,-2.4,Negative,test\n")
-    _link(demo_videos / "sample_00000870.mp4", root / "Raw/03bSnISJMiM/1.mp4")
+    _clip(demo_videos / "sample_00000870.mp4", root / "Raw/03bSnISJMiM/1.mp4")
     assert adapter("cmu-mosi", root).name == "cmu-mosi" and adapter("cmu-mosi", root).files == ("label.csv",)
     (seg,) = load_corpus("cmu-mosi", root).segments
     labels = seg.labels_fields()
@@ -304,8 +312,8 @@ def test_cmu_sdk_refuses_what_is_no_sequence(tmp_path: Path) -> None:
 
 def test_mer_labels_and_folder_splits(tmp_path: Path, demo_videos: Path) -> None:
     root = tmp_path / "MER2023"
-    _link(demo_videos / "sample_00000870.mp4", root / "train" / "sample_00000870.mp4")
-    _link(demo_videos / "sample_00000880.mkv", root / "test1" / "sample_00000880.mkv")
+    _clip(demo_videos / "sample_00000870.mp4", root / "train" / "sample_00000870.mp4")
+    _clip(demo_videos / "sample_00000880.mkv", root / "test1" / "sample_00000880.mkv")
     (root / "train-label.csv").write_text("name,discrete,valence\nsample_00000870,happy,2.5\nsample_00000880,sad,-3\nsample_00000999,angry,-4\n")
     result = load_corpus("mer", root)
     assert [(s.key, s.labels_fields()["emotion"], s.labels_fields()["sentiment_score"]) for s in result.segments] == [
@@ -315,6 +323,32 @@ def test_mer_labels_and_folder_splits(tmp_path: Path, demo_videos: Path) -> None
     assert result.split_table == {"sample_00000870": "train", "sample_00000880": "test1"}
     assert result.unmatched == ["train-label.csv line 4: no clip named sample_00000999.* under the corpus folder"]
     _validate(result)
+
+
+def test_links_leaving_root_count_only_when_followed(tmp_path: Path, demo_videos: Path) -> None:
+    """A corpus walks ROOT as `emer build` does: a clip linked from elsewhere, or a link to `..` (which would
+    pull in sibling corpora), is not read unless follow_external_links is set; a link inside ROOT is."""
+    root = tmp_path / "MER2023"
+    _clip(demo_videos / "sample_00000880.mkv", root / "test1" / "sample_00000880.mkv")
+    _link(demo_videos / "sample_00000870.mp4", root / "train" / "sample_00000870.mp4")
+    _clip(demo_videos / "sample_00000870.mp4", tmp_path / "sibling" / "sample_00000999.mp4")
+    os.symlink("..", root / "up")
+    os.symlink("test1/sample_00000880.mkv", root / "sample_00000881.mkv")  # inside ROOT: read
+    (root / "train-label.csv").write_text("name,discrete,valence\nsample_00000870,happy,2.5\nsample_00000880,sad,-3\nsample_00000881,sad,-3\nsample_00000999,angry,-4\n")
+    result = load_corpus("mer", root)
+    assert [s.key for s in result.segments] == ["sample_00000880", "sample_00000881"]
+    assert result.unmatched == [
+        "train-label.csv line 2: no clip named sample_00000870.* under the corpus folder",
+        "train-label.csv line 5: no clip named sample_00000999.* under the corpus folder",
+    ]
+    followed = load_corpus("mer", root, follow_external_links=True)
+    assert [(s.key, s.source_path) for s in followed.segments] == [
+        ("sample_00000870", "train/sample_00000870.mp4"),
+        ("sample_00000880", "test1/sample_00000880.mkv"),
+        ("sample_00000881", "sample_00000881.mkv"),
+        ("sample_00000999", "up/sibling/sample_00000999.mp4"),
+    ]
+    assert load_corpus("mer", root).segments == result.segments  # the setting does not outlive the call
 
 
 def test_registry_names_and_declarations() -> None:

@@ -81,18 +81,24 @@ def test_keys_for_unreadable_or_long_names_stay_unique_and_fit():
     assert key_for(b"caf\xe9.mp4") == key_for(os.fsdecode(b"caf\xe9.mp4")) == "caf_xe9"
 
 
-def test_symlinked_folders_are_followed_once_and_loops_listed(tmp_path: Path):
+def _linked_tree(tmp_path: Path) -> Path:
+    """videos/ with real folders, a loop, a second name, a broken link, and links to a folder outside it."""
     videos, outside = tmp_path / "videos", tmp_path / "outside"
     (videos / "real" / "deep").mkdir(parents=True)
     (outside / "sub").mkdir(parents=True)
     for p in (videos / "real" / "a.mp4", videos / "real" / "deep" / "b.mp4", outside / "c.mp4", outside / "sub" / "d.mp4"):
         p.write_bytes(b"x")
-    os.symlink(outside, videos / "ext")  # outside the input folder: followed
-    os.symlink(outside / "sub", videos / "ext_sub")  # already reached through ext/sub
+    os.symlink(outside, videos / "ext")  # outside the input folder
+    os.symlink(outside / "sub", videos / "ext_sub")  # outside too; with following allowed, already reached through ext/sub
     os.symlink(videos / "real", videos / "alias")  # a second name for a folder walked already
     os.symlink("..", videos / "real" / "deep" / "up")  # a loop
     os.symlink(tmp_path / "missing", videos / "gone")
-    inputs, collisions, skipped = match_videos(videos)
+    return videos
+
+
+def test_symlinked_folders_are_followed_once_and_loops_listed(tmp_path: Path):
+    videos = _linked_tree(tmp_path)
+    inputs, collisions, skipped = match_videos(videos, follow_external_links=True)
     assert [i.source_path for i in inputs] == ["ext/c.mp4", "ext/sub/d.mp4", "real/a.mp4", "real/deep/b.mp4"]
     assert skipped == [
         "alias/ (symlink to real/, already included: not followed)",
@@ -100,6 +106,49 @@ def test_symlinked_folders_are_followed_once_and_loops_listed(tmp_path: Path):
         "gone (broken symlink)",
         "real/deep/up/ (symlink to real/, already included: not followed)",
     ]
+
+
+def test_links_that_leave_the_input_folder_are_listed_not_followed(tmp_path: Path):
+    """`..`, `/`, a folder or a clip elsewhere: skipped with the reason by default, so a link never pulls the file
+    system into a dataset; a link inside the folder, a link to a device and a dangling link stay as they were."""
+    videos = _linked_tree(tmp_path)
+    outside = tmp_path / "outside"
+    os.symlink("..", videos / "up")
+    os.symlink("/", videos / "rootlink")
+    os.symlink(outside / "c.mp4", videos / "c_link.mp4")  # a clip elsewhere
+    os.symlink(outside / "notes.txt", videos / "notes.txt")  # not a video: listed by name, as any non-video file
+    os.symlink("real/a.mp4", videos / "a_again.mp4")  # inside: an input as before
+    os.symlink("/dev/zero", videos / "zero.mp4")  # a device: decode names it (a failure row), as before
+    os.symlink(tmp_path / "missing.mp4", videos / "dangling.mp4")  # decode names it, as before
+    inputs, collisions, skipped = match_videos(videos)
+    assert not collisions
+    assert [i.source_path for i in inputs] == ["a_again.mp4", "dangling.mp4", "real/a.mp4", "real/deep/b.mp4", "zero.mp4"]
+    leaves = "outside the input folder: not followed; set follow_external_links: true to include it"
+    assert skipped == [
+        "alias/ (symlink to real/, already included: not followed)",
+        f"c_link.mp4 (symlink to {outside}/c.mp4, {leaves})",
+        f"ext/ (symlink to {outside}, {leaves})",
+        f"ext_sub/ (symlink to {outside}/sub, {leaves})",
+        "gone (broken symlink)",
+        "notes.txt (broken symlink)",
+        "real/deep/up/ (symlink to real/, already included: not followed)",
+        f"rootlink/ (symlink to /, {leaves})",
+        f"up/ (symlink to {tmp_path}, {leaves})",
+    ]
+
+
+def test_a_videos_dir_given_through_a_link_keeps_its_own_links_inside(tmp_path: Path):
+    """Inside and outside are decided on resolved paths: VIDEOS_DIR may itself be a link (/data/videos -> /mnt/x)."""
+    real = tmp_path / "store" / "videos"
+    (real / "clips").mkdir(parents=True)
+    (real / "clips" / "a.mp4").write_bytes(b"x")
+    (real / ".shelf").mkdir()
+    (real / ".shelf" / "b.mp4").write_bytes(b"x")
+    os.symlink(real / ".shelf", real / "shelf")  # an absolute link to a hidden folder inside: followed
+    os.symlink(real / "clips" / "a.mp4", real / "a_link.mp4")
+    os.symlink(real, tmp_path / "videos")
+    inputs, _, skipped = match_videos(tmp_path / "videos")
+    assert [i.source_path for i in inputs] == ["a_link.mp4", "clips/a.mp4", "shelf/b.mp4"] and skipped == []
 
 
 def test_an_unreadable_folder_is_listed_not_lost():
@@ -120,3 +169,40 @@ def test_an_unreadable_folder_is_listed_not_lost():
         (root / "locked").chmod(0o755)
         shutil.rmtree(root)
     assert proc.stdout.strip() == "['ok.mp4'] ['locked/ (folder not readable: Permission denied)']"
+
+
+def test_a_folder_of_links_leaving_it_is_one_line_naming_the_setting(tmp_path: Path):
+    """Only links to clips elsewhere (a symlink farm): `emer build` says why nothing was found and what to set."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.mp4").write_bytes(b"x")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(tmp_path / "elsewhere" / "a.mp4", videos / "a.mp4")
+    os.symlink("/", videos / "rootlink")
+    emer = [sys.executable, "-m", "emer_builder.cli.main"]
+    proc = subprocess.run([*emer, "build", str(videos), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"emer: error: no video files under {videos} (looked for ")
+    assert "; 2 symlinks leading outside it were not followed (a.mp4, rootlink/): set follow_external_links: true in the config to include them" in proc.stderr
+
+
+def test_the_summary_lists_links_leaving_the_input_folder():
+    from emer_builder.pipelines.build import BuildSummary
+
+    leaves = "outside the input folder: not followed; set follow_external_links: true to include it"
+    skipped = ["notes.txt", f"rootlink/ (symlink to /, {leaves})", f"up/ (symlink to /data, {leaves})"]
+    lines = BuildSummary("/o", 1, {"train": 1}, {}, skipped, 0, {}, 0.0, 1.0).text().splitlines()
+    assert f"  skipped 3 entries (not videos, or links and folders not followed): notes.txt, rootlink/ (symlink to /, {leaves}), up/ (symlink to /data, {leaves})" in lines
+    assert "  not followed: 2 symlinks leading outside the input folder (rootlink/, up/); set follow_external_links: true in the config to include them" in lines
+
+
+def test_follow_external_links_is_a_config_switch(tmp_path: Path):
+    from emer_builder.core.config import BuildConfig, load_config
+    from emer_builder.core.errors import UserError
+
+    assert BuildConfig().follow_external_links is False
+    (tmp_path / "on.yaml").write_text("follow_external_links: true\n")
+    assert load_config(tmp_path / "on.yaml").follow_external_links is True
+    (tmp_path / "bad.yaml").write_text("follow_external_links: 1\n")
+    with pytest.raises(UserError, match=r"config key follow_external_links must be of type bool, got 1"):
+        load_config(tmp_path / "bad.yaml")

@@ -4,6 +4,7 @@ every bad input as one failure row, the schema groups, and splits grouped by sou
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _folder(tmp_path: Path, episode: Path, *names: str) -> Path:
     folder.mkdir(exist_ok=True)
     for name in names:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).symlink_to(episode)
+        shutil.copyfile(episode, folder / name)  # not a symlink: links leaving the folder are not followed by default
     return folder
 
 

@@ -4,6 +4,8 @@ Nothing under the input folder may vanish: every entry ends as an input (then a 
 row), a key collision (a failure row), a skipped non-video file, or a skipped folder with the reason.
 File names are bytes on Linux; names that are not valid UTF-8 keep their real path for opening and
 get a UTF-8 display form (`caf\\xe9.mp4`) for everything written (source_path, failure rows, reports).
+A symlink whose target lies outside the input folder (`..`, `/`, a clip elsewhere) is not followed
+unless the config says `follow_external_links: true`: a link must not pull the file system into a dataset.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def key_for(source_path: str | bytes) -> str:
     return key
 
 
+# The reason a link that leaves the input folder was not followed: the summary counts skipped entries holding it.
+OUTSIDE_INPUT = "outside the input folder: not followed; set follow_external_links: true to include it"
+
+
 @dataclass
 class _Walk:
     """One pass over the input folder: files found (real absolute path, raw relative path) and what was skipped."""
@@ -102,10 +108,19 @@ class _Walk:
     skipped: list[str]
 
 
-def walk_inputs(videos_dir: str | Path) -> _Walk:
+def walk_inputs(videos_dir: str | Path, follow_external_links: bool = False) -> _Walk:
     """Every entry under `videos_dir`, following symlinked folders once each (loops and repeats are
-    listed as skipped with the reason). Hidden entries (`.git`, `.DS_Store`) are not inputs."""
+    listed as skipped with the reason). Hidden entries (`.git`, `.DS_Store`) are not inputs. A link to a
+    folder or regular video file outside `videos_dir` is listed as skipped unless `follow_external_links`;
+    links to devices, pipes or nothing stay inputs, so that decode names what they are."""
     root = os.path.abspath(os.fspath(videos_dir))
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
+
+    def leaves(path: str) -> str | None:
+        """Where the link `path` resolves to, when that lies outside the input folder and must not be followed."""
+        target = os.path.realpath(path)
+        return None if follow_external_links or (target + os.sep).startswith(inside) else target
+
     files: list[tuple[str, str]] = []
     skipped: list[str] = []
     seen: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> where it was included
@@ -126,7 +141,9 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
                 is_link, is_dir = entry.is_symlink(), entry.is_dir()
             except OSError:
                 is_link, is_dir = False, False
-            if is_dir and is_link:
+            if is_link and (target := leaves(entry.path)) is not None and (is_dir or _is_video(entry.name) and os.path.isfile(target)):
+                skipped.append(f"{display_path(rel)}{'/' if is_dir else ''} (symlink to {display_path(target)}, {OUTSIDE_INPUT})")
+            elif is_dir and is_link:
                 links.append((entry.path, rel))
             elif is_dir:
                 try:
@@ -139,7 +156,7 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
                     skipped.append(f"{display_path(rel)}/ (same folder as {display_path(where)}/, already included: not walked again)")
                     continue
                 walk(entry.path, rel + "/")
-            elif os.path.splitext(entry.name)[1].lower() in VIDEO_EXTENSIONS:
+            elif _is_video(entry.name):
                 files.append((entry.path, rel))  # special files and broken links too: decode names the problem
             elif is_link and not os.path.exists(entry.path):
                 skipped.append(f"{display_path(rel)} (broken symlink)")
@@ -166,6 +183,10 @@ def walk_inputs(videos_dir: str | Path) -> _Walk:
     return _Walk(files, sorted(skipped))
 
 
+def _is_video(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
 def list_stored_inputs(url: str) -> _Walk:
     """Every object under an object-store prefix (s3://bucket/videos): video files by extension, the
     rest listed as skipped; hidden names (`.keep`, `.emer-*`) are not inputs. Paths are full URLs."""
@@ -184,10 +205,10 @@ def list_stored_inputs(url: str) -> _Walk:
     return _Walk(files, sorted(skipped))
 
 
-def match_videos(videos_dir: str | Path) -> tuple[list[VideoInput], list[KeyCollision], list[str]]:
+def match_videos(videos_dir: str | Path, follow_external_links: bool = False) -> tuple[list[VideoInput], list[KeyCollision], list[str]]:
     """All video files under `videos_dir` in key order, files whose keys collide, and skipped entries
-    (non-video files by name; folders and broken links with the reason in parentheses)."""
-    found = list_stored_inputs(str(videos_dir)) if is_url(videos_dir) else walk_inputs(videos_dir)
+    (non-video files by name; folders, broken links and links leaving `videos_dir` with the reason in parentheses)."""
+    found = list_stored_inputs(str(videos_dir)) if is_url(videos_dir) else walk_inputs(videos_dir, follow_external_links)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for path, rel in found.files:
         by_key[key_for(rel)].append((path, display_path(rel)))
@@ -203,4 +224,4 @@ def match_videos(videos_dir: str | Path) -> tuple[list[VideoInput], list[KeyColl
     return inputs, collisions, found.skipped
 
 
-__all__ = ["VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "list_stored_inputs", "match_videos", "walk_inputs"]
+__all__ = ["OUTSIDE_INPUT", "VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "list_stored_inputs", "match_videos", "walk_inputs"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from emer_builder.core.errors import UserError
 from emer_builder.transforms.corpora import cmu_sdk, meld, mer, mmsa
-from emer_builder.transforms.corpora.common import Corpus, find_tables
+from emer_builder.transforms.corpora.common import Corpus, find_tables, following_external_links
 from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions
 
 _MMSA = {c.name: c for c in mmsa.CORPORA}
@@ -40,12 +40,14 @@ def adapter(name: str, root: str | Path) -> Corpus:
     return CORPORA[name]
 
 
-def load_corpus(name: str, root: str | Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
-    """Read the corpus at ROOT: its utterances, official splits and labels, sorted and deterministic."""
+def load_corpus(name: str, root: str | Path, options: SegmentOptions = DEFAULT_OPTIONS, follow_external_links: bool = False) -> Segmentation:
+    """Read the corpus at ROOT: its utterances, official splits and labels, sorted and deterministic.
+    Clips behind links that leave ROOT count only with `follow_external_links`, as for `emer build` without a corpus."""
     path = Path(root)
     if not path.is_dir():
         raise UserError(f"corpus folder {root} is not a folder")
-    return adapter(name, path).load(path, options)
+    with following_external_links(follow_external_links):
+        return adapter(name, path).load(path, options)
 
 
 def describe(name: str, root: str | Path | None = None) -> str:

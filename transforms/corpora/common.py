@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,9 +37,25 @@ class Corpus:
     load: Callable[[Path, SegmentOptions], Segmentation]
 
 
+# The build's `follow_external_links` while an adapter loads: set by `load_corpus`, so that adapters keep the
+# `load(root, options)` signature and still walk ROOT exactly as the build's own input matching does.
+_FOLLOW_EXTERNAL_LINKS: ContextVar[bool] = ContextVar("follow_external_links", default=False)
+
+
+@contextmanager
+def following_external_links(follow: bool) -> Iterator[None]:
+    """Within this block, `root_videos` follows links that leave ROOT (or, by default, lists them as skipped)."""
+    token = _FOLLOW_EXTERNAL_LINKS.set(follow)
+    try:
+        yield
+    finally:
+        _FOLLOW_EXTERNAL_LINKS.reset(token)
+
+
 def root_videos(root: Path) -> list[VideoInput]:
-    """Every video file under ROOT (hidden entries and symlink loops skipped), keyed by relative path, sorted."""
-    found = walk_inputs(root)
+    """Every video file under ROOT (hidden entries, symlink loops and, unless `following_external_links`,
+    links leaving ROOT skipped), keyed by relative path, sorted."""
+    found = walk_inputs(root, _FOLLOW_EXTERNAL_LINKS.get())
     return sorted((VideoInput(key_for(rel), path, display_path(rel)) for path, rel in found.files), key=lambda v: v.source_path)
 
 
@@ -112,4 +130,17 @@ def by_stem(videos: Iterable[VideoInput]) -> dict[str, list[VideoInput]]:
     return out
 
 
-__all__ = ["Corpus", "SPLIT_NAMES", "by_stem", "file_entry", "find_tables", "number", "one_table", "root_videos", "split_name", "text", "unlisted"]
+__all__ = [
+    "Corpus",
+    "SPLIT_NAMES",
+    "by_stem",
+    "file_entry",
+    "find_tables",
+    "following_external_links",
+    "number",
+    "one_table",
+    "root_videos",
+    "split_name",
+    "text",
+    "unlisted",
+]
