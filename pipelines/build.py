@@ -38,7 +38,7 @@ from emer_builder.release.store import store_errors
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import chain_digests
 from emer_builder.transforms.corpora import load_corpus
-from emer_builder.transforms.keys import VIDEO_EXTENSIONS, VideoInput, match_videos
+from emer_builder.transforms.keys import OUTSIDE_INPUT, VIDEO_EXTENSIONS, VideoInput, match_videos
 from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
 from emer_builder.transforms.split import SplitAssigner
 
@@ -74,7 +74,7 @@ def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]], 
 def segment_inputs(config: BuildConfig, videos: Path, inputs: list[VideoInput]) -> Segmentation | None:
     """Utterances of the inputs (subtitles, a table, speech) or of a corpus' own layout; None: one file = one record."""
     if config.corpus:
-        return load_corpus(config.corpus, videos, config.segment)
+        return load_corpus(config.corpus, videos, config.segment, config.follow_external_links)
     return segment_videos(inputs, config.segment)
 
 
@@ -103,6 +103,8 @@ class BuildSummary:
     emotion_wheel: str = ""
     llm: dict[str, int] = field(default_factory=dict)  # requests, cache hits and misses, fields left null
     up_to_date: bool = False  # nothing changed since the build in OUT: it was kept as it is
+    finished_commit: bool = False  # this build first finished the commit an interrupted (killed) build left in OUT
+    truncated: list[dict[str, Any]] = field(default_factory=list)  # records flagged media.truncated (manifest.json "truncated")
     segmentation: dict[str, Any] = field(default_factory=dict)  # method, utterances, videos, failures, rows_without_video
     stage_runs: dict[str, int] = field(default_factory=dict)  # stage -> clips it computed (the rest came from the cache)
     cache_restored: dict[str, int] = field(default_factory=dict)  # last stage restored from the cache -> clips
@@ -120,13 +122,23 @@ class BuildSummary:
         splits = ", ".join(f"{k} {v}" for k, v in sorted(self.records_per_split.items())) or "none"
         fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures_by_stage.items())) or "none"
         langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items())) or "none"
-        first = f"up to date: {self.records} records from {self.inputs} inputs in {self.out} (nothing changed)" if self.up_to_date else f"built {self.records} records from {self.inputs} inputs in {self.wall_s:.1f} s -> {self.out}"
+        if self.up_to_date and self.finished_commit:
+            first = f"finished the commit left by an interrupted build: {self.records} records from {self.inputs} inputs in {self.out} (its inputs have not changed since)"
+        elif self.up_to_date:
+            first = f"up to date: {self.records} records from {self.inputs} inputs in {self.out} (nothing changed)"
+        else:
+            first = f"built {self.records} records from {self.inputs} inputs in {self.wall_s:.1f} s -> {self.out}"
+            if self.finished_commit:
+                first += " (after finishing the commit left by an interrupted build)"
         lines = [
             first,
             f"  splits: {splits}",
             f"  failures: {self.failures} ({fails}); details in failures.parquet",
             f"  faces found in {self.clips_with_faces}/{self.records} clips; languages: {langs}; audio {self.audio_hours * 3600:.1f} s ({self.audio_hours:.4f} h)",
         ]
+        if self.truncated:
+            cut = [f"{t['source_path']} ({_share(t.get('decoded_fraction'))} of {t.get('declared_duration_s') or 0:.2f} s)" for t in self.truncated]
+            lines.append(f"  truncated: {len(cut)} records decoded only in part (media.truncated; listed in manifest.json and report.html){_first(cut)}")
         cpu_total = sum(t["cpu_s"] for t in self.stage_seconds.values())
         if cpu_total > 0:
             shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
@@ -159,8 +171,20 @@ class BuildSummary:
             )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
-            lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or folders not followed): {shown}")
+            lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or links and folders not followed): {shown}")
+        leaving = links_leaving(self.skipped_files)
+        if leaving:
+            lines.append(f"  not followed: {len(leaving)} symlinks leading outside the input folder{_first(leaving)}; set follow_external_links: true in the config to include them")
         return "\n".join(lines)
+
+
+def links_leaving(skipped: list[str]) -> list[str]:
+    """The names of the skipped entries that are symlinks leading outside the input folder."""
+    return [s[: s.index(" (symlink to ")] for s in skipped if OUTSIDE_INPUT in s and " (symlink to " in s]
+
+
+def _share(fraction: float | None) -> str:
+    return "?" if fraction is None else f"{fraction:.0%}"
 
 
 def _restored(counts: dict[str, int]) -> str:
@@ -362,6 +386,7 @@ def summarise(
         explanation_sources=manifest["stats"]["explanation_sources"],
         annotations=manifest["annotations"],
         emotion_wheel=manifest["emotion_wheel"],
+        truncated=list(manifest.get("truncated", [])),  # a build made before the list has none
         manifest=manifest,
     )
 
@@ -459,11 +484,11 @@ def _build(
         raise UserError(f"output {out_path} exists and is not a folder")
     plan = prepare(config)  # tables and endpoint first: cheaper than loading the models
     with out_lock(out_path):
-        recover(out_path)
+        finished_commit = recover(out_path)
         _check_out(out_path, videos, config, overwrite)
         stages = build_stages(config)
         with store_errors(str(videos), "read", STORE_CREDENTIALS) if stored_input else nullcontext():
-            inputs, collisions, skipped = match_videos(videos)
+            inputs, collisions, skipped = match_videos(videos, config.follow_external_links)
         segmentation = segment_inputs(config, videos, inputs)
         if segmentation is not None:
             skipped = sorted((set(skipped) - sidecar_files(inputs)) | set(segmentation.skipped))
@@ -473,6 +498,7 @@ def _build(
         else:
             known = up_to_date(out_path, fingerprint) if not overwrite else None
         if known is not None:
+            known.finished_commit = finished_commit
             return known
         if not names_runner(beam_args):
             check_stages(config)  # remote workers may differ from this machine: they report their own errors
@@ -486,7 +512,9 @@ def _build(
         ]
         clips = input_clips(inputs, early, segmentation)
         if not clips:
-            raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+            leaving = links_leaving(skipped)
+            hint = f"; {len(leaving)} symlinks leading outside it were not followed{_first(leaving)}: set follow_external_links: true in the config to include them" if leaving else ""
+            raise UserError(f"no video files under {videos_dir} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}){hint}")
 
         # the build proper needs Beam, the models' libraries and `datasets` (about 2 s of imports): a
         # no-op rebuild, and a build that fails its checks, have returned above without them
@@ -522,6 +550,7 @@ def _build(
     summary = summarise(out_path, len(clips), skipped, wall, manifest, seconds, loads)
     summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.llm is not None else {}
     summary.stage_runs = {s.name: counts.get(f"ran_{s.name}", 0) for s in stages}
+    summary.finished_commit = finished_commit
     if segmentation is not None:
         summary.segmentation = {
             "method": f"corpus {config.corpus}" if config.corpus else config.segment.mode,

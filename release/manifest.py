@@ -17,6 +17,7 @@ from emer_builder.schemas import RecordSchema
 
 MANIFEST = "manifest.json"
 BUILD_OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # what a build writes into OUT; the manifest last: the commit
+TRUNCATION_FIELDS = ("declared_duration_s", "decoded_duration_s", "decoded_fraction")  # media fields each truncated record lists
 PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")
 
 
@@ -52,12 +53,16 @@ def write_manifest(
     audio_seconds = 0.0
     sources: dict[str, Counter[str]] = {}
     keys: dict[str, list[str]] = {}
+    truncated: list[dict[str, Any]] = []  # records cut short (a partial download): kept, flagged, listed for the user
     for path in sorted((root / "data").glob("*.parquet")):
         split = path.name.split("-")[0]
         splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
         shards[split] = shards.get(split, 0) + 1
-        for row in pq.read_table(path, columns=["key", "media", "transcript", "faces", "explanation"]).to_pylist():
+        for row in pq.read_table(path, columns=["key", "source_path", "media", "transcript", "faces", "explanation"]).to_pylist():
             keys.setdefault(split, []).append(row["key"])
+            if row["media"].get("truncated"):
+                measured = {k: None if row["media"].get(k) is None else round(row["media"][k], 3) for k in TRUNCATION_FIELDS}  # float32 digits are noise
+                truncated.append({"key": row["key"], "split": split, "source_path": row["source_path"], **measured})
             for name, value in row["explanation"].items():
                 if isinstance(value, dict):
                     sources.setdefault(name, Counter())[value["source"] or "null"] += 1
@@ -82,7 +87,7 @@ def write_manifest(
         "config_hash": config.config_hash(),
         "models": prov,
         "packages": package_versions(),
-        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": len(failures), "skipped_files": len(skipped)},
+        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": len(failures), "skipped_files": len(skipped), "truncated": len(truncated)},
         "failures_by_stage": dict(sorted(Counter(failures).items())),
         "stats": {
             "clips_with_faces": clips_with_faces,
@@ -94,6 +99,7 @@ def write_manifest(
         "annotations": annotations or {"files": [], "names_without_video": [], "videos_without_annotation": []},
         "emotion_wheel": prov.get("emotion_wheel") or f"not used: {wheel_problem}",
         "skipped_files": skipped,
+        "truncated": sorted(truncated, key=lambda t: t["key"]),
         "languages": sorted(languages),  # for the card's `language` tag
         "splits": splits,
         "keys": {split: sorted(k) for split, k in sorted(keys.items())},  # releases list added and removed keys

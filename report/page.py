@@ -21,6 +21,7 @@ from emer_builder.report.static import CSS, ERRORS, GALLERY
 
 PAGE_SIZE = 24
 PATHS_SHOWN = 10  # paths listed per failure reason in the overview; the gallery lists every failure
+TRUNCATED_SHOWN = 100  # truncated records listed in the overview; manifest.json lists them all
 LABELS_LISTED = 2000  # label suggestions in the filter's list (most frequent first)
 
 
@@ -79,11 +80,13 @@ def overview_html(data: BuildData, notes: list[str]) -> str:
     if audio_s is None:
         audio_s = sum(r["media.duration_s"] or 0 for r in data.records if r["media.has_audio"])
     languages = stats.get("records_per_language") or dict(Counter(r["transcript.language"] for r in data.records if r["transcript.language"]))
+    truncated = truncated_records(data)
     tiles = [
         ("inputs", counts.get("inputs"), "video files found"),
         ("records", records, "clips that became records"),
         ("failures", counts.get("failures", len(data.failures)), "inputs that became failure rows"),
-        ("skipped", counts.get("skipped_files"), "non-video files skipped"),
+        ("skipped", counts.get("skipped_files"), "entries skipped (not videos, links not followed)"),
+        ("truncated", None if truncated is None else len(truncated), "records cut short, decoded in part"),
         ("audio-hours", f"{audio_s / 3600:.3f}", f"hours of audio ({audio_s:.1f} s)"),
         ("faces", faces, f"of {records} clips with a face"),
         ("languages", ", ".join(f"{k} {v}" for k, v in sorted(languages.items())) or "none", "transcript languages (records)"),
@@ -101,6 +104,7 @@ def overview_html(data: BuildData, notes: list[str]) -> str:
     parts.append('<div class="cols"><div>')
     parts.append(_splits_table(data))
     parts.append(_failures_tables(data))
+    parts.append(_truncated_table(truncated))
     parts.append("</div><div>")
     parts.append(_timings_table(data.timings))
     parts.append(_sources_table(data))
@@ -158,6 +162,44 @@ def _failures_tables(data: BuildData) -> str:
             )
         parts.append("</table>")
     return "".join(parts)
+
+
+def truncated_records(data: BuildData) -> list[dict[str, Any]] | None:
+    """Records flagged media.truncated: the manifest's list, else the records here; None when neither says
+    (a build made before the flag was counted, read without its Parquet tables)."""
+    listed = data.manifest.get("truncated")
+    if isinstance(listed, list):
+        return [t for t in listed if isinstance(t, dict)]
+    if not data.records or all(r["media.truncated"] is None for r in data.records):
+        return None
+    fields = ("declared_duration_s", "decoded_duration_s", "decoded_fraction")
+    return [{"key": r["key"], "split": r["split"], "source_path": r["source_path"], **{f: r[f"media.{f}"] for f in fields}} for r in data.records if r["media.truncated"]]
+
+
+def _truncated_table(truncated: list[dict[str, Any]] | None) -> str:
+    head = '<h3 id="truncated">Truncated records</h3>'
+    if truncated is None:
+        return f'{head}<p class="muted" data-stat="truncated-unknown">This build did not record which files were cut short.</p>'
+    if not truncated:
+        return f'{head}<p data-stat="truncated-none">None: every record decoded to its declared length.</p>'
+
+    def number(value: Any, form: str) -> str:
+        return "?" if not isinstance(value, (int, float)) else format(value, form)
+
+    rows = "".join(
+        f'<tr data-truncated="{escape(str(t.get("key")))}"><td>{escape(str(t.get("key")))}</td><td class="paths">{escape(str(t.get("source_path")))}</td>'
+        f'<td class="n">{number(t.get("decoded_duration_s"), ".2f")}</td><td class="n">{number(t.get("declared_duration_s"), ".2f")}</td>'
+        f'<td class="n">{number(t.get("decoded_fraction"), ".0%")}</td></tr>'
+        for t in truncated[:TRUNCATED_SHOWN]
+    )
+    more = f"<p>… and {len(truncated) - TRUNCATED_SHOWN} more (all in manifest.json, key <code>truncated</code>)</p>" if len(truncated) > TRUNCATED_SHOWN else ""
+    return (
+        f"{head}<p>{len(truncated)} files were cut short (a partial download, an unfinished copy) and decoded only in part: "
+        "kept as records flagged <code>media.truncated</code>, with <code>media.duration_s</code> what decoded. "
+        "Below <code>decode.min_decoded_fraction</code> such a file becomes a failure instead.</p>"
+        '<table><tr><th>key</th><th>path</th><th class="n">decoded s</th><th class="n">declared s</th><th class="n">decoded</th></tr>'
+        f"{rows}</table>{more}"
+    )
 
 
 def _timings_table(timings: dict[str, Any]) -> str:

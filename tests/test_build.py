@@ -75,7 +75,8 @@ def test_parquet_and_tar_shards_hold_the_same_keys(demo_build):
 def test_manifest_counts_and_checksums(demo_build):
     out, summary = demo_build
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"inputs": 7, "records": 7, "failures": 0, "skipped_files": 0}
+    assert manifest["counts"] == {"inputs": 7, "records": 7, "failures": 0, "skipped_files": 0, "truncated": 0}
+    assert manifest["truncated"] == [] and summary.truncated == []
     assert manifest["splits"] == summary.records_per_split and sum(manifest["splits"].values()) == 7
     # everything but the cards, and what is made from the manifest or records the build's cost: the report, build.json, the lock
     derived = ("manifest.json", "README.md", "report.html", "build.json", ".emer-lock")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines import build as build_module
-from emer_builder.pipelines.build import JOURNAL, LOCK_FILE, STAGING_PREFIX, commit, out_lock, recover, verify_build
-from emer_builder.release.manifest import MANIFEST
+from emer_builder.pipelines.build import JOURNAL, LOCK_FILE, STAGING_PREFIX, BuildSummary, commit, out_lock, recover, verify_build
+from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 
 EMER = str(Path(sys.executable).parent / "emer")
 
@@ -113,6 +113,53 @@ def test_a_kill_at_any_instant_of_the_commit_leaves_the_old_or_the_new_build(tmp
             break
         instants += 1
     assert instants >= 10  # the commit has many steps; each one was a kill point
+
+
+def test_recover_says_whether_it_finished_a_commit(tmp_path: Path):
+    out = tmp_path / "out"
+    _fake_build(out, "old")
+    assert recover(out) is False
+    staging = out / f"{STAGING_PREFIX}7"
+    _fake_build(staging, "new")
+    (out / JOURNAL).write_text(json.dumps({"staging": staging.name, "outputs": ["data", "media", "failures.parquet", "README.md", MANIFEST], "overwrite": False}))
+    assert recover(out) is True and _state(out) == "new"
+
+
+def test_the_summary_names_a_finished_interrupted_commit():
+    summary = BuildSummary("/o", 3, {"train": 3}, {}, [], 0, {}, 0.0, 2.0, up_to_date=True, finished_commit=True)
+    first = summary.text().splitlines()[0]
+    assert first == "finished the commit left by an interrupted build: 3 records from 3 inputs in /o (its inputs have not changed since)"
+    summary.finished_commit = False
+    assert summary.text().splitlines()[0] == "up to date: 3 records from 3 inputs in /o (nothing changed)"
+    summary.up_to_date, summary.finished_commit = False, True
+    assert summary.text().splitlines()[0] == "built 3 records from 3 inputs in 2.0 s -> /o (after finishing the commit left by an interrupted build)"
+
+
+@pytest.mark.slow
+def test_a_build_that_finishes_an_interrupted_commit_says_so(demo_videos: Path, tmp_path: Path):
+    """A kill -9 right after the commit removed the old manifest leaves a journal naming a complete staging
+    folder; the next build finishes that commit and says so, not "(nothing changed)"."""
+    videos = _tiny_corpus(demo_videos, tmp_path, ("no_face_dog.mp4",))
+    out = tmp_path / "out"
+    args = [EMER, "build", str(videos), "--out", str(out), "--config", str(_config(tmp_path)), "--workers", "1", "--quiet"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    staging = out / f"{STAGING_PREFIX}4242"
+    staging.mkdir()
+    outputs = [n for n in BUILD_OUTPUTS if (out / n).exists()]
+    for name in outputs:
+        (shutil.copytree if (out / name).is_dir() else shutil.copy2)(out / name, staging / name)
+    (out / JOURNAL).write_text(json.dumps({"staging": staging.name, "outputs": outputs, "overwrite": False}))
+    (out / MANIFEST).unlink()
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.splitlines()[0] == f"finished the commit left by an interrupted build: 1 records from 1 inputs in {out} (its inputs have not changed since)"
+    assert "nothing changed" not in second.stdout
+    assert (out / MANIFEST).is_file() and not (out / JOURNAL).exists() and not staging.exists()
+    assert verify_build(out, json.loads((out / MANIFEST).read_text())) is None
+    third = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert third.stdout.splitlines()[0] == f"up to date: 1 records from 1 inputs in {out} (nothing changed)"
 
 
 def test_a_damaged_build_is_not_taken_for_a_valid_one(tmp_path: Path, demo_videos: Path):

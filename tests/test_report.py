@@ -252,14 +252,24 @@ def _record(i: int, rng: random.Random, crops: int, wheel: bool) -> dict[str, An
 
 
 def synthetic_build(
-    out: Path, records: int, failures: list[tuple[str, str, Exception]] = (), crops: int = 5, wheel: bool = False, hostile: bool = False, seed: int = 1
+    out: Path,
+    records: int,
+    failures: list[tuple[str, str, Exception]] = (),
+    crops: int = 5,
+    wheel: bool = False,
+    hostile: bool = False,
+    seed: int = 1,
+    truncated: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """A build folder as `emer build` lays it out (Parquet + tar shards of 1000, failures.parquet, manifest.json,
-    build.json with stage times), from synthetic records; returns the manifest."""
+    build.json with stage times), from synthetic records (those numbered in `truncated` cut short); returns the manifest."""
     rng = random.Random(seed)
     faces = [_jpeg(rng) for _ in range(16)]
     flac = _flac()
     rows = [_record(i, rng, 0 if i % 11 == 3 else crops, wheel) for i in range(records)]
+    for i in truncated:  # what decode writes for a partial download (tests/hostile.py: cut_at_75pc.mp4)
+        media = rows[i]["media"]
+        media.update(truncated=True, declared_duration_s=media["duration_s"] * 2, decoded_duration_s=media["duration_s"], decoded_fraction=0.5)
     if hostile:
         rows[1]["key"], rows[1]["source_path"] = "样本_中文", "videos/样本 中文.mp4"  # keys keep Chinese characters: file names and links too
         rows[0]["transcript"]["text"] = HOSTILE
@@ -309,6 +319,44 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     manifest = synthetic_build(out, 40, FAILURES, wheel=True, hostile=True)
     write_report(out)
     return out, manifest
+
+
+def test_truncated_records_are_counted_in_the_manifest_summary_and_report(tmp_path: Path):
+    """Records flagged media.truncated are kept; the user sees how many and which: manifest.json, the build
+    summary and a section of report.html, not only a flag inside each record."""
+    from emer_builder.pipelines.build import summarise
+
+    out = tmp_path / "out"
+    manifest = synthetic_build(out, 12, truncated=(2, 7), crops=0)
+    assert manifest["counts"]["truncated"] == 2
+    durations = {r["key"]: r["media"]["duration_s"] for p in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
+    assert [(t["key"], t["source_path"], t["decoded_fraction"]) for t in manifest["truncated"]] == [
+        ("clip_00002", "videos/clip_00002.mp4", 0.5),
+        ("clip_00007", "videos/clip_00007.mp4", 0.5),
+    ]
+    for t in manifest["truncated"]:
+        assert t["decoded_duration_s"] == pytest.approx(durations[t["key"]]) and t["declared_duration_s"] == pytest.approx(2 * durations[t["key"]])
+
+    text = summarise(out, 12, [], 1.0, manifest, {}, {}).text()
+    line = next(x for x in text.splitlines() if x.startswith("  truncated:"))
+    assert line.startswith("  truncated: 2 records decoded only in part") and "videos/clip_00002.mp4 (50% of " in line and "videos/clip_00007.mp4" in line
+
+    html = write_report(out, tmp_path / "report.html").read_text()
+    section = html[html.index('<h3 id="truncated">') :]
+    section = section[: section.index("</table>")]
+    assert re.findall(r'<tr data-truncated="([^"]+)">', section) == ["clip_00002", "clip_00007"]
+    assert "videos/clip_00007.mp4" in section and "50%" in section and "2 files were cut short" in section
+    assert re.search(r'data-stat="truncated">2<', html)
+
+
+def test_a_build_without_truncated_records_says_so(small_build):
+    out, manifest = small_build
+    html = (out / "report.html").read_text()
+    assert manifest["counts"]["truncated"] == 0 and manifest["truncated"] == []
+    assert '<p data-stat="truncated-none">None: every record decoded to its declared length.</p>' in html
+    from emer_builder.pipelines.build import summarise
+
+    assert not [x for x in summarise(out, 43, [], 1.0, manifest, {}, {}).text().splitlines() if "truncated" in x]
 
 
 # ---------------------------------------------------------------- the demo build
