@@ -110,8 +110,8 @@ def test_srt_sidecar_cuts_merges_drops_and_fails_past_the_end(tmp_path: Path, ep
         (0.5, 2.0, "Hello there,"),
         (2.1, 3.0, "my friend."),  # 0.1 s after the first: merges with it
         (4.0, 4.2, "Hm."),  # 0.2 s long: dropped
-        (7.6, 9.0, "Front center."),
-        (8.5, 9.5, "Overlapping line."),  # overlaps the previous one: merged (speakers unknown)
+        (7.6, 9.0, "Front center,"),
+        (8.5, 9.5, "overlapping line."),  # overlaps the previous one and continues its sentence: merged (speakers unknown)
         (9.8, 10.3, "Last words."),
         (10.6, 12.5, "After the end."),  # the video is 10.9 s long
     ]
@@ -121,10 +121,10 @@ def test_srt_sidecar_cuts_merges_drops_and_fails_past_the_end(tmp_path: Path, ep
     assert [s.key for s in result.segments] == ["ep1__000000500-000003000", "ep1__000007600-000009500", "ep1__000009800-000010300"]
     first, second, third = result.segments
     assert first.text == "Hello there, my friend." and (first.start_s, first.end_s) == (0.5, 3.0)
-    assert second.text == "Front center. Overlapping line."
+    assert second.text == "Front center, overlapping line."
     assert [s.index for s in result.segments] == [0, 1, 2]
-    assert [c.text for c in third.context_before] == ["Hello there, my friend.", "Front center. Overlapping line."]
-    assert [c.text for c in first.context_after] == ["Front center. Overlapping line."]
+    assert [c.text for c in third.context_before] == ["Hello there, my friend.", "Front center, overlapping line."]
+    assert [c.text for c in first.context_after] == ["Front center, overlapping line."]
     assert first.window() == (0.5, 2.5) and first.seek and first.method == "subtitles"
     assert {s.source_key for s in result.segments} == {"ep1"} and {s.group for s in result.segments} == {"ep1"}
     assert {s.source_path for s in result.segments} == {"ep1.mp4"}
@@ -146,9 +146,9 @@ def test_webvtt_and_ass_sidecars(tmp_path: Path, episode: Path) -> None:
     result = segments_from_subtitles(_inputs(folder), SegmentOptions(mode="subtitles"))
     by_key = {s.key: s for s in result.segments}
     assert by_key["a__000001000-000002500"].text == "Bonjour à tous"  # voice tag stripped, UTF-8 kept
-    # different speakers never merge; the same speaker's cues 0.05 s apart do; override tags are gone
+    # different speakers never merge; a finished sentence ends the utterance, even the same speaker's; override tags are gone
     b = [s for s in result.segments if s.source_key == "b"]
-    assert [(s.speaker, s.text) for s in b] == [("Monica", "Hi,"), ("Rachel", "hello! How are you?")]
+    assert [(s.speaker, s.text) for s in b] == [("Monica", "Hi,"), ("Rachel", "hello!"), ("Rachel", "How are you?")]
     assert b[1].context_before[0].speaker == "Monica" and b[1].context_before[0].text == "Hi,"
     assert not result.failures
     _validate(result)

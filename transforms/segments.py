@@ -461,6 +461,46 @@ class Cue:
     text: str
     speaker: str | None
     numbers: tuple[int, ...]  # 1-based event numbers in the file, for messages
+    starts_turn: bool = False  # opens with a dialogue dash or a speaker tag: never joined to the cue before
+    ends_sentence: bool = False  # ends with sentence punctuation (or holds several turns): never joined to the cue after
+
+
+# A sentence ends at . ? ! … 。 ？ ！ (also before a closing quote or bracket); a turn starts with a
+# dialogue dash, a `>>` speaker change or an upper-case speaker tag (`JOHN:`).
+SENTENCE_END = re.compile(r"[.?!…。？！][\"'”’»」』）)\]]*$")
+TURN_DASH = re.compile(r"^[-‐–—]\s*")
+SPEAKER_TAG = re.compile(r"^(?:>>\s*|([A-Z][A-Z0-9 .'’-]{0,30}[A-Z0-9])\s*:\s+)")
+VTT_VOICE = re.compile(r"<v(?:\.[^\s>]+)*\s+([^>]+)>")
+
+
+def read_cue(lines: list[str], name: str | None) -> tuple[str, str | None, bool, bool]:
+    """A cue's text lines as (text, speaker, starts_turn, ends_sentence). Two or more dashed lines are
+    two speakers' turns sharing one pair of times: they stay one utterance (the lines cannot be timed
+    apart), the text keeps the dashes, and the speaker lists the tagged names (`A / B`)."""
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    turns, speakers = 0, []
+    cleaned = []
+    for line in lines:
+        dashed = bool(TURN_DASH.match(line))
+        body = TURN_DASH.sub("", line) if dashed else line
+        tag = SPEAKER_TAG.match(body)
+        if tag:
+            if tag.group(1):
+                speakers.append(tag.group(1).strip())
+            body = body[tag.end() :]
+        turns += dashed or bool(tag)
+        cleaned.append(f"- {body}" if dashed else body)
+    text = " ".join(" ".join(cleaned).split())
+    starts_turn = bool(lines) and (bool(TURN_DASH.match(lines[0])) or bool(SPEAKER_TAG.match(lines[0])))
+    if name:
+        speaker = name
+    elif turns > 1:
+        speaker = " / ".join(speakers) if len(speakers) == turns else None
+    else:
+        speaker = speakers[0] if speakers else None
+    if turns == 1 and text.startswith("- "):
+        text = text[2:]  # one dashed line: the dash only marked the change of speaker
+    return text, speaker, starts_turn, turns > 1 or bool(SENTENCE_END.search(text))
 
 
 class SubtitleError(Exception):
@@ -493,16 +533,32 @@ def subtitle_sidecars(video_path: str | Path, language: str | None = None) -> li
     return plain + tagged
 
 
-def _events_to_cues(subs: Any) -> list[Cue]:
+def _events_to_cues(subs: Any, voices: Sequence[str | None] | None = None) -> list[Cue]:
+    """Cues from pysubs2 events (italics and font tags already stripped); `voices`: WebVTT `<v Name>`
+    per event, which pysubs2 drops."""
     cues = []
     for number, event in enumerate(subs.events, 1):
         if event.is_comment or getattr(event, "is_drawing", False):
             continue
-        text = " ".join(event.plaintext.split())
+        name = (event.name or "").strip() or (voices[number - 1] if voices else None)
+        text, speaker, starts_turn, ends_sentence = read_cue(event.plaintext.splitlines(), name)
         if not text:
             continue
-        cues.append(Cue(event.start / 1000, event.end / 1000, text, (event.name or "").strip() or None, (number,)))
+        cues.append(Cue(event.start / 1000, event.end / 1000, text, speaker, (number,), starts_turn, ends_sentence))
     return sorted(cues, key=lambda c: (c.start_s, c.end_s, c.numbers))
+
+
+def vtt_voices(text: str) -> list[str | None]:
+    """The `<v Name>` voice of each WebVTT cue in file order (None where a cue has none)."""
+    voices = []
+    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
+        lines = block.strip().splitlines()
+        timing = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
+        if timing is None:
+            continue
+        found = VTT_VOICE.search("\n".join(lines[timing + 1 :]))
+        voices.append(found.group(1).strip() if found else None)
+    return voices
 
 
 def read_subtitle_file(path: str | Path, encoding: str = "utf-8") -> list[Cue]:
@@ -526,7 +582,11 @@ def read_subtitle_file(path: str | Path, encoding: str = "utf-8") -> list[Cue]:
         raise SubtitleError(f"subtitle file {name} is not {encoding} text ({e.reason} at byte {e.start}); set segment.subtitle_encoding") from None
     except Exception as e:  # pysubs2 raises its own errors and ValueError / IndexError for malformed lines
         raise SubtitleError(f"subtitle file {name} cannot be parsed ({one_line(e)})") from None
-    cues = _events_to_cues(subs)
+    voices = None
+    if p.suffix.lower() == ".vtt":
+        found = vtt_voices(p.read_bytes().decode(encoding, errors="replace"))
+        voices = found if len(found) == len(subs.events) else None  # a cue pysubs2 skipped: names cannot be matched
+    cues = _events_to_cues(subs, voices)
     if not cues:
         raise SubtitleError(f"subtitle file {name} cannot be parsed: no cue with a time and text found")
     return cues
@@ -603,15 +663,22 @@ def embedded_cues(video_path: str, options: SegmentOptions) -> list[Cue] | None:
 
 
 def merge_cues(cues: Sequence[Cue], options: SegmentOptions, name: str = "") -> tuple[list[Cue], list[str]]:
-    """Cues closer than `merge_gap_s` (and overlapping ones) become one utterance unless their speakers
-    differ or the result would pass `max_s`; utterances shorter than `min_s` are dropped, each with a note."""
+    """A cue continues the utterance before it only when that one did not end its sentence, the cue
+    starts no new turn (dash, speaker tag), the speakers do not differ, it follows within `merge_gap_s`
+    (or overlaps) and the result stays within `max_s`: consecutive subtitles two frames apart are
+    separate sentences, usually by separate speakers. Utterances shorter than `min_s` are dropped, each
+    with a note."""
     merged: list[Cue] = []
     for cue in sorted(cues, key=lambda c: (c.start_s, c.end_s, c.numbers)):
         if merged:
             last = merged[-1]
             same_speaker = last.speaker is None or cue.speaker is None or last.speaker == cue.speaker
-            if cue.start_s - last.end_s < options.merge_gap_s and same_speaker and max(cue.end_s, last.end_s) - last.start_s <= options.max_s:
-                merged[-1] = Cue(last.start_s, max(last.end_s, cue.end_s), f"{last.text} {cue.text}", last.speaker or cue.speaker, last.numbers + cue.numbers)
+            continues = not last.ends_sentence and not cue.starts_turn and same_speaker
+            if continues and cue.start_s - last.end_s < options.merge_gap_s and max(cue.end_s, last.end_s) - last.start_s <= options.max_s:
+                merged[-1] = Cue(
+                    last.start_s, max(last.end_s, cue.end_s), f"{last.text} {cue.text}", last.speaker or cue.speaker, last.numbers + cue.numbers,
+                    last.starts_turn, cue.ends_sentence,
+                )
                 continue
         merged.append(cue)
     kept, notes = [], []
