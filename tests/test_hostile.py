@@ -6,7 +6,9 @@ test builds the whole corpus and checks each input's outcome and the accounting 
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -173,3 +175,16 @@ def test_hostile_build_accounts_for_every_input(hostile: HostileCorpus, hostile_
     lie = by_path["header_says_3600s.mkv"]["media"]
     assert lie["decoded_fraction"] < 0.01 and not lie["truncated"]
     assert by_path["caf\\xe9.mp4"]["key"] == "caf_xe9"
+
+
+    # Records kept though cut short are counted and listed where the user looks, not only flagged inside them.
+    cut_short = sorted(r["source_path"] for r in records if r["media"]["truncated"])
+    assert "cut_at_75pc.mp4" in cut_short
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["truncated"] == len(cut_short) and sorted(t["source_path"] for t in manifest["truncated"]) == cut_short
+    assert sorted(t["source_path"] for t in summary.truncated) == cut_short
+    assert f"  truncated: {len(cut_short)} records decoded only in part" in summary.text()
+    section = (out / "report.html").read_text().split('<h3 id="truncated">', 1)[1].split("</table>", 1)[0]
+    assert sorted(html.unescape(p) for p in re.findall(r'<td class="paths">([^<]*)</td>', section)) == cut_short
+    # Links that leave the input folder are named in the summary, with the setting that would follow them.
+    assert "  not followed: 4 symlinks leading outside the input folder (elsewhere/, outside_clip.mp4, rootlink/ ...); set follow_external_links" in summary.text()
