@@ -102,16 +102,26 @@ def load_split(
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | bool | None = None,
 ) -> datasets.Dataset:
-    """One split of a release as a `datasets.Dataset` (default: the Parquet rows; media: the WebDataset samples).
+    """One split of a release, or of a local build folder, as a `datasets.Dataset` (default: the Parquet
+    rows; media: the WebDataset samples).
 
-    Downloads (verified) into `cache_dir/<repo>/<version>/`, by default under `$EMER_HOME/releases/`. The media
-    config gets the features of the release's media card, so `flac` stays bytes (no torch needed) and faces are images.
+    A release downloads (verified) into `cache_dir/<repo>/<version>/`, by default under `$EMER_HOME/releases/`.
+    A folder holding a manifest.json (an `emer build` OUT, or a `download` folder) is read where it is, each
+    file checked against the manifest's sha256 first; nothing is written into it. The media config gets the
+    features of the media card, so `flac` stays bytes (no torch needed) and faces are images.
     """
     import datasets
 
-    root, manifest = _fetch_release(repo, version, split, config, endpoint, cache_dir, token)
+    local = Path(os.path.expanduser(repo))
+    if (local / MANIFEST).is_file():
+        root, manifest = local.absolute(), _parse_manifest((local / MANIFEST).read_bytes(), str(local))
+        work = _local_cache(root, cache_dir)
+        _check_local(root, manifest, _select(manifest, [split], config), work)
+        cache = str(work / "datasets")
+    else:
+        root, manifest = _fetch_release(repo, version, split, config, endpoint, cache_dir, token)
+        cache = str(root / ".cache" / "datasets")  # next to the release it was made from, deleted with it
     files = [str(root / p) for p in _select(manifest, [split], config)]
-    cache = str(root / ".cache" / "datasets")  # next to the release it was made from, deleted with it
     if config == "default":
         return datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
     keys = set(manifest["keys"].get(split, []))
@@ -252,6 +262,24 @@ def _fetch_release(
     return result.to, result.manifest
 
 
+def _local_cache(root: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """Where `load_split` keeps what it derives from a local build (the verification record, the `datasets`
+    cache): outside the build, which stays as `emer build` wrote it."""
+    base = Path(cache_dir).expanduser().absolute() if cache_dir is not None else emer_home() / "local-builds"
+    return base / f"{re.sub(r'[^A-Za-z0-9_-]+', '_', root.name)[:40]}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+
+
+def _check_local(root: Path, manifest: dict[str, Any], paths: list[str], work: Path) -> None:
+    """Every file of a local build that will be read, against its manifest (a shard rewritten or damaged
+    since the build fails here with its name)."""
+    files = {p: manifest["files"][p]["sha256"] for p in paths}
+    bad, missing = _verify(root, files, {}, record_path=work / "emer-verified.json")
+    if missing:
+        raise UserError(f"{root} lacks files its {MANIFEST} lists: {', '.join(missing)}")
+    if bad:
+        raise UserError(f"{root}: {', '.join(bad)} differ from the sha256 in its {MANIFEST} (changed since the build); rebuild it")
+
+
 def _pick_version(label: str, store: Store, version: str | None) -> tuple[str, str]:
     """(version, revision): the one asked for, or the highest published."""
     versions = store.versions()
@@ -319,12 +347,12 @@ def _select(manifest: dict[str, Any], splits: list[str] | None, config: str) -> 
     return chosen
 
 
-def _verify(to: Path, files: dict[str, str], known: dict[str, str]) -> tuple[list[str], list[str]]:
+def _verify(to: Path, files: dict[str, str], known: dict[str, str], record_path: Path | None = None) -> tuple[list[str], list[str]]:
     """(files whose sha256 differs, files that are missing); `known` holds hashes computed while copying.
 
     A file verified before and not rewritten since (same size and mtime, recorded in
     `.cache/emer-verified.json`) is not hashed again: `load_split` on a 100 GB split stays instant."""
-    record_path = to / ".cache" / "emer-verified.json"
+    record_path = record_path or to / ".cache" / "emer-verified.json"
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):

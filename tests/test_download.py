@@ -346,3 +346,27 @@ def test_a_failed_transfer_is_a_user_error_and_a_rerun_finishes(hub: HubLoopback
         download(REPO, tmp_path / "to", endpoint=hub.url)
     result = download(REPO, tmp_path / "to", endpoint=hub.url)
     assert result.fetched == (VALID,) and (tmp_path / "to" / VALID).read_bytes() == builds[1][VALID]
+
+
+def test_load_split_reads_a_local_build_where_it_is_after_checking_it(tmp_path: Path, release_builds: tuple[Path, Path]) -> None:
+    """The first thing a user loads is their own build: `load_split(OUT, ...)` works on it like on a
+    release (both configs), writes nothing into it, and refuses a shard changed since the build."""
+    out = tmp_path / "out"
+    shutil.copytree(release_builds[1], out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = load_split(out, split="validation", cache_dir=tmp_path / "cache")
+    assert isinstance(rows, datasets.Dataset) and sorted(rows["key"]) == manifest["keys"]["validation"]
+    assert rows.to_list() == pq.read_table(out / VALID).to_pylist()
+    media = load_split(str(out), split="train", config="media", cache_dir=tmp_path / "cache")
+    assert media["__key__"] == manifest["keys"]["train"] and media[0]["flac"][:4] == b"fLaC" and media[0]["json"]["key"] == media[0]["__key__"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written into the build
+
+    shard = out / "media" / "train-00000-of-00001.tar"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"media/train-00000-of-00001.tar differ from the sha256 in its manifest.json \(changed since the build\)"):
+        load_split(out, split="train", config="media", cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match=r"no split 'nope' in this release"):
+        load_split(out, split="nope", cache_dir=tmp_path / "cache")
