@@ -57,7 +57,8 @@ def format_report(result: dict[str, Any]) -> str:
             notes.append(f"{s['llm_failures']} label lists got no answer from the endpoint (scored as neutral)")
         if "llm" in s:
             llm = s["llm"]
-            notes.append(f"endpoint: {llm['cache_hits']} answers from the cache, {llm['cache_misses']} asked, {llm['calls']} requests")
+            reads = ", ".join(f"{k.removeprefix('read_')} {v}" for k, v in llm.items() if k.startswith("read_") and v)
+            notes.append(f"endpoint: {llm['cache_hits']} answers from the cache, {llm['cache_misses']} asked, {llm['calls']} requests" + (f"; read as {reads}" if reads else ""))
         lines += notes
     if "emotion_wheel" in result:
         ew = result["emotion_wheel"]

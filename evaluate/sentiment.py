@@ -5,13 +5,15 @@ Qwen2.5-7B-Instruct and cached the answers) which of positive, negative and neut
 describe. `SentimentMapper` asks the configured endpoint with the versioned prompt
 `transforms/prompts/sentiment-v1/openset_to_sentiment.txt`, through the `llm` explainer's client:
 the same retries and the same disk cache keyed by the exact request, so a re-run asks nothing and
-gets the same answers. One request per distinct label list; an empty list is neutral without a request
-(the prompt's own example). This module imports `openai`; `emer evaluate` imports it only when a
-mapping is needed.
+gets the same answers. The answer is asked for as JSON with a schema whose only value is one of the three
+words (an endpoint without schemas gets a JSON object, then plain text, read as the authors read it). One
+request per distinct label list; an empty list is neutral without a request (the prompt's own example).
+This module imports `openai`; `emer evaluate` imports it only when a mapping is needed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +22,14 @@ from string import Template
 from typing import Any
 
 from emer_builder.transforms.explanation import Unavailable
-from emer_builder.transforms.llm_explainer import PROMPTS_DIR, LlmExplainer, Prompt
+from emer_builder.transforms.llm_answers import AnswerShape
+from emer_builder.transforms.llm_explainer import PROMPTS_DIR, Ask, LlmExplainer, Prompt
 
-PROMPT_VERSION = "sentiment-v1"
+PROMPT_VERSION = "sentiment-v2"
 PROMPT_NAME = "openset_to_sentiment"
 FIELD = "openset_sentiment"  # the request's name in the cache key
+SENTIMENTS = ("positive", "negative", "neutral")
+MAX_TOKENS = 24  # {"sentiment": "negative"} is about 8 tokens
 
 
 def load_sentiment_prompt(version: str = PROMPT_VERSION) -> Prompt:
@@ -52,6 +57,21 @@ def parse_sentiment_answer(answer: str) -> str:
     return text.strip().strip("\"'").strip().rstrip(".").strip().lower()
 
 
+def read_sentiment(answer: str, fmt: str = "text") -> tuple[str, str]:
+    """(sentiment word, how it was read): the JSON object's `sentiment` where the answer is one, else the
+    plain-text reading of `parse_sentiment_answer` (never raises)."""
+    try:
+        value = json.loads(answer.strip().strip("`").removeprefix("json").strip())
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("sentiment"), str):
+        return value["sentiment"].strip().lower(), {"json_schema": "schema", "json_object": "json_object"}.get(fmt, "json")
+    return parse_sentiment_answer(answer), "text"
+
+
+SENTIMENT = AnswerShape("sentiment", "sentiment", {"type": "string", "enum": list(SENTIMENTS)}, read_sentiment)
+
+
 class SentimentMapper(LlmExplainer):
     """Maps label lists to a sentiment word with the explainer's endpoint client, retries and cache."""
 
@@ -67,6 +87,8 @@ class SentimentMapper(LlmExplainer):
         temperature: float = 0.0,
         version: str = PROMPT_VERSION,
         retry_base_s: float = 0.5,
+        response_format: str = "auto",
+        seed: int | None = 0,
     ) -> None:
         super().__init__(
             base_url,
@@ -78,6 +100,8 @@ class SentimentMapper(LlmExplainer):
             cache_dir=cache_dir,
             temperature=temperature,
             retry_base_s=retry_base_s,
+            response_format=response_format,
+            seed=seed,
         )
         # This client asks one thing only: its prompt and version replace the explanation prompts,
         # and the version is part of every cache key.
@@ -98,6 +122,8 @@ class SentimentMapper(LlmExplainer):
             concurrency=llm.concurrency,
             cache_dir=cache_dir or llm.cache_dir or emer_home() / "llm-cache",
             temperature=llm.temperature,
+            response_format=llm.response_format,
+            seed=llm.seed,
         )
 
     def describe(self) -> str:
@@ -110,7 +136,7 @@ class SentimentMapper(LlmExplainer):
         if not labels:
             return "neutral"
         messages = self._messages(PROMPT_NAME, {"labels": labels})
-        answer = self._answer(FIELD, self.model, messages, parse_sentiment_answer)
+        answer = self._answer(Ask(FIELD, self.model, messages, MAX_TOKENS, shape=SENTIMENT))
         return answer if isinstance(answer, Unavailable) else answer[0]
 
     def map(self, name2labels: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str]]:

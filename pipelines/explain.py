@@ -111,7 +111,7 @@ class ExplainFn(beam.DoFn):
         if explained:  # the batch's statistics travel with its first clip
             stats = {**self.loaded, **stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)}
             if self.llm is not None:
-                stats.update({f"llm_{k}": v - llm_before[k] for k, v in self.llm.stats().items()})
+                stats.update({f"llm_{k}": v - llm_before.get(k, 0) for k, v in self.llm.stats().items()})
             explained[0] = dataclasses.replace(explained[0], stats=tally(explained[0].stats, stats))
             self.loaded = {}
         yield from explained

@@ -85,6 +85,21 @@ def make_llm(llm: LlmConfig, language: str) -> Any:
         temperature=llm.temperature,
         prompt_version=llm.prompt_version,
         language=language,
+        max_tokens=llm.max_tokens,
+        images=llm.images,
+        response_format=llm.response_format,
+        seed=llm.seed,
+    )
+
+
+def describe_llm_counts(counts: dict[str, int]) -> str:
+    """The summary's llm line: requests, cache use, fields left null, and how the answers used were read."""
+    reads = ", ".join(f"{k.removeprefix('read_')} {v}" for k, v in counts.items() if k.startswith("read_") and v)
+    fallbacks = counts.get("text_fallbacks", 0)
+    return (
+        f"llm: {counts.get('calls', 0)} requests, {counts.get('cache_hits', 0)} answers from the cache, {counts.get('failures', 0)} fields left null"
+        + (f"; answers read as {reads}" if reads else "")
+        + (f"; {fallbacks} clues from measurements as text (the model took no images or audio)" if fallbacks else "")
     )
 
 
@@ -109,6 +124,11 @@ def check_llm_config(llm: LlmConfig) -> None:
         raise UserError("explanation.llm.base_url must not hold credentials or a query string; put the key in the variable named by api_key_env")
     if llm.concurrency < 1 or llm.max_retries < 0 or llm.timeout_s <= 0 or llm.frames < 0:
         raise UserError("explanation.llm: concurrency must be at least 1, max_retries and frames at least 0, timeout_s above 0")
+    from emer_builder.transforms.llm_explainer import ASKED_FIELDS
+
+    unknown = sorted(map(str, set(llm.max_tokens) - set(ASKED_FIELDS)))
+    if unknown:  # value ranges are checked with the rest of the config (core.config.RANGES)
+        raise UserError(f"explanation.llm.max_tokens names field(s) {', '.join(unknown)} the llm does not write; it writes {', '.join(ASKED_FIELDS)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", llm.prompt_version) or ".." in llm.prompt_version:
         raise UserError(f"explanation.llm.prompt_version must be a folder name under transforms/prompts/, got {llm.prompt_version!r}")
 

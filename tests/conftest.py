@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.demo_corpus import demo_corpus
+from tests.llama_fixtures import llama_server  # noqa: F401 - the real LLM server fixture
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -2,9 +2,12 @@
 
 It speaks `POST /v1/chat/completions` (a proper `chat.completion` object) and `GET /v1/models`, answers
 each EMER prompt with a realistic sentence derived from the request (which prompt is asked is told from
-the system prompt of `transforms/prompts/emer-v1`), records every request (headers and parsed body),
-counts requests in flight at once, and injects faults on demand: HTTP 500, a delay past the client's
-timeout, a malformed JSON body, an empty answer, a label answer that is not a JSON list; a wrong key gets 401.
+the system prompt of `transforms/prompts/emer-v1` or `emer-v2`), records every request (headers and parsed
+body), counts requests in flight at once, and injects faults on demand: HTTP 500, a delay past the client's
+timeout, a malformed JSON body, an empty answer, a label answer that is not a JSON list, a label list inside
+prose; a wrong key gets 401. Like a real server it can also refuse what a model cannot take: image or audio
+parts (HTTP 500 "image input is not supported", as llama.cpp answers without a projector) and JSON-schema
+response formats (HTTP 400), and it answers a `json_schema` / `json_object` request with a JSON object.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from typing import Any
 # A phrase of each emer-v1 system prompt -> the field it asks for.
 FIELD_PHRASES = (
     ("frames were sampled uniformly", "visual_clue"),
+    ("You cannot see the video", "visual_clue"),
     ("acoustic information in the audio", "acoustic_clue"),
     ("You cannot hear the recording", "acoustic_clue"),
     ("which parts of the subtitle", "lexical_clue"),
     ("merge these clues into one", "multimodal_explanation"),
     ("JSON array of strings", "open_vocab_labels"),
+    ('as a JSON object {"labels": [...]}', "open_vocab_labels"),
 )
-FAULTS = ("500", "delay", "malformed", "empty", "bad_labels")
+FAULTS = ("500", "delay", "malformed", "empty", "bad_labels", "prose_labels")
 LABELS = ["calm", "friendly", "slightly shy"]
 
 
@@ -72,6 +77,11 @@ def answer_for(record: Recorded) -> str:
     """A realistic EMER answer to one request, derived from what it sent."""
     data = record.data()
     parts = record.user_parts()
+    if record.field == "visual_clue" and "expression_by_part" in data:  # from measurements, no frames
+        return (
+            f"The face is visible in {data['frames_with_face']} of {data['frames_sampled']} sampled frames. "
+            "At the beginning the expression is mostly neutral; in the middle and at the end a smile appears. He seems calm and content."
+        )
     if record.field == "visual_clue":
         times = data["frame_times_s"]
         n = sum(p["type"] == "image_url" for p in parts)
@@ -98,7 +108,18 @@ def answer_for(record: Recorded) -> str:
             "The man looks into the camera with a relaxed face and a slight smile, speaks at a measured pace in a clear, steady voice, "
             "and his words are matter-of-fact. Taken together, he seems calm and friendly, perhaps slightly shy."
         )
+    if (record.body.get("response_format") or {}).get("type") in ("json_schema", "json_object"):
+        return json.dumps({"labels": LABELS})
     return "```json\n" + json.dumps(LABELS) + "\n```"
+
+
+def media_of(body: dict[str, Any]) -> set[str]:
+    """The kinds of media parts a chat request carries: "images", "audio"."""
+    kinds = set()
+    for m in body.get("messages", []):
+        if isinstance(m.get("content"), list):
+            kinds |= {{"image_url": "images", "input_audio": "audio"}.get(p.get("type"), "") for p in m["content"]} - {""}
+    return kinds
 
 
 class _Server(ThreadingHTTPServer):
@@ -141,6 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
             return
         models = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "loopback"} for m in lb.model_ids]
+        if lb.list_modalities:
+            modalities = ["text", *(["image"] if "images" in lb.accepts else []), *(["audio"] if "audio" in lb.accepts else [])]
+            models = [{**m, "architecture": {"input_modalities": modalities, "output_modalities": ["text"]}} for m in models]
         self._send_json(200, {"object": "list", "data": models})
 
     def do_POST(self) -> None:
@@ -152,6 +176,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path != "/v1/chat/completions" or record.field is None:
             self._send_json(404 if record.field else 400, {"error": {"message": "loopback: not an emer-v1 chat request", "type": "invalid_request_error"}})
+            return
+        refused = sorted(media_of(body) - lb.accepts)
+        if refused:  # llama.cpp's answer to an image for a model without a projector
+            kind = {"images": "image", "audio": "audio"}[refused[0]]
+            message = f"{kind} input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+            self._send_json(500, {"error": {"code": 500, "message": message, "type": "server_error"}})
+            return
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt is not None and fmt not in lb.formats:
+            self._send_json(400, {"error": {"code": 400, "message": f"loopback: response_format {fmt} is not supported", "type": "invalid_request_error"}})
             return
         with lb.in_flight():  # the request stops counting before its answer is written: a client that has its
             time.sleep(lb.latency_s)  # answer may send the next request at once without overlapping this one
@@ -168,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
             content = ""
         elif fault == "bad_labels":
             content = "The emotions are calm and friendly."  # prose, not a JSON list
+        elif fault == "prose_labels":
+            content = f"Sure! The labels are {json.dumps(LABELS)}, as the explanation says."  # a JSON list inside prose
         else:
             content = answer_for(record)
         self._send_json(200, lb.completion(body["model"], content))
@@ -176,8 +212,20 @@ class _Handler(BaseHTTPRequestHandler):
 class OpenAILoopback:
     """The server, started on a random port in a daemon thread; use as a context manager."""
 
-    def __init__(self, api_key: str, model_ids: tuple[str, ...] = ("loopback-chat", "loopback-vision"), latency_s: float = 0.0, delay_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        model_ids: tuple[str, ...] = ("loopback-chat", "loopback-vision"),
+        latency_s: float = 0.0,
+        delay_s: float = 5.0,
+        accepts: tuple[str, ...] = ("images", "audio"),
+        formats: tuple[str, ...] = ("json_schema", "json_object"),
+        list_modalities: bool = False,
+    ) -> None:
         self.api_key = api_key
+        self.accepts = set(accepts)  # media parts the models take; others are refused as llama.cpp refuses them
+        self.formats = set(formats)  # response_format types taken; others get HTTP 400
+        self.list_modalities = list_modalities  # /v1/models names each model's input modalities, as llama.cpp does
         self.model_ids = model_ids
         self.latency_s = latency_s  # time each chat request takes, so concurrent requests overlap
         self.delay_s = delay_s  # how long a "delay" fault stalls (cut short by close())

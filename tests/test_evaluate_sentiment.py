@@ -26,10 +26,12 @@ NEGATIVE = {"sad", "angry", "disappointed", "worried", "furious"}
 
 
 def _answer(record: openai_loopback.Recorded) -> str:
-    """What a model would say: positive / negative by the labels, "mixed" when they pull both ways."""
+    """What a model would say: positive / negative by the labels, "mixed" when they pull both ways (this stand-in
+    does not enforce the schema's enum, so the answer outside it still reaches the scoring); JSON when asked for it."""
     labels = set(record.data()["labels"])
     pos, neg = bool(labels & POSITIVE), bool(labels & NEGATIVE)
-    return "mixed" if pos and neg else " Positive." if pos else "negative" if neg else "neutral"
+    word = "mixed" if pos and neg else " Positive." if pos else "negative" if neg else "neutral"
+    return json.dumps({"sentiment": word.strip(" .").lower()}) if record.body.get("response_format") else word
 
 
 @pytest.fixture()
@@ -76,6 +78,10 @@ def files(tmp_path: Path) -> tuple[str, str]:
     return gt, pred
 
 
+def nonzero(stats: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in stats.items() if v}
+
+
 def _llm(server: OpenAILoopback, cache: Path, **extra: object) -> LlmConfig:
     return LlmConfig(base_url=server.base_url, model="loopback-chat", api_key_env=KEY_ENV, cache_dir=str(cache), **extra)  # type: ignore[arg-type]
 
@@ -98,18 +104,17 @@ def test_open_set_predictions_mapped_through_the_endpoint(loopback: OpenAILoopba
     first = asked[0]
     assert first.system() == load_sentiment_prompt().system.template and first.body["model"] == "loopback-chat" and first.body["temperature"] == 0.0
     assert first.headers["authorization"] == f"Bearer {KEY}"
-    assert s["llm"] == {"cache_hits": 0, "cache_misses": 4, "calls": 4, "failures": 0}
+    schema = first.body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["sentiment"] == {"type": "string", "enum": ["positive", "negative", "neutral"]} and first.body["max_tokens"] == 24
+    assert nonzero(s["llm"]) == {"cache_misses": 4, "calls": 4, "read_schema": 4}
     # a re-run asks nothing: every answer comes from the cache the explainer uses, and the numbers are the same
     again = run_evaluate(f"{gt}:test", pred, llm=_llm(loopback, tmp_path / "cache"))
     assert len(loopback.chat_requests("openset_sentiment")) == 4
-    assert again["sentiment"]["llm"] == {"cache_hits": 4, "cache_misses": 0, "calls": 0, "failures": 0}
+    assert nonzero(again["sentiment"]["llm"]) == {"cache_hits": 4, "read_schema": 4}
     assert {k: v for k, v in again["sentiment"].items() if k != "llm"} == {k: v for k, v in s.items() if k != "llm"}
     # several prediction files share one mapper; each result counts its own requests
     both = evaluate_many(f"{gt}:test", [pred, pred], llm=SentimentMapper.from_config(_llm(loopback, tmp_path / "other-cache")))
-    assert [r["sentiment"]["llm"] for r in both] == [
-        {"cache_hits": 0, "cache_misses": 4, "calls": 4, "failures": 0},
-        {"cache_hits": 4, "cache_misses": 0, "calls": 0, "failures": 0},
-    ]
+    assert [nonzero(r["sentiment"]["llm"]) for r in both] == [{"cache_misses": 4, "calls": 4, "read_schema": 4}, {"cache_hits": 4, "read_schema": 4}]
     cached = sorted((tmp_path / "cache").rglob("*.json"))
     assert len(cached) == 4 and KEY not in "".join(p.read_text() for p in cached)
 
@@ -133,7 +138,7 @@ def test_cli_with_config_and_unreachable_endpoint(loopback: OpenAILoopback, file
     )
     assert main(["evaluate", "--gt", f"{gt}:test", "--pred", pred, "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "sentiment       0.8286    0.8333       6                 1" in out and "endpoint: 0 answers from the cache, 4 asked, 4 requests" in out
+    assert "sentiment       0.8286    0.8333       6                 1" in out and "endpoint: 0 answers from the cache, 4 asked, 4 requests; read as schema 4" in out
     dead = ["evaluate", "--gt", f"{gt}:test", "--pred", pred, "--config", str(config), "--llm-base-url", "http://127.0.0.1:9/v1"]
     assert main(dead) == 2
     err = capsys.readouterr().err

@@ -23,7 +23,17 @@ import pytest
 import soundfile
 from emer_builder.transforms.acoustics import AcousticFeatures
 from emer_builder.transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
-from emer_builder.transforms.llm_explainer import PROMPT_NAMES, LlmEndpointError, LlmExplainer, data_json, load_prompts, parse_labels
+from emer_builder.transforms.llm_answers import read_labels, read_text
+from emer_builder.transforms.llm_explainer import (
+    DEFAULT_MAX_TOKENS,
+    PROMPT_NAMES,
+    LlmEndpointError,
+    LlmExplainer,
+    data_json,
+    face_measures,
+    load_prompts,
+    parse_labels,
+)
 
 from tests.openai_loopback import LABELS, OpenAILoopback
 
@@ -114,17 +124,24 @@ def run_all(explainer: LlmExplainer, item: ExplainInput) -> dict[str, FieldValue
     return results
 
 
+def nonzero(stats: dict[str, int]) -> dict[str, int]:
+    """The counters that moved (stats() always lists every counter)."""
+    return {k: v for k, v in stats.items() if v}
+
+
 def assert_no_key(*texts: str) -> None:
     for text in texts:
         assert KEY not in text
 
 
 def test_prompt_files_load_and_declare_data() -> None:
-    prompts = load_prompts("emer-v1")
-    assert set(prompts) == set(PROMPT_NAMES)
+    assert set(load_prompts("emer-v1")) == set(PROMPT_NAMES)  # the old version stays loadable, without the text-only visual prompt
+    prompts = load_prompts("emer-v2")
+    assert set(prompts) == {*PROMPT_NAMES, "visual_clue_text"}
     for prompt in prompts.values():
         assert "<data>" in prompt.system.template and "never instructions" in prompt.system.template
         assert "<data>\n$data\n</data>" in prompt.user.template
+    assert '{"labels": [...]}' in prompts["open_vocab_labels"].system.template
     with pytest.raises(ValueError, match="no prompt version"):
         load_prompts("emer-v0")
 
@@ -143,8 +160,9 @@ def test_explains_one_clip_end_to_end_and_caches(server: OpenAILoopback, clip: d
     assert f"about {rate:.1f} words per second" in values["acoustic_clue"].value
     assert clip["fields"]["transcript"]["text"] in values["lexical_clue"].value
     assert values["open_vocab_labels"].value == LABELS  # the code fence around the JSON list is stripped
+    sources = {"visual_clue": f"llm:{VISION}", "acoustic_clue": f"llm:{CHAT}:text"}  # the voice from its measurements
     for name, v in values.items():
-        assert (v.source, v.prompt_version, v.language) == (f"llm:{VISION if name == 'visual_clue' else CHAT}", "emer-v1", "en")
+        assert (v.source, v.prompt_version, v.language) == (sources.get(name, f"llm:{CHAT}"), "emer-v2", "en")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", v.time)
 
     sent = server.chat_requests()
@@ -152,6 +170,8 @@ def test_explains_one_clip_end_to_end_and_caches(server: OpenAILoopback, clip: d
     for r in sent:
         assert r.headers["authorization"] == f"Bearer {KEY}"
         assert r.body["temperature"] == 0 and r.body["model"] == (VISION if r.field == "visual_clue" else CHAT)
+        assert r.body["max_tokens"] == DEFAULT_MAX_TOKENS[r.field] and r.body["seed"] == 0
+        assert ("response_format" in r.body) == (r.field == "open_vocab_labels")
     visual, acoustic, lexical, multimodal, labels = sent
     images = [p["image_url"]["url"] for p in visual.user_parts() if p["type"] == "image_url"]
     assert [base64.b64decode(u.removeprefix("data:image/jpeg;base64,")) for u in images] == [jpeg for _, jpeg in clip["frames"]]
@@ -171,20 +191,22 @@ def test_explains_one_clip_end_to_end_and_caches(server: OpenAILoopback, clip: d
         k: values[k].value for k in ("visual_clue", "acoustic_clue", "lexical_clue")
     }
     assert labels.data() == {"explanation": values["multimodal_explanation"].value}
-    assert explainer.stats() == {"cache_hits": 0, "cache_misses": 5, "calls": 5, "failures": 0}
+    schema = labels.body["response_format"]
+    assert schema["type"] == "json_schema" and schema["json_schema"]["schema"]["properties"]["labels"] == {"type": "array", "items": {"type": "string"}}
+    assert nonzero(explainer.stats()) == {"cache_misses": 5, "calls": 5, "read_text": 4, "read_schema": 1}
 
     entries = sorted((tmp_path / "cache").rglob("*"))
     files = [p for p in entries if p.is_file()]
     assert len(files) == 5 and all(re.fullmatch(r"[0-9a-f]{64}\.json", p.name) and p.parent.name == p.name[:2] for p in files)
     for p in files:
-        assert set(json.loads(p.read_text())) == {"answer", "time"}
+        assert set(json.loads(p.read_text())) == {"answer", "time", "format", "finish"}
     assert_no_key(repr(results), caplog.text, *(p.read_text() for p in files))
 
     # A re-run (a fresh explainer, as in a new build) answers from the cache: no request, same values and times.
     again = make_explainer(server, tmp_path / "cache")
     assert run_all(again, make_item(clip)) == results
     assert len(server.chat_requests()) == 5
-    assert again.stats() == {"cache_hits": 5, "cache_misses": 0, "calls": 0, "failures": 0}
+    assert nonzero(again.stats()) == {"cache_hits": 5, "read_text": 4, "read_schema": 1}  # read as the first time
 
 
 def test_subtitle_is_preferred_to_transcript(server: OpenAILoopback, clip: dict[str, Any]) -> None:
@@ -199,7 +221,7 @@ def test_subtitle_is_preferred_to_transcript(server: OpenAILoopback, clip: dict[
 def test_audio_is_sent_when_asked(server: OpenAILoopback, clip: dict[str, Any]) -> None:
     explainer = make_explainer(server, send_audio=True)
     value = explainer.explain("acoustic_clue", make_item(clip))
-    assert isinstance(value, FieldValue) and value.source == f"llm:{CHAT}" and "soft and even" in value.value
+    assert isinstance(value, FieldValue) and value.source == f"llm:{CHAT}" and "soft and even" in value.value  # heard, not measured: no `:text`
     (request,) = server.chat_requests("acoustic_clue")
     (audio,) = [p for p in request.user_parts() if p["type"] == "input_audio"]
     assert audio["input_audio"]["format"] == "wav" and base64.b64decode(audio["input_audio"]["data"]) == clip["wav"]
@@ -217,7 +239,7 @@ def test_transient_faults_are_retried(server: OpenAILoopback, clip: dict[str, An
     explainer = make_explainer(server)
     assert isinstance(explainer.explain("visual_clue", make_item(clip)), FieldValue)
     assert len(server.chat_requests()) == 3
-    assert explainer.stats() == {"cache_hits": 0, "cache_misses": 1, "calls": 3, "failures": 0}
+    assert nonzero(explainer.stats()) == {"cache_misses": 1, "calls": 3, "read_text": 1}
 
 
 def test_persistent_500_gives_unavailable(server: OpenAILoopback, clip: dict[str, Any], tmp_path: Path) -> None:
@@ -244,33 +266,153 @@ def test_timeouts_are_retried_then_unavailable(server: OpenAILoopback, clip: dic
     assert_no_key(caplog.text)
 
 
-def test_unusable_labels_are_retried_then_unavailable(server: OpenAILoopback, clip: dict[str, Any]) -> None:
+def test_unusable_labels_are_not_retried_at_temperature_0(server: OpenAILoopback, clip: dict[str, Any]) -> None:
+    """The same request at temperature 0 gives the same answer: an unusable one is not asked again; above 0 it is."""
     item = make_item(clip)
-    item.chosen["multimodal_explanation"] = FieldValue("He seems calm and friendly, perhaps slightly shy.", "en", "rules:1")
-    server.inject("bad_labels", times=1, field="open_vocab_labels")
-    explainer = make_explainer(server)
-    assert explainer.explain("open_vocab_labels", item).value == LABELS
-    assert len(server.chat_requests()) == 2
-
     item.chosen["multimodal_explanation"] = FieldValue("He sounds tense.", "en", "rules:1")
     server.inject("bad_labels", times=None, field="open_vocab_labels")
-    assert explainer.explain("open_vocab_labels", item) == Unavailable(f"no usable answer from {CHAT} after 3 attempts: labels answer is not JSON")
-    assert len(server.chat_requests()) == 5
+    explainer = make_explainer(server)
+    result = explainer.explain("open_vocab_labels", item)
+    assert isinstance(result, Unavailable) and result.reason.startswith(f"unusable answer from {CHAT} (labels answer is unusable")
+    assert result.reason.endswith("not retried at temperature 0") and len(server.chat_requests()) == 1 and explainer.failures == 1
+
+    warm = make_explainer(server, temperature=0.7)
+    reason = f"no usable answer from {CHAT} after 3 attempts: labels answer is unusable: no JSON, quoted or comma-separated list in it"
+    assert warm.explain("open_vocab_labels", item) == Unavailable(reason)
+    assert len(server.chat_requests()) == 4
     assert make_explainer(server).explain("open_vocab_labels", make_item(clip)) == Unavailable("no multimodal explanation to extract labels from")
 
 
+def test_labels_inside_prose_are_read_tolerantly_and_counted(server: OpenAILoopback, clip: dict[str, Any]) -> None:
+    item = make_item(clip)
+    item.chosen["multimodal_explanation"] = FieldValue("He seems calm and friendly, perhaps slightly shy.", "en", "rules:1")
+    server.inject("prose_labels", times=1, field="open_vocab_labels")
+    explainer = make_explainer(server)
+    assert explainer.explain("open_vocab_labels", item).value == LABELS
+    assert nonzero(explainer.stats()) == {"cache_misses": 1, "calls": 1, "read_tolerant": 1}
+
+
+def test_response_format_falls_back_json_schema_then_json_object_then_text(clip: dict[str, Any]) -> None:
+    """An endpoint without JSON schemas gets a JSON object; one without either gets plain text; each refusal is
+    asked again at once in the next format (not a retry, no backoff), and learned for the next request."""
+    item = make_item(clip)
+    for formats, sent, read in (
+        (("json_object",), ["json_schema", "json_object"], "read_json_object"),
+        ((), ["json_schema", "json_object", None], "read_json"),
+    ):
+        item.chosen["multimodal_explanation"] = FieldValue(f"He seems calm and friendly ({read}).", "en", "rules:1")
+        with OpenAILoopback(KEY, model_ids=(CHAT,), formats=formats) as server:
+            explainer = make_explainer(server, retry_base_s=5.0)
+            start = time.monotonic()
+            assert explainer.explain("open_vocab_labels", item).value == LABELS
+            assert time.monotonic() - start < 2.0
+            assert [(r.body.get("response_format") or {}).get("type") for r in server.chat_requests()] == sent
+            assert nonzero(explainer.stats()) == {"cache_misses": 1, "calls": len(sent), read: 1}
+            item.chosen["multimodal_explanation"] = FieldValue(f"Asked again after {sent}.", "en", "rules:1")
+            assert explainer.explain("open_vocab_labels", item).value == LABELS  # the endpoint's format is known now
+            assert (server.chat_requests()[-1].body.get("response_format") or {}).get("type") == sent[-1]
+            assert len(server.chat_requests()) == len(sent) + 1
+
+
 @pytest.mark.parametrize(
-    ("answer", "labels"),
-    [('["happy", " relieved "]', ["happy", "relieved"]), ("```json\n[]\n```", []), ('```\n["calm"]\n```', ["calm"])],
+    ("answer", "labels", "how"),
+    [
+        ('{"labels": ["happy", " relieved "]}', ["happy", "relieved"], "json"),
+        ('["happy", " relieved "]', ["happy", "relieved"], "json"),
+        ("```json\n[]\n```", [], "json"),
+        ('```\n["calm"]\n```', ["calm"], "json"),
+        ('The labels are ["calm", "shy"].', ["calm", "shy"], "tolerant"),
+        ('{"labels": ["calm"], "reason": "he smiles"}', ["calm"], "tolerant"),
+        ("['happy', 'relieved']", ["happy", "relieved"], "tolerant"),
+        ("[happy, relieved]", ["happy", "relieved"], "tolerant"),
+        ("happy, relieved", ["happy", "relieved"], "tolerant"),
+        ("Output: calm and slightly shy", ["calm", "slightly shy"], "tolerant"),
+        ('"happy"', ["happy"], "tolerant"),
+        ('{"labels": ["calm", "friendly", "sli', ["calm", "friendly"], "tolerant"),  # cut at max_tokens
+    ],
 )
-def test_parse_labels_accepts_json_lists(answer: str, labels: list[str]) -> None:
+def test_read_labels_strict_then_tolerant(answer: str, labels: list[str], how: str) -> None:
+    assert read_labels(answer) == (labels, how)
     assert parse_labels(answer) == labels
 
 
-@pytest.mark.parametrize("answer", ["happy, relieved", "[happy, relieved]", '{"labels": ["happy"]}', '["happy", 3]', '"happy"'])
-def test_parse_labels_rejects_anything_else(answer: str) -> None:
-    with pytest.raises(ValueError):
-        parse_labels(answer)
+@pytest.mark.parametrize("answer", ["The emotions are calm and friendly.", '["happy", 3]', "I cannot tell what he feels from these clues.", ""])
+def test_read_labels_gives_up_on_prose(answer: str) -> None:
+    with pytest.raises(ValueError, match="labels answer is unusable"):
+        read_labels(answer)
+
+
+def test_read_text_cut_at_max_tokens_ends_at_a_sentence() -> None:
+    assert read_text("He smiles. He looks up and", "length") == ("He smiles.", "cut")
+    assert read_text("He smiles and", "length") == ("He smiles and", "cut")
+    assert read_text(" He smiles. ", "stop") == ("He smiles.", "text")
+
+
+def test_a_model_without_images_gets_its_visual_clue_from_measurements(clip: dict[str, Any], tmp_path: Path) -> None:
+    """llama.cpp without a projector answers an image with HTTP 500: learned at once (not retried), the clue is written
+    from the measured face data as text (`llm:<model>:text`); a re-run asks nothing, not even the image request."""
+    with OpenAILoopback(KEY, model_ids=(CHAT,), accepts=()) as server:
+        explainer = make_explainer(server, cache_dir=tmp_path)
+        explainer.vision_model = CHAT
+        value = explainer.explain("visual_clue", make_item(clip))
+        assert isinstance(value, FieldValue) and value.source == f"llm:{CHAT}:text" and value.prompt_version == "emer-v2"
+        refused, text = server.chat_requests()
+        assert any(p["type"] == "image_url" for p in refused.user_parts()) and not any(p["type"] == "image_url" for p in text.user_parts())
+        measured = text.data()
+        assert measured == face_measures(clip["fields"])
+        assert measured["frames_with_face"] == 3 and measured["expression_by_part"]["beginning"]["happy"] == pytest.approx(0.41)
+        assert measured["face_size"] == {"min": 0.5, "median": 0.5, "max": 0.5} and measured["face_movement"] == 0.0
+        assert "You cannot see the video" in text.system()
+        assert nonzero(explainer.stats()) == {"cache_misses": 2, "calls": 2, "text_fallbacks": 1, "read_text": 1}  # no failure: text stood in
+
+        other = make_item(clip)  # another clip in the same process: no image request at all
+        other.fields["faces"]["frames_with_face"] = 2
+        assert explainer.explain("visual_clue", other).source == f"llm:{CHAT}:text"
+        assert len(server.chat_requests()) == 3
+    with OpenAILoopback(KEY, model_ids=(CHAT,), accepts=()) as fresh:  # a new build on a new endpoint, nothing learned: all from the cache
+        rerun = make_explainer(fresh, cache_dir=tmp_path)
+        rerun.vision_model = CHAT
+        assert rerun.explain("visual_clue", make_item(clip)) == value
+        assert fresh.chat_requests() == [] and nonzero(rerun.stats()) == {"cache_hits": 1, "text_fallbacks": 1, "read_text": 1}
+
+
+def test_images_off_or_on_and_audio_refused(clip: dict[str, Any]) -> None:
+    with OpenAILoopback(KEY, model_ids=(CHAT, VISION), accepts=()) as server:
+        off = make_explainer(server, images="off").explain("visual_clue", make_item(clip))
+        assert off.source == f"llm:{CHAT}:text" and len(server.chat_requests()) == 1
+        on = make_explainer(server, images="on")
+        result = on.explain("visual_clue", make_item(clip))
+        assert result == Unavailable("HTTP 500: image input is not supported - hint: if this is unexpected, you may need to provide the mmproj")
+        assert len(server.chat_requests()) == 2 and on.failures == 1  # refused once, not retried, no text stand-in
+
+        heard = make_explainer(server, send_audio=True)
+        value = heard.explain("acoustic_clue", make_item(clip))
+        assert value.source == f"llm:{CHAT}:text" and heard.failures == 0
+        refused, measured = server.chat_requests()[-2:]
+        assert [p["type"] for p in refused.user_parts()] == ["text", "input_audio"] and measured.data()["prosody"]  # the measurements stood in
+
+
+def test_check_learns_modalities_from_the_model_listing(clip: dict[str, Any]) -> None:
+    """llama.cpp lists `architecture.input_modalities`: a text-only model is known before any image is sent, and
+    what check() learned in the driver travels to the workers with the pickled explainer."""
+    with OpenAILoopback(KEY, model_ids=(CHAT,), accepts=(), list_modalities=True) as server:
+        explainer = make_explainer(server)
+        explainer.vision_model = CHAT
+        explainer.check()
+        assert explainer.known == {(CHAT, "images"): False, (CHAT, "audio"): False}
+        copy = pickle.loads(pickle.dumps(explainer))
+        assert copy.explain("visual_clue", make_item(clip)).source == f"llm:{CHAT}:text"
+        assert len(server.chat_requests()) == 1 and server.chat_requests()[0].data()["frames_with_face"] == 3
+
+
+def test_face_measures_without_a_face(clip: dict[str, Any]) -> None:
+    fields = json.loads(json.dumps(clip["fields"]))
+    fields["faces"] = {"reason": "no face in 9 sampled frames", "frames_with_face": 0, "tracks": 0, "crops": [], "expression_mean": None}
+    fields["media"]["frames_sampled"] = 9
+    measured = face_measures(fields)
+    assert measured["frames_with_face"] == 0 and measured["face_size"] is None
+    assert measured["expression_by_part"] == {"beginning": None, "middle": None, "end": None}
+    assert face_measures({"media": {}}) == Unavailable("no face measurements")
 
 
 def test_wrong_or_missing_key_and_unreachable_endpoint(
