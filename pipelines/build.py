@@ -171,7 +171,7 @@ class BuildSummary:
             )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
-            lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or links and folders not followed): {shown}")
+            lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or folders not followed): {shown}")
         leaving = links_leaving(self.skipped_files)
         if leaving:
             lines.append(f"  not followed: {len(leaving)} symlinks leading outside the input folder{_first(leaving)}; set follow_external_links: true in the config to include them")
