@@ -192,7 +192,7 @@ def test_the_summary_lists_links_leaving_the_input_folder():
     leaves = "outside the input folder: not followed; set follow_external_links: true to include it"
     skipped = ["notes.txt", f"rootlink/ (symlink to /, {leaves})", f"up/ (symlink to /data, {leaves})"]
     lines = BuildSummary("/o", 1, {"train": 1}, {}, skipped, 0, {}, 0.0, 1.0).text().splitlines()
-    assert f"  skipped 3 entries (not videos, or links and folders not followed): notes.txt, rootlink/ (symlink to /, {leaves}), up/ (symlink to /data, {leaves})" in lines
+    assert f"  skipped 3 entries (not videos, or folders not followed): notes.txt, rootlink/ (symlink to /, {leaves}), up/ (symlink to /data, {leaves})" in lines
     assert "  not followed: 2 symlinks leading outside the input folder (rootlink/, up/); set follow_external_links: true in the config to include them" in lines
 
 
