@@ -39,7 +39,7 @@ from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import chain_digests
 from emer_builder.transforms.corpora import load_corpus
 from emer_builder.transforms.keys import OUTSIDE_INPUT, VIDEO_EXTENSIONS, VideoInput, match_videos
-from emer_builder.transforms.segments import Segmentation, check_options, segment_videos, sidecar_files
+from emer_builder.transforms.segment import Segmentation, check_options, segment_videos, sidecar_files
 from emer_builder.transforms.split import SplitAssigner
 
 LOCK_FILE = ".emer-lock"

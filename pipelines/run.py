@@ -40,7 +40,7 @@ from emer_builder.report import write_report
 from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
-from emer_builder.transforms.segments import Segmentation
+from emer_builder.transforms.segment import Segmentation
 
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 

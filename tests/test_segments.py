@@ -13,7 +13,7 @@ from emer_builder.core.errors import UserError
 from emer_builder.schemas.fields import RecordSchema
 from emer_builder.schemas.segments import LABELS, SEGMENT
 from emer_builder.transforms.keys import MAX_KEY_BYTES, VideoInput, match_videos
-from emer_builder.transforms.segments import (
+from emer_builder.transforms.segment import (
     Cue,
     SegmentOptions,
     check_options,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emer_builder.core.config import SegmentConfig
-from emer_builder.transforms.segments import merge_cues, read_subtitle_file
+from emer_builder.transforms.segment import merge_cues, read_subtitle_file
 
 OPTIONS = SegmentConfig(mode="subtitles")
 

@@ -9,7 +9,9 @@ import numpy as np
 from emer_builder.core.errors import ClipError
 from emer_builder.schemas import FieldGroup
 
-__all__ = ["Clip", "ClipError", "Stage"]
+SAMPLE_RATE = 16_000  # the audio every stage reads: 16 kHz mono float32 (Whisper, Silero VAD, openSMILE)
+
+__all__ = ["SAMPLE_RATE", "Clip", "ClipError", "Stage"]
 
 
 @dataclass
