@@ -176,7 +176,6 @@ def test_hostile_build_accounts_for_every_input(hostile: HostileCorpus, hostile_
     assert lie["decoded_fraction"] < 0.01 and not lie["truncated"]
     assert by_path["caf\\xe9.mp4"]["key"] == "caf_xe9"
 
-
     # Records kept though cut short are counted and listed where the user looks, not only flagged inside them.
     cut_short = sorted(r["source_path"] for r in records if r["media"]["truncated"])
     assert "cut_at_75pc.mp4" in cut_short
@@ -187,4 +186,6 @@ def test_hostile_build_accounts_for_every_input(hostile: HostileCorpus, hostile_
     section = (out / "report.html").read_text().split('<h3 id="truncated">', 1)[1].split("</table>", 1)[0]
     assert sorted(html.unescape(p) for p in re.findall(r'<td class="paths">([^<]*)</td>', section)) == cut_short
     # Links that leave the input folder are named in the summary, with the setting that would follow them.
-    assert "  not followed: 4 symlinks leading outside the input folder (elsewhere/, outside_clip.mp4, rootlink/ ...); set follow_external_links" in summary.text()
+    assert (
+        "  not followed: 4 symlinks leading outside the input folder (elsewhere/, outside_clip.mp4, rootlink/ ...); set follow_external_links" in summary.text()
+    )
