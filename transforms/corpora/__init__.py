@@ -1,15 +1,12 @@
 """Corpus adapters: `emer build ROOT --corpus NAME` reads a corpus' own layout and tables.
 
-Each adapter is one small module declaring the files it reads, their columns, the key rule, the label
-mapping and the split rule (a `Corpus`), and a `load(root, options)` that returns a `Segmentation`:
-one utterance per corpus row (an already-cut clip decoded whole, or a window of a long video), failure
-rows, rows without a video (`unmatched`), the official splits (`split_table`) and the tables read.
-
-- `meld`: MELD's `{train,dev,test}_sent_emo.csv`, clips `dia{D}_utt{U}.mp4` or raw episodes.
-- `ch-sims`, `ch-sims-v2`, `mmsa`: the MMSA `label.csv` layout.
-- `cmu-mosi`, `cmu-mosei`: the MMSA layout when ROOT has a label.csv, else the CMU SDK layout (`.csd`).
-- `mer`: MER2023/2024/2025 clips with `name,discrete,valence` tables.
-Unknown layouts go through a segment table (`--segment table`, transforms/segments.py).
+Each adapter is one module with a `CorpusAdapter` subclass (base.py): its declaration (files, columns, key
+rule, label mapping, split rule) and `utterances()`, one utterance per corpus row (an already-cut clip decoded
+whole, or a window of a long video). The base turns them into a `Segmentation`: records, failure rows, rows
+without a video (`unmatched`), the official splits (`split_table`) and the tables read. Subclassing registers
+an adapter; another package registers its own through the `emer_builder.corpora` entry point (README,
+"Adding a corpus"). The `--corpus` choices and the README table are made from this registry.
+Unknown layouts go through a segment table (`--segment table`).
 """
 
 from __future__ import annotations
@@ -17,27 +14,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from emer_builder.core.errors import UserError
-from emer_builder.transforms.corpora import cmu_sdk, meld, mer, mmsa
-from emer_builder.transforms.corpora.common import Corpus, find_tables, following_external_links
+from emer_builder.transforms.corpora import cmu_sdk, meld, mer, mmsa  # noqa: F401  (defining the built-in adapters registers them)
+from emer_builder.transforms.corpora.base import ENTRY_POINT_GROUP, REGISTRY, CorpusAdapter, installed_names, load_installed
+from emer_builder.transforms.corpora.common import following_external_links
 from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions
 
-_MMSA = {c.name: c for c in mmsa.CORPORA}
-_SDK = {c.name: c for c in cmu_sdk.CORPORA}
-
-CORPORA: dict[str, Corpus] = {meld.CORPUS.name: meld.CORPUS, **_MMSA, mer.CORPUS.name: mer.CORPUS}
+# name -> adapter: the built-in ones, and installed ones once loaded (live: the registry itself)
+CORPORA: dict[str, type[CorpusAdapter]] = REGISTRY
 
 
 def corpus_names() -> list[str]:
-    return sorted(CORPORA)
+    """Every name `--corpus` takes: the built-in adapters and those installed packages register (not imported for this)."""
+    return sorted(set(REGISTRY) | set(installed_names()))
 
 
-def adapter(name: str, root: str | Path) -> Corpus:
-    """The adapter for NAME at ROOT: CMU-MOSI and CMU-MOSEI come in two layouts, told apart by what ROOT holds."""
-    if name not in CORPORA:
+def adapter(name: str, root: str | Path | None = None) -> type[CorpusAdapter]:
+    """The adapter for NAME (an installed package's is imported now); with ROOT, the one for the layout ROOT holds
+    (CMU-MOSI and CMU-MOSEI come as MMSA's label.csv or as CMU SDK sequences)."""
+    cls = REGISTRY.get(name) or load_installed(name)
+    if cls is None:
         raise UserError(f"unknown corpus {name!r}; known: {', '.join(corpus_names())} (other layouts: --segment table with a segment table)")
-    if name in _SDK and not find_tables(Path(root), "label.csv"):
-        return _SDK[name]
-    return CORPORA[name]
+    return cls if root is None else cls.for_root(Path(root))
 
 
 def load_corpus(name: str, root: str | Path, options: SegmentOptions = DEFAULT_OPTIONS, follow_external_links: bool = False) -> Segmentation:
@@ -47,23 +44,51 @@ def load_corpus(name: str, root: str | Path, options: SegmentOptions = DEFAULT_O
     if not path.is_dir():
         raise UserError(f"corpus folder {root} is not a folder")
     with following_external_links(follow_external_links):
-        return adapter(name, path).load(path, options)
+        return adapter(name, path)(path, options).load()
 
 
 def describe(name: str, root: str | Path | None = None) -> str:
-    """The adapter's declaration as text (`emer build --corpus NAME --explain`, the README)."""
-    c = adapter(name, root) if root is not None else CORPORA[name]
-    return "\n".join(
-        [
-            f"{c.name}: {c.description}",
-            f"  files: {', '.join(c.files)}",
-            f"  columns: {', '.join(c.columns)}",
-            f"  clips: {c.clips}",
-            f"  key: {c.key_rule}",
-            f"  labels: {c.label_mapping}",
-            f"  split: {c.split_rule}",
-        ]
-    )
+    """The adapter's declaration as text (the one for ROOT's layout when ROOT is given)."""
+    return adapter(name, root).describe()
 
 
-__all__ = ["CORPORA", "Corpus", "adapter", "corpus_names", "describe", "load_corpus"]
+def builtin_adapters() -> list[type[CorpusAdapter]]:
+    """Every adapter this package defines, second layouts included (`register=False`), by name then layout."""
+    found: list[type[CorpusAdapter]] = []
+    todo = list(CorpusAdapter.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "name" in cls.__dict__ and cls.__module__.startswith(f"{__name__}.") and cls not in found:
+            found.append(cls)
+    return sorted(found, key=lambda c: (c.name, c is not REGISTRY.get(c.name), c.__qualname__))
+
+
+def corpus_table(adapters: list[type[CorpusAdapter]] | None = None) -> str:
+    """The README's table of adapters, made from their declarations; adapters declared alike share a row."""
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for cls in adapters if adapters is not None else builtin_adapters():
+        reads = f"{', '.join(f'`{f}`' for f in cls.files)}; clips: {cls.clips}"
+        names = rows.setdefault((reads, cls.key_rule, cls.label_mapping, cls.split_rule), [])
+        if cls.name not in names:
+            names.append(cls.name)
+    lines = ["| NAME | reads | key | labels | split |", "|---|---|---|---|---|"]
+    lines += [f"| {', '.join(f'`{n}`' for n in names)} | {' | '.join(_cell(part) for part in row)} |" for row, names in rows.items()]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+__all__ = [
+    "CORPORA",
+    "ENTRY_POINT_GROUP",
+    "CorpusAdapter",
+    "adapter",
+    "builtin_adapters",
+    "corpus_names",
+    "corpus_table",
+    "describe",
+    "load_corpus",
+]

@@ -14,15 +14,16 @@ or `folds.csv` (video_id, split) to use them as the split table.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from emer_builder.core.errors import UserError, one_line
 from emer_builder.core.tables import read_table
-from emer_builder.transforms.corpora.common import Corpus, by_stem, file_entry, find_tables, one_table, root_videos, split_name, unlisted
+from emer_builder.transforms.corpora.base import CorpusAdapter
+from emer_builder.transforms.corpora.common import by_stem, find_tables, one_table, split_name
 from emer_builder.transforms.keys import display_path, key_for
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble, corpus_labels
+from emer_builder.transforms.segments import Utterance, corpus_labels
 
 LABEL_FILES: tuple[str, ...] = ("*[Ll]abels*.csd",)
 WORD_FILES: tuple[str, ...] = ("*[Tt]imestamped[Ww]ords*.csd",)
@@ -107,11 +108,19 @@ def labels(name: str, video: str, n: int, features: list[float], fold: str | Non
     return values
 
 
-def loader(name: str) -> Callable[[Path, SegmentOptions], Segmentation]:
-    """The load function of cmu-mosi or cmu-mosei."""
+class CmuSdkLayout(CorpusAdapter):
+    """The CMU Multimodal SDK layout: a label sequence, full videos cut at its intervals, optional words and folds."""
 
-    def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
+    files = (*LABEL_FILES, *WORD_FILES, *FOLD_FILES)
+    columns = ("intervals", "features")
+    clips = "the full videos {video_id}.mp4 anywhere under ROOT, cut at the label sequence's intervals"
+    key_rule = "{video_id}_{n}, n = the video's labelled intervals in time order from 1"
+    label_mapping = "labels.sentiment_score = first feature on [-3, 3]; CMU-MOSEI's next six -> labels.emotion_scores; segment.text from the words sequence"
+    split_rule = "folds.json / folds.csv beside the data (the SDK's standard folds); without one, the hash of segment.group (the video)"
+
+    def utterances(self) -> Iterator[Utterance]:
         """Every labelled interval as an utterance cut from the full video `{video_id}.*` under ROOT."""
+        root, name = self.root, self.name
         label_paths = [p for pattern in LABEL_FILES for p in find_tables(root, pattern)]
         if len(label_paths) != 1:
             found = ", ".join(str(p.relative_to(root)) for p in label_paths) or "none"
@@ -122,60 +131,45 @@ def loader(name: str) -> Callable[[Path, SegmentOptions], Segmentation]:
         fold_path = next((p for f in FOLD_FILES if (p := one_table(root, f, name, required=False)) is not None), None)
         folds = read_folds(fold_path) if fold_path else {}
         sequences = read_csd(label_path)
-        videos = root_videos(root)
-        stems = by_stem(videos)
-        utterances, unmatched, used = [], [], set()
+        for path in [label_path, *word_paths[:1], *([fold_path] if fold_path else [])]:
+            self.read_table(path)
+        stems = by_stem(self.videos)
         file_name = display_path(label_path.name)
         for video_id, (intervals, features) in sequences.items():
             found = stems.get(video_id, [])
             if len(found) != 1:
                 why = "no video" if not found else f"{len(found)} videos ({', '.join(v.source_path for v in found)})"
-                unmatched.append(f"{file_name} {video_id}: {why} named {video_id}.* under the corpus folder ({len(intervals)} segments)")
+                self.unmatch(f"{file_name} {video_id}: {why} named {video_id}.* under the corpus folder ({len(intervals)} segments)")
                 continue
             video = found[0]
-            used.add(video.path)
+            self.use(video)
             ordered = sorted(zip(intervals, features, strict=True), key=lambda item: (item[0][0], item[0][1]))
             for n, ((start, end), feats) in enumerate(ordered, 1):
                 sid = f"{video_id}_{n}"
-                utterances.append(
-                    Utterance(
-                        video,
-                        float(start),
-                        float(end),
-                        f"{file_name} {sid}",
-                        id=sid,
-                        key=key_for(sid),
-                        text=segment_text(words.get(video_id), float(start), float(end)),
-                        dialogue=video.key,
-                        order=(n,),
-                        labels=corpus_labels(**labels(name, video_id, n, feats, folds.get(video_id))),
-                        split=split_name(folds.get(video_id)),
-                    )
+                yield Utterance(
+                    video,
+                    float(start),
+                    float(end),
+                    f"{file_name} {sid}",
+                    id=sid,
+                    key=key_for(sid),
+                    text=segment_text(words.get(video_id), float(start), float(end)),
+                    dialogue=video.key,
+                    order=(n,),
+                    labels=corpus_labels(**labels(name, video_id, n, feats, folds.get(video_id))),
+                    split=split_name(folds.get(video_id)),
                 )
-        result = assemble(utterances, f"corpus:{name}", options)
-        result.unmatched += unmatched
-        result.files += [file_entry(p) for p in [label_path, *word_paths[:1], *([fold_path] if fold_path else [])]]
-        result.skipped += unlisted(videos, used, name)
-        return result.sort()
-
-    return load
 
 
-def corpus(name: str, description: str) -> Corpus:
-    return Corpus(
-        name=name,
-        description=description,
-        files=(*LABEL_FILES, *WORD_FILES, *FOLD_FILES),
-        columns=("intervals", "features"),
-        clips="the full videos {video_id}.mp4 anywhere under ROOT, cut at the label sequence's intervals",
-        key_rule="{video_id}_{n}, n = the video's labelled intervals in time order from 1",
-        label_mapping="labels.sentiment_score = first feature on [-3, 3]; CMU-MOSEI's next six -> labels.emotion_scores; segment.text from the words sequence",
-        split_rule="folds.json / folds.csv beside the data (the SDK's standard folds); without one, the hash of segment.group (the video)",
-        load=loader(name),
-    )
+class CmuMosiSdk(CmuSdkLayout, register=False):
+    """`cmu-mosi` when ROOT has no label.csv (selected by `mmsa.CmuMosi.for_root`)."""
+
+    name = "cmu-mosi"
+    description = "CMU-MOSI, CMU SDK layout: full YouTube videos with opinion segments and sentiment in [-3, 3]"
 
 
-CORPORA: tuple[Corpus, ...] = (
-    corpus("cmu-mosi", "CMU-MOSI, CMU SDK layout: full YouTube videos with opinion segments and sentiment in [-3, 3]"),
-    corpus("cmu-mosei", "CMU-MOSEI, CMU SDK layout: full YouTube videos with segments, sentiment and six emotion intensities"),
-)
+class CmuMoseiSdk(CmuSdkLayout, register=False):
+    """`cmu-mosei` when ROOT has no label.csv (selected by `mmsa.CmuMosei.for_root`)."""
+
+    name = "cmu-mosei"
+    description = "CMU-MOSEI, CMU SDK layout: full YouTube videos with segments, sentiment and six emotion intensities"

@@ -1,44 +1,26 @@
-"""What every corpus adapter shares: its declaration (`Corpus`), finding its tables and clips under ROOT,
-and reading cells. An adapter turns a corpus' own layout into the `Segmentation` every build input goes through."""
+"""Helpers every corpus adapter uses: finding its tables and clips under ROOT, and reading cells
+(the adapter class and its shared steps are in `base.py`)."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
 from emer_builder.transforms.keys import VideoInput, display_path, key_for, walk_inputs
-from emer_builder.transforms.segments import Segmentation, SegmentOptions
 
 # Split names as corpora write them -> the build's split names.
 SPLIT_NAMES: dict[str, str] = {"train": "train", "dev": "validation", "valid": "validation", "val": "validation", "validation": "validation", "test": "test"}
 
 
-@dataclass(frozen=True)
-class Corpus:
-    """A corpus adapter's declaration: what it reads and how it maps it (shown by `emer build --corpus help`
-    and the README), and `load(root, options)`, which does it."""
-
-    name: str
-    description: str
-    files: tuple[str, ...]  # the tables it reads, as found under ROOT
-    columns: tuple[str, ...]  # columns those tables must have
-    clips: str  # where the videos are
-    key_rule: str
-    label_mapping: str
-    split_rule: str
-    load: Callable[[Path, SegmentOptions], Segmentation]
-
-
-# The build's `follow_external_links` while an adapter loads: set by `load_corpus`, so that adapters keep the
-# `load(root, options)` signature and still walk ROOT exactly as the build's own input matching does.
+# The build's `follow_external_links` while an adapter loads: set by `load_corpus`, so that adapters need not
+# carry it and still walk ROOT exactly as the build's own input matching does.
 _FOLLOW_EXTERNAL_LINKS: ContextVar[bool] = ContextVar("follow_external_links", default=False)
 
 
@@ -131,7 +113,6 @@ def by_stem(videos: Iterable[VideoInput]) -> dict[str, list[VideoInput]]:
 
 
 __all__ = [
-    "Corpus",
     "SPLIT_NAMES",
     "by_stem",
     "file_entry",

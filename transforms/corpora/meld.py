@@ -13,14 +13,16 @@ the raw episode (a file whose name holds `S04E07` or `4x07`) cut at the row's ti
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.tables import read_table
-from emer_builder.transforms.corpora.common import Corpus, by_stem, file_entry, find_tables, root_videos, split_name, text, unlisted
+from emer_builder.transforms.corpora.base import CorpusAdapter
+from emer_builder.transforms.corpora.common import by_stem, find_tables, split_name, text
 from emer_builder.transforms.keys import VideoInput, display_path, key_for
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble, corpus_labels, parse_time
+from emer_builder.transforms.segments import Utterance, corpus_labels, parse_time
 
 NAME = "meld"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")  # as MELD names them; the build calls dev `validation`
@@ -72,9 +74,8 @@ def _clip_split(source_path: str) -> str | None:
     return None
 
 
-def _index(root: Path) -> tuple[dict[tuple[str, str], VideoInput], dict[str, VideoInput], list[VideoInput], list[str]]:
-    """Clips by (split, `diaD_uttU`), episodes by `S04E07`, all videos, and problems (duplicates, clips in no split folder)."""
-    videos = root_videos(root)
+def _index(videos: list[VideoInput]) -> tuple[dict[tuple[str, str], VideoInput], dict[str, VideoInput], list[str]]:
+    """Clips by (split, `diaD_uttU`), episodes by `S04E07`, and problems (duplicates, clips in no split folder)."""
     clips: dict[tuple[str, str], VideoInput] = {}
     episodes: dict[str, list[VideoInput]] = {}
     problems = []
@@ -101,7 +102,7 @@ def _index(root: Path) -> tuple[dict[tuple[str, str], VideoInput], dict[str, Vid
             problems.append(f"{', '.join(v.source_path for v in found)} (all name episode {name}: none is used)")
         else:
             single[name] = found[0]
-    return clips, single, videos, problems
+    return clips, single, problems
 
 
 def _times(row: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
@@ -111,44 +112,57 @@ def _times(row: dict[str, Any]) -> tuple[float | None, float | None, str | None]
         return None, None, str(e)
 
 
-def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
-    """Every row of the split tables found under ROOT as one utterance: its clip when there is one,
-    else its episode cut at the row's times; rows with neither are listed in `unmatched`."""
-    tables = [(s, find_tables(root, f"{s}_sent_emo.csv")) for s in SPLITS]
-    for s, found in tables:
-        if len(found) > 1:
-            raise UserError(f"corpus meld: {len(found)} files named {s}_sent_emo.csv under {root}; keep one")
-    tables = [(s, found[0]) for s, found in tables if found]
-    if not tables:
-        raise UserError(f"corpus meld: no {', '.join(FILES)} under {root}")
-    clips, episodes, videos, problems = _index(root)
-    utterances: list[Utterance] = []
-    unmatched: list[str] = []
-    files = []
-    used: set[str] = set()
-    for table_split, path in tables:
-        table = read_table(path, what="MELD table")
-        missing = [c for c in COLUMNS if table.column(c.lower()) is None]
-        if missing:
-            raise UserError(f"MELD table {path}: no column {', '.join(missing)}; MELD's tables have {', '.join(COLUMNS)}")
-        files.append(file_entry(path, len(table.rows)))
-        name = display_path(path.name)
-        for line, raw in table.numbered():
-            row = {c: raw.get(table.column(c.lower()) or c) for c in COLUMNS}
-            where = f"{name} line {line}"
-            try:
-                sid, record_key, episode = sample_id(row), key(table_split, row), episode_name(row)
-            except (TypeError, ValueError):
-                raise UserError(f"{where}: Dialogue_ID, Utterance_ID, Season and Episode must be whole numbers") from None
-            start, end, problem = _times(row)
-            clip = clips.get((table_split, sid))
-            source = clip or episodes.get(episode)
-            if source is None:
-                unmatched.append(f"{where}: no clip {table_split}/{sid}.mp4 and no episode {episode} under the corpus folder")
-            else:
-                used.add(source.path)
-            utterances.append(
-                Utterance(
+class Meld(CorpusAdapter):
+    """MELD.Raw's layout: the three split tables, clips in split folders, raw episodes for rows without a clip."""
+
+    name = NAME
+    description = "MELD: Friends dialogues with emotion and sentiment per utterance"
+    files = FILES
+    columns = COLUMNS
+    clips = (
+        "dia{D}_utt{U}.mp4 under a folder naming its split (train_splits, dev_splits_complete, output_repeated_splits_test); "
+        "else the raw episode (a file named with S04E07 or 4x07) cut at StartTime-EndTime"
+    )
+    key_rule = "{split}__dia{D}_utt{U} (train, dev, test: ids restart in each split)"
+    label_mapping = "labels.emotion = Emotion, labels.sentiment = Sentiment (lowercased), segment.speaker = Speaker, segment.text = Utterance"
+    split_rule = "the table a row comes from: train -> train, dev -> validation, test -> test (the split table); dialogues keep together"
+
+    def utterances(self) -> Iterator[Utterance]:
+        """Every row of the split tables found under ROOT: its clip when there is one, else its episode cut at
+        the row's times; a row with neither stays in its dialogue's context and is listed as unmatched."""
+        root = self.root
+        tables = [(s, find_tables(root, f"{s}_sent_emo.csv")) for s in SPLITS]
+        for s, found in tables:
+            if len(found) > 1:
+                raise UserError(f"corpus meld: {len(found)} files named {s}_sent_emo.csv under {root}; keep one")
+        tables = [(s, found[0]) for s, found in tables if found]
+        if not tables:
+            raise UserError(f"corpus meld: no {', '.join(FILES)} under {root}")
+        clips, episodes, problems = _index(self.videos)
+        for problem in problems:
+            self.skip(problem)
+        for table_split, path in tables:
+            table = read_table(path, what="MELD table")
+            missing = [c for c in COLUMNS if table.column(c.lower()) is None]
+            if missing:
+                raise UserError(f"MELD table {path}: no column {', '.join(missing)}; MELD's tables have {', '.join(COLUMNS)}")
+            self.read_table(path, len(table.rows))
+            name = display_path(path.name)
+            for line, raw in table.numbered():
+                row = {c: raw.get(table.column(c.lower()) or c) for c in COLUMNS}
+                where = f"{name} line {line}"
+                try:
+                    sid, record_key, episode = sample_id(row), key(table_split, row), episode_name(row)
+                except (TypeError, ValueError):
+                    raise UserError(f"{where}: Dialogue_ID, Utterance_ID, Season and Episode must be whole numbers") from None
+                start, end, problem = _times(row)
+                clip = clips.get((table_split, sid))
+                source = clip or episodes.get(episode)
+                if source is None:
+                    self.unmatch(f"{where}: no clip {table_split}/{sid}.mp4 and no episode {episode} under the corpus folder")
+                else:
+                    self.use(source)
+                yield Utterance(
                     source or NO_VIDEO,
                     start,
                     end,
@@ -167,23 +181,3 @@ def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
                     problem=problem if clip is None else None,  # a clip is decoded whole: a bad time only leaves its times null
                     record=source is not None,  # a row without a video still belongs to its dialogue's context
                 )
-            )
-    result = assemble(utterances, f"corpus:{NAME}", options)
-    result.unmatched += unmatched
-    result.files += files
-    result.skipped += unlisted(videos, used, NAME) + problems
-    return result.sort()
-
-
-CORPUS = Corpus(
-    name=NAME,
-    description="MELD: Friends dialogues with emotion and sentiment per utterance",
-    files=FILES,
-    columns=COLUMNS,
-    clips="dia{D}_utt{U}.mp4 under a folder naming its split (train_splits, dev_splits_complete, output_repeated_splits_test); "
-    "else the raw episode (a file named with S04E07 or 4x07) cut at StartTime-EndTime",
-    key_rule="{split}__dia{D}_utt{U} (train, dev, test: ids restart in each split)",
-    label_mapping="labels.emotion = Emotion, labels.sentiment = Sentiment (lowercased), segment.speaker = Speaker, segment.text = Utterance",
-    split_rule="the table a row comes from: train -> train, dev -> validation, test -> test (the split table); dialogues keep together",
-    load=load,
-)

@@ -10,14 +10,16 @@ else the clip's top folder when it names a split (`train`, `test1`, `test2`, `te
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.tables import read_table
-from emer_builder.transforms.corpora.common import Corpus, by_stem, file_entry, find_tables, number, root_videos, split_name, text, unlisted
+from emer_builder.transforms.corpora.base import CorpusAdapter
+from emer_builder.transforms.corpora.common import by_stem, find_tables, number, split_name, text
 from emer_builder.transforms.keys import display_path, key_for
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble, corpus_labels
+from emer_builder.transforms.segments import Utterance, corpus_labels
 
 NAME = "mer"
 FILES: tuple[str, ...] = ("*label*.csv", "*label*.tsv", "*label*.jsonl")
@@ -50,43 +52,56 @@ def folder_split(source_path: str) -> str | None:
     return None
 
 
-def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
-    """Every labelled clip as one record (decoded whole); label rows without a clip are listed in `unmatched`."""
-    paths = sorted({p for pattern in FILES for p in find_tables(root, pattern)})
-    tables = []
-    for path in paths:
-        table = read_table(path, what="MER label table")
-        if table.has(*COLUMNS):
-            tables.append(table)
-    if not tables:
-        raise UserError(f"corpus mer: no label table with columns name and discrete ({', '.join(FILES)}) under {root}")
-    videos = root_videos(root)
-    stems = by_stem(videos)
-    utterances, unmatched, used, seen = [], [], set(), {}
-    for table in tables:
-        name_col, discrete_col = table.column("name"), table.column("discrete")
-        valence_col, split_col = table.column("valence"), table.column("split")
-        file_name = display_path(table.path.name)
-        for line, raw in table.numbered():
-            where = f"{file_name} line {line}"
-            row = {"name": text(raw.get(name_col)), "discrete": raw.get(discrete_col), "valence": raw.get(valence_col) if valence_col else None}
-            if not row["name"]:
-                unmatched.append(f"{where}: no name")
-                continue
-            if row["name"] in seen:
-                if seen[row["name"]] != row:
-                    raise UserError(f"{where}: {row['name']} is labelled again, differently")
-                continue
-            seen[row["name"]] = row
-            found = stems.get(row["name"], [])
-            if len(found) != 1:
-                unmatched.append(f"{where}: {'no clip' if not found else f'{len(found)} clips'} named {row['name']}.* under the corpus folder")
-                continue
-            clip = found[0]
-            used.add(clip.path)
-            word = text(raw.get(split_col)) if split_col else folder_split(clip.source_path)
-            utterances.append(
-                Utterance(
+class Mer(CorpusAdapter):
+    """MER2023 / MER2024 / MER2025: label tables `name,discrete[,valence][,split]` and clips named after their rows."""
+
+    name = NAME
+    description = "MER2023/2024/2025: short clips with a discrete emotion and valence (explanations come through --annotations)"
+    files = FILES
+    columns = COLUMNS
+    clips = "{name}.* anywhere under ROOT (one file per name)"
+    key_rule = "the clip name (sample_00000648)"
+    label_mapping = "labels.emotion = discrete, labels.sentiment_score = valence on [-5, 5]"
+    split_rule = "the table's split column, else the clip's top folder when it names a split (train, test1, test2, test3)"
+
+    def utterances(self) -> Iterator[Utterance]:
+        """Every labelled clip (decoded whole); a label row without its clip is listed as unmatched."""
+        root = self.root
+        paths = sorted({p for pattern in FILES for p in find_tables(root, pattern)})
+        tables = []
+        for path in paths:
+            table = read_table(path, what="MER label table")
+            if table.has(*COLUMNS):
+                tables.append(table)
+        if not tables:
+            raise UserError(f"corpus mer: no label table with columns name and discrete ({', '.join(FILES)}) under {root}")
+        for table in tables:
+            self.read_table(table.path, len(table.rows))
+        stems = by_stem(self.videos)
+        seen: dict[str, dict[str, Any]] = {}
+        for table in tables:
+            name_col, discrete_col = table.column("name"), table.column("discrete")
+            valence_col, split_col = table.column("valence"), table.column("split")
+            file_name = display_path(table.path.name)
+            for line, raw in table.numbered():
+                where = f"{file_name} line {line}"
+                row = {"name": text(raw.get(name_col)), "discrete": raw.get(discrete_col), "valence": raw.get(valence_col) if valence_col else None}
+                if not row["name"]:
+                    self.unmatch(f"{where}: no name")
+                    continue
+                if row["name"] in seen:
+                    if seen[row["name"]] != row:
+                        raise UserError(f"{where}: {row['name']} is labelled again, differently")
+                    continue
+                seen[row["name"]] = row
+                found = stems.get(row["name"], [])
+                if len(found) != 1:
+                    self.unmatch(f"{where}: {'no clip' if not found else f'{len(found)} clips'} named {row['name']}.* under the corpus folder")
+                    continue
+                clip = found[0]
+                self.use(clip)
+                word = text(raw.get(split_col)) if split_col else folder_split(clip.source_path)
+                yield Utterance(
                     clip,
                     None,
                     None,
@@ -98,22 +113,3 @@ def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
                     seek=False,
                     line=line,
                 )
-            )
-    result = assemble(utterances, f"corpus:{NAME}", options)
-    result.unmatched += unmatched
-    result.files += [file_entry(t.path, len(t.rows)) for t in tables]
-    result.skipped += unlisted(videos, used, NAME)
-    return result.sort()
-
-
-CORPUS = Corpus(
-    name=NAME,
-    description="MER2023/2024/2025: short clips with a discrete emotion and valence (explanations come through --annotations)",
-    files=FILES,
-    columns=COLUMNS,
-    clips="{name}.* anywhere under ROOT (one file per name)",
-    key_rule="the clip name (sample_00000648)",
-    label_mapping="labels.emotion = discrete, labels.sentiment_score = valence on [-5, 5]",
-    split_rule="the table's split column, else the clip's top folder when it names a split (train, test1, test2, test3)",
-    load=load,
-)

@@ -11,25 +11,20 @@ and CMU-MOSEI. The clips of one video are one speaker's monologue: the video is 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.tables import read_table
-from emer_builder.transforms.corpora.common import Corpus, file_entry, number, one_table, root_videos, split_name, text, unlisted
+from emer_builder.transforms.corpora.base import CorpusAdapter
+from emer_builder.transforms.corpora.cmu_sdk import CmuMoseiSdk, CmuMosiSdk
+from emer_builder.transforms.corpora.common import find_tables, number, one_table, split_name, text
 from emer_builder.transforms.keys import VideoInput, display_path, key_for
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble, corpus_labels
+from emer_builder.transforms.segments import Utterance, corpus_labels
 
 FILES: tuple[str, ...] = ("label.csv",)
 COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "label")  # text, label_T, label_A, label_V, annotation, mode when present
-SCALES: dict[str, tuple[float, float] | None] = {
-    "ch-sims": (-1.0, 1.0),
-    "ch-sims-v2": (-1.0, 1.0),
-    "cmu-mosi": (-3.0, 3.0),
-    "cmu-mosei": (-3.0, 3.0),
-    "mmsa": None,
-}
 
 
 def sample_id(row: dict[str, Any]) -> str:
@@ -41,9 +36,8 @@ def key(row: dict[str, Any]) -> str:
     return key_for(sample_id(row))
 
 
-def labels(name: str, row: dict[str, Any]) -> dict[str, Any]:
+def labels(name: str, scale: tuple[float, float] | None, row: dict[str, Any]) -> dict[str, Any]:
     """label -> sentiment_score, label_T/A/V -> text/audio/visual_score, annotation -> sentiment, on the corpus' scale."""
-    scale = SCALES.get(name)
     annotation = text(row.get("annotation"))
     return {
         "corpus": name,
@@ -73,89 +67,111 @@ def _order(clip_id: str) -> tuple[Any, ...]:
     return (0, int(clip_id), "") if clip_id.isdigit() else (1, 0, clip_id)
 
 
-def loader(name: str) -> Callable[[Path, SegmentOptions], Segmentation]:
-    """The load function of one MMSA corpus name (the name sets the score scale)."""
+class MmsaLayout(CorpusAdapter):
+    """The MMSA `label.csv` layout; each corpus in it is a subclass naming itself and its score scale."""
 
-    def load(root: Path, options: SegmentOptions = DEFAULT_OPTIONS) -> Segmentation:
-        """Every row of ROOT's label.csv as one already-cut clip `{video_id}/{clip_id}.*`; rows without a clip are listed in `unmatched`."""
-        path = one_table(root, "label.csv", name)
+    scale: ClassVar[tuple[float, float] | None] = None  # the corpus' sentiment scale; None: kept as written, scale unknown
+    files = FILES
+    columns = COLUMNS
+    clips = "Raw/{video_id}/{clip_id}.mp4 (any video extension; clip ids also zero-padded to 4 digits, as CH-SIMS names them)"
+    key_rule = "{video_id}_{clip_id} (the MMSA / CMU segment id)"
+    split_rule = "mode: train -> train, valid -> validation, test -> test (the split table); a video's clips keep together"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The label mapping says the subclass' scale (declared once, in `scale`)."""
+        scale = cls.scale
+        cls.label_mapping = (
+            f"labels.sentiment_score = label{f' on [{scale[0]:g}, {scale[1]:g}]' if scale else ''}, labels.text_score / audio_score / visual_score = "
+            "label_T / label_A / label_V, labels.sentiment = annotation (lowercased), segment.text = text"
+        )
+        super().__init_subclass__(**kwargs)
+
+    def utterances(self) -> Iterator[Utterance]:
+        """Every row of ROOT's label.csv as one already-cut clip `{video_id}/{clip_id}.*`; a row without its clip is listed as unmatched."""
+        name = self.name
+        path = one_table(self.root, "label.csv", name)
         assert path is not None
         table = read_table(path, what=f"{name} label table")
         missing = [c for c in COLUMNS if table.column(c) is None]
         if missing:
             raise UserError(f"{name} label table {path}: no column {', '.join(missing)}; MMSA's label.csv has video_id, clip_id, text, label, annotation, mode")
-        videos = root_videos(root)
+        self.read_table(path, len(table.rows))
         clips: dict[tuple[str, str], VideoInput] = {}
-        for v in videos:
+        for v in self.videos:
             p = PurePosixPath(v.source_path)
             clips.setdefault((p.parent.name, p.stem), v)
-        utterances, unmatched, used = [], [], set()
         file_name = display_path(path.name)
         for line, raw in table.numbered():
             row = {c: raw.get(table.column(c.lower()) or c) for c in (*COLUMNS, "text", "label_T", "label_A", "label_V", "annotation", "mode")}
             where = f"{file_name} line {line}"
             video_id, clip_id = text(row.get("video_id")), text(row.get("clip_id"))
             if not video_id or not clip_id:
-                unmatched.append(f"{where}: no video_id or clip_id")
+                self.unmatch(f"{where}: no video_id or clip_id")
                 continue
             if re.fullmatch(r"\d+\.0", clip_id):  # a spreadsheet wrote the id as a float
                 clip_id = clip_id[:-2]
             row["clip_id"] = clip_id
             clip = next((clips[(video_id, n)] for n in _clip_names(clip_id) if (video_id, n) in clips), None)
             if clip is None:
-                unmatched.append(f"{where}: no clip {video_id}/{clip_id}.* under the corpus folder")
+                self.unmatch(f"{where}: no clip {video_id}/{clip_id}.* under the corpus folder")
                 continue
-            used.add(clip.path)
-            utterances.append(
-                Utterance(
-                    clip,
-                    None,
-                    None,
-                    where,
-                    id=sample_id(row),
-                    key=key(row),
-                    text=text(row.get("text")),
-                    dialogue=video_id,
-                    group=video_id,
-                    order=_order(clip_id),
-                    labels=corpus_labels(**labels(name, row)),
-                    split=split(row),
-                    seek=False,
-                    source_key=video_id,
-                    line=line,
-                )
+            self.use(clip)
+            yield Utterance(
+                clip,
+                None,
+                None,
+                where,
+                id=sample_id(row),
+                key=key(row),
+                text=text(row.get("text")),
+                dialogue=video_id,
+                group=video_id,
+                order=_order(clip_id),
+                labels=corpus_labels(**labels(name, self.scale, row)),
+                split=split(row),
+                seek=False,
+                source_key=video_id,
+                line=line,
             )
-        result = assemble(utterances, f"corpus:{name}", options)
-        result.unmatched += unmatched
-        result.files.append(file_entry(path, len(table.rows)))
-        result.skipped += unlisted(videos, used, name)
-        return result.sort()
-
-    return load
 
 
-def corpus(name: str, description: str) -> Corpus:
-    scale = SCALES[name]
-    return Corpus(
-        name=name,
-        description=description,
-        files=FILES,
-        columns=COLUMNS,
-        clips="Raw/{video_id}/{clip_id}.mp4 (any video extension; clip ids also zero-padded to 4 digits, as CH-SIMS names them)",
-        key_rule="{video_id}_{clip_id} (the MMSA / CMU segment id)",
-        label_mapping=(
-            f"labels.sentiment_score = label{f' on [{scale[0]:g}, {scale[1]:g}]' if scale else ''}, labels.text_score / audio_score / visual_score = "
-            "label_T / label_A / label_V, labels.sentiment = annotation (lowercased), segment.text = text"
-        ),
-        split_rule="mode: train -> train, valid -> validation, test -> test (the split table); a video's clips keep together",
-        load=loader(name),
-    )
+class ChSims(MmsaLayout):
+    name = "ch-sims"
+    description = "CH-SIMS: Chinese film and TV clips with multimodal and unimodal sentiment in [-1, 1] (MMSA layout)"
+    scale = (-1.0, 1.0)
 
 
-CORPORA: tuple[Corpus, ...] = (
-    corpus("ch-sims", "CH-SIMS: Chinese film and TV clips with multimodal and unimodal sentiment in [-1, 1] (MMSA layout)"),
-    corpus("ch-sims-v2", "CH-SIMS v2: as CH-SIMS, more clips (MMSA layout)"),
-    corpus("cmu-mosi", "CMU-MOSI: YouTube movie-review opinion segments, sentiment in [-3, 3] (MMSA layout)"),
-    corpus("cmu-mosei", "CMU-MOSEI: YouTube monologue segments, sentiment in [-3, 3] (MMSA layout)"),
-    corpus("mmsa", "any corpus in the MMSA label.csv layout; scores kept as written, scale unknown"),
-)
+class ChSimsV2(MmsaLayout):
+    name = "ch-sims-v2"
+    description = "CH-SIMS v2: as CH-SIMS, more clips (MMSA layout)"
+    scale = (-1.0, 1.0)
+
+
+class MmsaCorpus(MmsaLayout):
+    name = "mmsa"
+    description = "any corpus in the MMSA label.csv layout; scores kept as written, scale unknown"
+    scale = None
+
+
+class CmuMosi(MmsaLayout):
+    """CMU-MOSI as MMSA distributes it; a ROOT without label.csv is read in the CMU SDK layout instead."""
+
+    name = "cmu-mosi"
+    description = "CMU-MOSI: YouTube movie-review opinion segments, sentiment in [-3, 3] (MMSA layout)"
+    scale = (-3.0, 3.0)
+
+    @classmethod
+    def for_root(cls, root: Path) -> type[CorpusAdapter]:
+        return cls if find_tables(root, "label.csv") else CmuMosiSdk
+
+
+class CmuMosei(MmsaLayout):
+    """CMU-MOSEI as MMSA distributes it; a ROOT without label.csv is read in the CMU SDK layout instead."""
+
+    name = "cmu-mosei"
+    description = "CMU-MOSEI: YouTube monologue segments, sentiment in [-3, 3] (MMSA layout)"
+    scale = (-3.0, 3.0)
+
+    @classmethod
+    def for_root(cls, root: Path) -> type[CorpusAdapter]:
+        return cls if find_tables(root, "label.csv") else CmuMoseiSdk

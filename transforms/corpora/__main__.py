@@ -1,0 +1,5 @@
+"""`python -m emer_builder.transforms.corpora`: print the table of built-in corpus adapters (pasted into README.md)."""
+
+from emer_builder.transforms.corpora import corpus_table
+
+print(corpus_table())
