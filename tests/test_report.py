@@ -337,7 +337,7 @@ def test_truncated_records_are_counted_in_the_manifest_summary_and_report(tmp_pa
     for t in manifest["truncated"]:
         assert t["decoded_duration_s"] == pytest.approx(durations[t["key"]]) and t["declared_duration_s"] == pytest.approx(2 * durations[t["key"]])
 
-    text = summarise(out, 12, [], 1.0, manifest, {}, {}).text()
+    text = summarise(str(out), 12, [], 1.0, manifest, {}, {}).text()
     line = next(x for x in text.splitlines() if x.startswith("  truncated:"))
     assert line.startswith("  truncated: 2 records decoded only in part") and "videos/clip_00002.mp4 (50% of " in line and "videos/clip_00007.mp4" in line
 
@@ -356,7 +356,7 @@ def test_a_build_without_truncated_records_says_so(small_build):
     assert '<p data-stat="truncated-none">None: every record decoded to its declared length.</p>' in html
     from emer_builder.pipelines.build import summarise
 
-    assert not [x for x in summarise(out, 43, [], 1.0, manifest, {}, {}).text().splitlines() if "truncated" in x]
+    assert not [x for x in summarise(str(out), 43, [], 1.0, manifest, {}, {}).text().splitlines() if "truncated" in x]
 
 
 # ---------------------------------------------------------------- the demo build
