@@ -6,12 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from emer_builder.schemas import Field, FieldGroup
-from emer_builder.transforms.clip import Clip, ClipError, Stage
+from emer_builder.transforms.clip import Clip, ClipError, Stage, setting
 
 
 @dataclass(frozen=True)
 class BrightnessConfig:
-    dark_below: float = 50.0  # a frame whose mean luma is below this counts as dark
+    # a frame whose mean luma is below this counts as dark; the rule is checked with the rest of the config
+    dark_below: float = setting(50.0, lambda v: 0 <= v <= 255, "between 0 and 255")
 
 
 class BrightnessStage(Stage):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emer_builder.core.config import config_from_dict
+from emer_builder.core.errors import UserError
 from emer_builder.transforms.clip import Clip, ClipError
 from emer_builder.transforms.decode import (
     AudioStream,
@@ -169,14 +171,19 @@ def test_choose_audio_rules():
     assert not language_matches(None, "en") and not language_matches("eng", "de")
 
 
-def test_stage_settings_are_checked():
-    for kwargs, message in (
-        ({"audio_stream": -1}, "decode.audio_stream must be a stream number from 0"),
-        ({"audio_language": "english"}, "decode.audio_language must be an ISO 639 code"),
-        ({"min_decoded_fraction": 1.5}, "decode.min_decoded_fraction must be between 0 and 1"),
+def test_stage_settings_are_checked_with_its_config_section():
+    """The decode section's keys carry their checks (core/config.py); the stage is built from the checked section."""
+    for section, message in (
+        ({"audio_stream": -1}, "config key decode.audio_stream must be at least 0 or null, got -1"),
+        ({"audio_stream": 1.5}, "config key decode.audio_stream must be an integer or null, got 1.5"),
+        ({"audio_language": "english"}, "config key decode.audio_language must be a 2- or 3-letter ISO 639 code or null, got 'english'"),
+        ({"min_decoded_fraction": 1.5}, "config key decode.min_decoded_fraction must be between 0 and 1, got 1.5"),
     ):
-        with pytest.raises(ValueError, match=message):
-            DecodeStage(**kwargs).setup()
+        with pytest.raises(UserError) as caught:
+            config_from_dict({"decode": section})
+        assert str(caught.value) == message
+    stage = DecodeStage.from_config(config_from_dict({"decode": {"audio_language": "eng", "min_decoded_fraction": 0}}).decode)
+    assert (stage.audio_language, stage.min_decoded_fraction, stage.sample_fps) == ("eng", 0.0, 2.0)
 
 
 def test_a_header_that_claims_an_hour_does_not_decide(media: dict[str, Path], tmp_path: Path):

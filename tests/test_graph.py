@@ -22,7 +22,7 @@ from emer_builder.pipelines.explain_setup import prepare
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
 from emer_builder.pipelines.progress import count_marks
 from emer_builder.pipelines.run import GraphJob, run_pipeline
-from emer_builder.pipelines.stages import provenance, record_schema
+from emer_builder.pipelines.stages import record_schema
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, Stage
@@ -185,15 +185,3 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
 
 def provenance_stub() -> dict:
     return {"tool": "emer-builder test", "schema_version": "x", "config_hash": "", "whisper_model": None, "face_detector": None, "expression_model": None, "opensmile": None, "explanation_sources": "", "emotion_wheel": None}
-
-
-def test_provenance_names_every_model():
-    class Named(Stage):
-        def __init__(self, name: str):
-            self.name = name
-
-        def model_id(self) -> str:
-            return f"{self.name}-model"
-
-    prov = provenance([Named("transcript"), Named("faces"), Named("acoustics")], "h", "s", None)
-    assert prov["whisper_model"] == "transcript-model" and prov["opensmile"] == "acoustics-model"

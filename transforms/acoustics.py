@@ -83,6 +83,9 @@ class AcousticsStage(Stage):
     def model_id(self) -> str:
         return feature_set_id()
 
+    def provenance(self) -> dict[str, Any]:
+        return {"opensmile": self.model_id()}
+
     def process(self, clip: Clip) -> None:
         if clip.audio is None:
             clip.fields[self.name] = {"reason": "no audio track", "feature_set": self.model_id(), "egemaps": None, "prosody": None}

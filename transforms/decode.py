@@ -22,11 +22,12 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import soundfile
+from emer_builder.core.config import DecodeConfig
 from emer_builder.core.errors import ProcessFault, exit_fault
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.urls import local_copy
@@ -484,6 +485,7 @@ class DecodeStage(Stage):
 
     name = "decode"
     group = MEDIA
+    config_type = DecodeConfig  # its keys are this constructor's arguments, checked with the config
 
     def __init__(
         self,
@@ -500,15 +502,11 @@ class DecodeStage(Stage):
         self.audio_stream, self.audio_language = audio_stream, audio_language
         self.min_decoded_fraction = min_decoded_fraction
 
+    @classmethod
+    def from_config(cls, section: DecodeConfig | None = None) -> DecodeStage:
+        return cls(**asdict(section or DecodeConfig()))
+
     def setup(self) -> None:
-        if self.audio_stream is not None and (not isinstance(self.audio_stream, int) or self.audio_stream < 0):
-            raise ValueError(f"decode.audio_stream must be a stream number from 0, got {self.audio_stream!r}")
-        if self.audio_language is not None and not (
-            isinstance(self.audio_language, str) and self.audio_language.isalpha() and 2 <= len(self.audio_language) <= 3
-        ):
-            raise ValueError(f"decode.audio_language must be an ISO 639 code such as en, zh or eng, got {self.audio_language!r}")
-        if not 0.0 <= self.min_decoded_fraction <= 1.0:
-            raise ValueError(f"decode.min_decoded_fraction must be between 0 and 1, got {self.min_decoded_fraction!r}")
         remove_stale_scratch()
 
     def process(self, clip: Clip) -> None:

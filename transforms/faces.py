@@ -16,6 +16,7 @@ the square the Haar cascade draws around the same face), so records stay compara
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from emer_builder.core.config import FacesConfig
 from emer_builder.schemas.v1 import EXPRESSION_CLASSES, FACES
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.models import deepface_emotion_weights, fer_tflite_path, yunet_library
@@ -300,6 +302,11 @@ def analyse_faces(
 class FacesStage(Stage):
     name = "faces"
     group = FACES
+    config_type = FacesConfig  # its keys are this constructor's arguments
+
+    @classmethod
+    def from_config(cls, section: FacesConfig | None = None) -> FacesStage:
+        return cls(**dataclasses.asdict(section or FacesConfig()))
 
     def __init__(
         self, detector: str = YUNET, crop_size: int = 224, max_crops: int = 16, expression_model: str = "auto", detect_max_side: int = 320, min_confidence: float = 0.5
@@ -321,6 +328,9 @@ class FacesStage(Stage):
     def detector_id(self) -> str:
         """What detected the faces, for the records and provenance: `yunet@320px`, or the DeepFace backend name as before."""
         return f"{YUNET}@{self.detect_max_side}px" if self.detector == YUNET else self.detector
+
+    def provenance(self) -> dict[str, Any]:
+        return {"face_detector": self.detector_id(), "expression_model": self.model_id()}
 
     def process(self, clip: Clip) -> None:
         media = clip.fields.get("media")

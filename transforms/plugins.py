@@ -56,8 +56,9 @@ def load_stage_class(spec: str) -> type[Stage]:
     return cls
 
 
-def plugin_stages(config: BuildConfig) -> list[Stage]:
-    """The configured plug-in stages, each built with its checked config section (`stage_config.NAME`)."""
+def plugin_classes(config: BuildConfig) -> list[type[Stage]]:
+    """The configured plug-in stage classes, each loaded and checked once, in `extra_stages` order; a
+    stage named twice or a `stage_config` section for no configured stage is an error."""
     classes = [load_stage_class(spec) for spec in config.extra_stages]
     names = [c.name for c in classes]
     if len(set(names)) != len(names):
@@ -65,21 +66,36 @@ def plugin_stages(config: BuildConfig) -> list[Stage]:
     unknown = sorted(set(config.stage_config) - set(names))
     if unknown:
         raise UserError(f"stage_config has section(s) {', '.join(unknown)} for no configured extra stage (stages: {', '.join(names) or 'none'})")
-    stages = []
-    for cls in classes:
-        config_type = getattr(cls, "config_type", None)
-        if config_type is None:
-            if cls.name in config.stage_config:
-                raise UserError(f"stage_config.{cls.name}: stage {cls.name!r} takes no config")
-            stages.append(cls())
-        else:
-            stages.append(cls(section_from_dict(config_type, config.stage_config.get(cls.name, {}), f"stage_config.{cls.name}.")))
-    return stages
+    return classes
+
+
+def plugin_section(cls: type[Stage], config: BuildConfig) -> Any:
+    """A plug-in's section, `stage_config.NAME`, read into its `config_type` and checked like the core
+    sections (None when the stage takes no config)."""
+    if cls.config_type is None:
+        if cls.name in config.stage_config:
+            raise UserError(f"stage_config.{cls.name}: stage {cls.name!r} takes no config")
+        return None
+    return section_from_dict(cls.config_type, config.stage_config.get(cls.name, {}), f"stage_config.{cls.name}.")
+
+
+def plugin_stages(config: BuildConfig) -> list[Stage]:
+    """The configured plug-in stages, each built from its checked config section."""
+    return [cls.from_config(plugin_section(cls, config)) for cls in plugin_classes(config)]
+
+
+def stages_schema(stages: list[Stage]) -> RecordSchema:
+    """The record schema plus the field groups of the given stages that it does not hold (the plug-ins')."""
+    schema = SCHEMA
+    for stage in stages:
+        if stage.group.name not in schema.column_names():
+            schema = schema.with_group(stage.group)
+    return schema
 
 
 def record_schema(config: BuildConfig) -> RecordSchema:
     """The record schema plus the field groups of the configured plug-in stages."""
     schema = SCHEMA
-    for spec in config.extra_stages:
-        schema = schema.with_group(load_stage_class(spec).group)
+    for cls in plugin_classes(config):
+        schema = schema.with_group(cls.group)
     return schema

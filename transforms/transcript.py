@@ -10,12 +10,14 @@ both ways); `encoder_window: full` keeps faster-whisper's own behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from emer_builder.core.config import TranscriptConfig
 from emer_builder.schemas.v1 import TRANSCRIPT
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.models import one_blas_thread, resolve_whisper
@@ -166,6 +168,13 @@ class Transcriber:
 class TranscriptStage(Stage):
     name = "transcript"
     group = TRANSCRIPT
+    config_type = TranscriptConfig
+
+    @classmethod
+    def from_config(cls, section: TranscriptConfig | None = None) -> TranscriptStage:
+        options = dataclasses.asdict(section or TranscriptConfig())
+        options["cpu_threads"] = options["cpu_threads"] or 1  # one per worker: measured faster than 2 even for one worker on 2 cores (bench/RESULTS.md)
+        return cls(**options)
 
     def __init__(self, **options: Any):
         self.options = options
@@ -181,6 +190,9 @@ class TranscriptStage(Stage):
 
     def model_id(self) -> str:
         return str(self.options.get("model", "base"))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"whisper_model": self.model_id()}
 
     def process(self, clip: Clip) -> None:
         if clip.audio is None:
