@@ -119,9 +119,9 @@ def serve(port: int, parallel: int, ctx_per_slot: int, threads: int) -> None:
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.endpoint_metrics = True
-    xllamacpp.Server(params)  # serves on its own threads until the process ends
+    server = xllamacpp.Server(params)  # serves on its own threads while this reference lives
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
+    while server is not None:
         time.sleep(3600)
 
 

@@ -144,14 +144,77 @@ def test_llm_explainer_end_to_end_in_a_build(three_clips, tmp_path, monkeypatch,
         rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
     for row in rows.values():
         e = row["explanation"]
-        assert e["visual_clue"]["source"] == "llm:loopback-vision" and e["visual_clue"]["prompt_version"] == "emer-v1" and e["visual_clue"]["time"]
-        assert e["acoustic_clue"]["source"] == e["lexical_clue"]["source"] == "llm:loopback-chat"
+        assert e["visual_clue"]["source"] == "llm:loopback-vision" and e["visual_clue"]["prompt_version"] == "emer-v2" and e["visual_clue"]["time"]
+        assert e["acoustic_clue"]["source"] == "llm:loopback-chat:text" and e["lexical_clue"]["source"] == "llm:loopback-chat"
         assert e["open_vocab_labels"]["labels"] == LABELS
     assert rows["jesper_intro"]["explanation"]["multimodal_explanation"]["source"] == "human"
     for a, b in zip(sorted((tmp_path / "a" / "data").glob("*.parquet")), sorted((tmp_path / "b" / "data").glob("*.parquet")), strict=True):
         assert a.read_bytes() == b.read_bytes()  # cached answers keep their time: identical bytes
     everything = first + second + "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json")) + (tmp_path / "a" / "manifest.json").read_text()
     assert LLM_KEY not in everything and "EMER_TEST_LLM_KEY" in (tmp_path / "a" / "manifest.json").read_text()
+
+
+ASKED = ("visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation", "open_vocab_labels")
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.suffix in (".parquet", ".tar")}
+
+
+@pytest.mark.slow
+def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_path, capsys):
+    """`emer build` on the demo corpus with every field from `llm`, against llama.cpp serving SmolLM2-135M (text only):
+    every field is the model's or null with its reason, the clues come from the measurements as text, labels are
+    parsed lists; a re-run makes no request (the server generates nothing) and writes byte-identical shards."""
+    caps = {"visual_clue": 160, "acoustic_clue": 160, "lexical_clue": 160, "multimodal_explanation": 192, "open_vocab_labels": 96}
+    config = tmp_path / "llm.yaml"
+    config.write_text(
+        "explanation:\n"
+        "  default_sources: [llm]\n"
+        "  llm:\n"
+        f"    base_url: {llama_server.base_url}\n"
+        "    model: smollm2\n"
+        f"    cache_dir: {tmp_path / 'cache'}\n"
+        "    timeout_s: 300\n"
+        "    concurrency: 2\n"
+        f"    max_tokens: {json.dumps(caps)}\n"
+    )
+    args = ["build", str(demo_videos), "--config", str(config), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().out
+    generated = llama_server.metrics()["tokens_predicted_total"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    second = capsys.readouterr().out
+    assert llama_server.metrics()["tokens_predicted_total"] == generated  # the re-run asked nothing
+
+    counted = re.search(r"llm: (\d+) requests, 0 answers from the cache, (\d+) fields left null", first)
+    asked, null = int(counted.group(1)), int(counted.group(2))
+    assert re.search(rf"llm: 0 requests, {asked} answers from the cache, 0 fields", second)
+    rows = {}
+    for path in sorted((tmp_path / "a" / "data").glob("*.parquet")):
+        rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
+    assert len(rows) == 7
+    given = {name: 0 for name in ASKED}
+    for key, row in rows.items():
+        e = row["explanation"]
+        for name in ("subtitle", "discrete_label", "valence"):
+            assert e[name]["source"] is None and e[name]["reason"] == f"llm: llm does not provide {name}"
+        for name in ASKED:
+            f = e[name]
+            if f["source"] is None:  # null with the model's or the inputs' reason
+                assert f["reason"].startswith("llm: ") and len(f["reason"]) > 5, (key, name, f)
+                continue
+            given[name] += 1
+            suffix = ":text" if name in ("visual_clue", "acoustic_clue") else ""  # the face and the voice from measurements
+            assert (f["source"], f["prompt_version"], f["reason"]) == (f"llm:smollm2{suffix}", "emer-v2", None) and f["time"]
+            if name == "open_vocab_labels":
+                assert isinstance(f["labels"], list) and all(isinstance(x, str) and x for x in f["labels"])
+            else:
+                assert isinstance(f["text"], str) and f["text"].strip()
+    assert asked == sum(given.values()) + null  # one request per field: nothing retried, no image request sent
+    assert given["visual_clue"] == given["multimodal_explanation"] == 7  # every clip was measured, with or without a face
+    assert given["open_vocab_labels"] >= 5
+    assert _shards(tmp_path / "a") == _shards(tmp_path / "b") and _shards(tmp_path / "a")  # cached answers keep their time: identical bytes
 
 
 def test_unreachable_llm_endpoint_is_one_error(three_clips, tmp_path, capsys):

@@ -48,6 +48,11 @@ ASKED = ("visual_clue", "acoustic_clue", "lexical_clue", "multimodal_explanation
 @pytest.fixture(scope="module")
 def clip(demo_videos: Path, librivox_dir: Path) -> dict[str, Any]:
     """Frames, audio and measured field groups of one real clip (computed once)."""
+    return clip_inputs(demo_videos, librivox_dir)
+
+
+def clip_inputs(demo_videos: Path, librivox_dir: Path) -> dict[str, Any]:
+    """Frames (kphotoalbum photos), audio (a LibriVox WAV) and the field groups measured on them."""
     photos = demo_videos.parent / "root" / "usr/share/kphotoalbum/demo"
     images = [cv2.imread(str(photos / n)) for n in ("jesper.jpg", "jesper_2.jpg")]
     images.append(cv2.flip(images[0], 1))
