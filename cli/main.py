@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from emer_builder.core.errors import BuildFailed, UserError
@@ -94,6 +95,19 @@ def _report(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+class CorpusNames:
+    """`--corpus` choices: the corpus registry's names, read when argparse checks a value or prints help, so that
+    the other commands never import the adapters."""
+
+    def __iter__(self) -> Iterator[str]:
+        from emer_builder.transforms.corpora import corpus_names
+
+        return iter(corpus_names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(self)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emer", description="Build Explainable Multimodal Emotion Recognition datasets from raw videos.")
     p.add_argument("--version", action="version", version=f"emer-builder {__version__}")
@@ -109,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--wheel-dir", help="emotion-wheel tables for label normalisation: a folder, or `fetch` (pinned download, cached); default: none")
     b.add_argument("--segment", choices=("none", "subtitles", "table", "speech"), help="cut long videos into utterance records (default: segment.mode of the config, else none)")
     b.add_argument("--segment-table", metavar="PATH", help="segment table (CSV/TSV/JSONL: video, start, end; optional id, speaker, text, labels) for --segment table")
-    b.add_argument("--corpus", metavar="NAME", help="read VIDEOS_DIR as this corpus' own layout (meld, ch-sims, ch-sims-v2, cmu-mosi, cmu-mosei, mmsa, mer)")
+    b.add_argument("--corpus", metavar="NAME", choices=CorpusNames(), help="read VIDEOS_DIR as this corpus' own layout: %(choices)s (README, \"Corpus adapters\")")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score predicted emotion labels against ground truth (hit rate, sentiment F1, emotion-wheel P/R/F)")
     e.add_argument("--gt", required=True, help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")

@@ -67,7 +67,8 @@ LABELS = FieldGroup(
         Field(
             "corpus",
             pa.string(),
-            "what read them: a corpus adapter (`meld`, `ch-sims`, `ch-sims-v2`, `cmu-mosi`, `cmu-mosei`, `mer`) or `table` (a segment table)",
+            # the names are the corpus registry's (transforms/corpora), a layer above the schema: named there, not restated here
+            "what read them: the name of the corpus adapter (`--corpus NAME`; README, \"Corpus adapters\", lists them) or `table` (a segment table)",
         ),
         Field("sample_id", pa.string(), "the corpus' own id of the sample (MELD `dia0_utt0`, MMSA `<video_id>_<clip_id>`, CMU SDK `<video>_<n>`)"),
         Field(
