@@ -123,7 +123,9 @@ class TestCmuMosiSdk(CmuSdkCase, testing.CorpusAdapterTestCase):
     ADAPTER = CmuMosiSdk
     LABEL_FILE = "CMU_MOSI_Opinion_Labels.csd"
     FEATURES = 1
-    LABELS: ClassVar[dict[str, dict]] = {"vid_a_1": {"sentiment_score": 2.5, "score_min": -3.0, "score_max": 3.0, "emotion_scores": [], "official_split": "train"}}
+    LABELS: ClassVar[dict[str, dict]] = {
+        "vid_a_1": {"sentiment_score": 2.5, "score_min": -3.0, "score_max": 3.0, "emotion_scores": [], "official_split": "train"}
+    }
 
 
 class TestCmuMoseiSdk(CmuSdkCase, testing.CorpusAdapterTestCase):

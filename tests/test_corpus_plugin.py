@@ -143,14 +143,13 @@ def test_entry_points_that_name_no_adapter_are_one_line(tmp_path: Path, monkeypa
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: emer-broken-corpora\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[emer_builder.corpora]\n"
-        "no-module = emer_no_such_module:Adapter\n"
-        "not-an-adapter = json:dumps\n"
-        "renamed = emer_builder.transforms.corpora.meld:Meld\n"
+        "[emer_builder.corpora]\nno-module = emer_no_such_module:Adapter\nnot-an-adapter = json:dumps\nrenamed = emer_builder.transforms.corpora.meld:Meld\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert {"no-module", "not-an-adapter", "renamed"} <= set(corpus_names())  # listed from metadata, nothing imported
-    with pytest.raises(UserError, match=r"corpus 'no-module' \(entry point emer_no_such_module:Adapter in group emer_builder.corpora\) cannot be loaded: .*emer_no_such_module"):
+    with pytest.raises(
+        UserError, match=r"corpus 'no-module' \(entry point emer_no_such_module:Adapter in group emer_builder.corpora\) cannot be loaded: .*emer_no_such_module"
+    ):
         adapter("no-module")
     with pytest.raises(UserError, match=r"entry point json:dumps must name a subclass of emer_builder.transforms.corpora.CorpusAdapter"):
         adapter("not-an-adapter")
