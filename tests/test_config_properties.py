@@ -92,7 +92,7 @@ def test_numeric_values_give_one_clear_line_or_a_working_config(key: str, value:
     sh = config.shards
     assert plan_shards([("a", 10), ("b", 10**6)], sh.max_records, sh.max_bytes)
     if key.startswith("decode."):  # the values reach ffmpeg: a real decode, a record or one ClipError line
-        stage = DecodeStage(d.sample_fps, d.frame_max_side, d.min_duration_s, d.max_duration_s, d.audio_stream, d.audio_language, d.min_decoded_fraction)
+        stage = DecodeStage.from_config(d)  # as the build makes it
         stage.setup()
         clip = Clip(key="tiny", path=str(tiny_clip), source_path="tiny.mp4")
         try:
