@@ -12,7 +12,7 @@ from emer_builder.transforms.clip import Clip, ClipError, Stage, setting
 @dataclass(frozen=True)
 class BrightnessConfig:
     # a frame whose mean luma is below this counts as dark; the rule is checked with the rest of the config
-    dark_below: float = setting(50.0, lambda v: 0 <= v <= 255, "between 0 and 255")
+    dark_below: float = setting(50.0, lambda v: 0 <= v <= 256, "between 0 and 256")
 
 
 class BrightnessStage(Stage):

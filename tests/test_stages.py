@@ -119,7 +119,7 @@ def test_a_plugin_section_is_checked_like_a_core_one():
     base = {"extra_stages": ["tests.plugin_brightness:BrightnessStage"]}
     (stage,) = plugin_stages(config_from_dict({**base, "stage_config": {"brightness": {"dark_below": 80}}}))
     assert stage.config.dark_below == 80.0 and build_stages(config_from_dict(base))[-1].config.dark_below == 50.0
-    for value, message in ((300, "must be between 0 and 255, got 300.0"), (float("nan"), "must be a finite number, got nan"), ("dark", "must be of type float")):
+    for value, message in ((300, "must be between 0 and 256, got 300.0"), (float("nan"), "must be a finite number, got nan"), ("dark", "must be of type float")):
         with pytest.raises(UserError) as caught:
             build_stages(config_from_dict({**base, "stage_config": {"brightness": {"dark_below": value}}}))
         assert str(caught.value).startswith("config key stage_config.brightness.dark_below ") and message in str(caught.value)
