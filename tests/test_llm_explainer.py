@@ -408,6 +408,9 @@ def test_check_learns_modalities_from_the_model_listing(clip: dict[str, Any]) ->
         copy = pickle.loads(pickle.dumps(explainer))
         assert copy.explain("visual_clue", make_item(clip)).source == f"llm:{CHAT}:text"
         assert len(server.chat_requests()) == 1 and server.chat_requests()[0].data()["frames_with_face"] == 3
+        no_frames = replace(make_item(clip, text="Another clip."), keyframes=[])  # nothing to send: the measurements still serve
+        no_frames.fields["faces"]["tracks"] = 2
+        assert copy.explain("visual_clue", no_frames).source == f"llm:{CHAT}:text" and copy.text_fallbacks == 2
 
 
 def test_face_measures_without_a_face(clip: dict[str, Any]) -> None:

@@ -381,9 +381,9 @@ class LlmExplainer:
         if field_name in NOT_PROVIDED:
             return Unavailable(f"llm does not provide {field_name}")
         if field_name == "visual_clue":
-            return self._with_media("images", self._visual_request(item), lambda extra: self._visual_text_request(item, extra))
+            return self._with_media("images", self.vision_model, self._visual_request(item), lambda extra: self._visual_text_request(item, extra))
         if field_name == "acoustic_clue":
-            return self._with_media("audio", self._audio_request(item), lambda extra: self._acoustic_request(item, extra))
+            return self._with_media("audio", self.audio_model, self._audio_request(item), lambda extra: self._acoustic_request(item, extra))
         builders: dict[str, Callable[[ExplainInput], Ask | Unavailable]] = {
             "lexical_clue": self._lexical_request,
             "multimodal_explanation": self._multimodal_request,
@@ -411,17 +411,22 @@ class LlmExplainer:
         with _PROCESS_LOCK:
             return _LEARNED.get((self.base_url, model, kind))
 
-    def _with_media(self, kind: str, media: Ask | Unavailable | None, text: Callable[[dict[str, Any]], Ask | Unavailable]) -> FieldValue | Unavailable:
+    def _with_media(
+        self, kind: str, model: str, media: Ask | Unavailable | None, text: Callable[[dict[str, Any]], Ask | Unavailable]
+    ) -> FieldValue | Unavailable:
         """A clue from the media when the model takes it, else from the measurements as text (source `llm:<model>:text`).
 
         Where it is not known yet whether the model takes the media, a cached answer to either request is used
         first, so a re-run of a build whose model refused the media asks nothing."""
         if media is None:  # the config sends no media of this kind
             return self._value(text({}), ":text")
+        accepts = self._accepts(kind, model)
+        fallback_key = {"instead_of": kind, "refused_by": model}  # a text answer given because this model refused
+        if accepts is False:  # known: the measurements as text, whether or not there were frames to send
+            self._count("text_fallbacks")
+            return self._value(text(fallback_key), ":text")
         if isinstance(media, Unavailable):
             return media
-        accepts = self._accepts(kind, media.model)
-        fallback_key = {"instead_of": kind, "refused_by": media.model}  # a text answer given because this model refused
         if accepts is None:
             for ask, suffix in ((media, ""), (text(fallback_key), ":text")):
                 if not isinstance(ask, Unavailable) and (hit := self._cached(ask)) is not None:
@@ -429,13 +434,12 @@ class LlmExplainer:
                     if suffix:
                         self._count("text_fallbacks")
                     return FieldValue(value, self.language, f"llm:{ask.model}{suffix}", self.prompt_version, when)
-        if accepts is not False:
-            answer = self._value(media)
-            if not (isinstance(answer, Unavailable) and answer.reason.startswith("refused:")):
-                return answer
-            if kind == "images" and self.images == "on":
-                self._count("failures")
-                return Unavailable(answer.reason.removeprefix("refused: "))
+        answer = self._value(media)
+        if not (isinstance(answer, Unavailable) and answer.reason.startswith("refused:")):
+            return answer
+        if kind == "images" and self.images == "on":
+            self._count("failures")
+            return Unavailable(answer.reason.removeprefix("refused: "))
         self._count("text_fallbacks")
         return self._value(text(fallback_key), ":text")
 
