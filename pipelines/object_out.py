@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,20 +25,21 @@ from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.urls import file_system
+from emer_builder.pipelines.out import STAGING_FOLDERS, STAGING_PREFIX, Out, Staged
 from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 from emer_builder.release.store import store_errors
 
 LOCK = ".emer-lock"
-STAGING_PREFIX = ".emer-staging-"
 CREDENTIALS = "check the endpoint (AWS_ENDPOINT_URL), the bucket and the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
 
 
-class StoredOut:
+class StoredOut(Out):
     """An OUT given as an fsspec URL."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, overwrite: bool = False):
         self.fs, root = file_system(url, "--out")
-        self.url = url.rstrip("/")
+        self.url = self.label = url.rstrip("/")
+        self.overwrite = overwrite
         self.root = root.rstrip("/")
         with self._errors("write to"):
             self.fs.invalidate_cache()
@@ -91,16 +94,44 @@ class StoredOut:
         """The store path of a URL under OUT."""
         return f"{self.root}/{url[len(self.url) + 1 :]}"
 
-    def discard(self, staging_url: str) -> None:
+    def remove_staging(self, staging_url: str) -> None:
         """Remove a staging prefix (after a commit, or what a failed build wrote)."""
         with self._errors("clean up"):
             path = self._path_of(staging_url)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
 
-    def prepare(self, overwrite: bool) -> None:
+    def entries(self) -> list[str]:
+        with self._errors("read"):
+            return [e for e in self._entries() if e != LOCK and not e.startswith(STAGING_PREFIX)]
+
+    def make_ready(self) -> bool:
         """Remove what a build cut off before its manifest left (staged shards included: we hold the
-        lock, so their build is gone); refuse an OUT that holds other things."""
+        lock, so their build is gone); refuse an OUT that holds other things. A store has no journal:
+        nothing is finished, only cleared."""
+        self.prepare(self.overwrite)
+        return False
+
+    def stage(self) -> Staged:
+        """The workers write under a staging prefix in OUT; the driver's files go to a local temporary folder."""
+        local = Path(tempfile.mkdtemp(prefix="emer-out-"))
+        for sub in STAGING_FOLDERS:
+            (local / sub).mkdir()
+        return Staged(local, self.staging_url(), cleanup=lambda: shutil.rmtree(local, ignore_errors=True))
+
+    def commit(self, staged: Staged) -> None:
+        assert staged.url is not None
+        self.commit_files(staged.local, staged.url)
+
+    def discard(self, staged: Staged) -> None:
+        try:
+            if staged.url:
+                self.remove_staging(staged.url)
+        finally:
+            staged.cleanup()
+
+    def prepare(self, overwrite: bool) -> None:
+        """Clear an interrupted build's files; with `overwrite`, whatever OUT holds."""
         with self._errors("read"):
             entries = [e for e in self._entries() if e != LOCK]
             for name in [e for e in entries if e.startswith(STAGING_PREFIX)]:
@@ -132,7 +163,7 @@ class StoredOut:
                 return f"{rel} has {sizes[rel]} bytes, {MANIFEST} says {meta.get('bytes')}"
         return None
 
-    def commit(self, local: Path, staging_url: str) -> None:
+    def commit_files(self, local: Path, staging_url: str) -> None:
         """Replace the build in OUT by the staged shards and the driver's files in `local`: old manifest
         first, new manifest last."""
         staged_root = self._path_of(staging_url)

@@ -17,13 +17,12 @@ import traceback
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import UserError
 from emer_builder.core.failures import FAILURES_FILE
@@ -31,8 +30,9 @@ from emer_builder.core.paths import emer_home
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import SHARD_INFO, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
+from emer_builder.pipelines.out import Staged
 from emer_builder.pipelines.progress import PROGRESS, Progress, add_up, split_stats
-from emer_builder.pipelines.stages import names_runner
+from emer_builder.pipelines.runners import pipeline_options, tidy_after
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
@@ -41,8 +41,6 @@ from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
 from emer_builder.transforms.segment import Segmentation
-
-RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
 class Produced(NamedTuple):
@@ -55,7 +53,8 @@ class Produced(NamedTuple):
 
 @dataclass(frozen=True)
 class GraphJob:
-    """What the Beam graph works on: the clips and everything they are processed with."""
+    """What the graph works on (the clips and everything they are processed with), and what the build
+    records about where they came from."""
 
     clips: list[Clip]
     config: BuildConfig
@@ -65,56 +64,56 @@ class GraphJob:
     plan: ExplainPlan
     names: dict[str, str]  # key -> the name annotation tables use
     official_splits: dict[str, str] | None = None  # a corpus' own split per key
+    videos: str = ""  # VIDEOS_DIR as the manifest names it
+    skipped: list[str] = field(default_factory=list)  # entries of VIDEOS_DIR that are no inputs, with why
+    unmatched: tuple[list[str], list[str]] = ([], [])  # annotation names without a video, videos without an annotation
+    segmentation: Segmentation | None = None
+    fingerprint: str = ""  # of the inputs, config and code (a no-op rebuild compares it)
+    label: str = ""  # OUT as the cache's record of builds names it
 
 
-def produce(
-    job: GraphJob,
-    staging: Path,
-    workers: int,
-    beam_args: list[str],
-    segmentation: Segmentation | None,
-    *,
-    videos: Path,
-    skipped: list[str],
-    unmatched: tuple[list[str], list[str]],
-    fingerprint: str,
-    show_progress: bool,
-    label: str,
-    stored_staging: str | None = None,
-) -> Produced:
-    """Everything a build writes, into `staging` (the driver commits it); raises UserError when the
-    runner lost or repeated an input. With `stored_staging` (a URL) the workers write their files
-    there instead, and `staging` receives the Parquet tables and what the driver writes; the tar
-    shards stay on the store."""
+def produce(job: GraphJob, staged: Staged, workers: int, beam_args: list[str], show_progress: bool) -> Produced:
+    """Everything a build writes, into `staged` (the driver commits it); raises UserError when the
+    runner lost or repeated an input. With `staged.url` the workers write their files there, and
+    `staged.local` receives the Parquet tables and what the driver writes; the tar shards stay on the store."""
     started = time.monotonic()
-    clips, config, plan = job.clips, job.config, job.plan
-    area = StagingArea(stored_staging or staging)
+    clips, config, local = job.clips, job.config, staged.local
+    area = StagingArea(staged.workers_write_to)
     progress = Progress(area, total=len(clips), enabled=show_progress)
     with _quiet_workers(), progress:
         run_pipeline(job, area, workers, beam_args)
         written = shards_written(area)
         progress.final = (written["records"] + written["failures"], written["failures"])
-    if stored_staging:
-        fetch_tables(area, staging, written["files"])
-    if not (staging / FAILURES_FILE).is_file():
-        write_failures([], staging / FAILURES_FILE)
-    check_complete(staging, clips)
+    if staged.url:
+        fetch_tables(area, local, written["files"])
+    if not (local / FAILURES_FILE).is_file():
+        write_failures([], local / FAILURES_FILE)
+    check_complete(local, clips)
     seconds, loads, counts = split_stats(written["stats"])
     for hidden in (PROGRESS, ".media", SHARD_INFO):  # the workers' scratch: not part of the build
         area.remove(hidden)
     wall = round(time.monotonic() - started, 2)
-    annotations: dict[str, Any] = {"files": plan.annotations.files, "names_without_video": unmatched[0], "videos_without_annotation": unmatched[1]}
-    if segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
-        annotations["segment_rows_without_video"] = segmentation.unmatched
-    manifest = write_manifest(staging, videos, config, job.schema, job.prov, inputs=len(clips), skipped=skipped, annotations=annotations, wheel_problem=plan.wheel_problem, known_files=written["files"])
-    write_card(staging, manifest, job.schema, config)
-    log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": fingerprint, "skipped_files": skipped}
-    if segmentation is not None:
-        log["segment_notes"] = segmentation.notes
-    (staging / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
-    write_report(staging, manifest=manifest, media_from=stored_staging)
-    record_cache_use(config, job.stages, staging, clips, label)
+    manifest = _write_records(job, local, written["files"], wall, seconds, loads, counts)
+    write_report(local, manifest=manifest, media_from=staged.url)
+    record_cache_use(config, job.stages, local, clips, job.label)
     return Produced(manifest, wall, seconds, loads, counts)
+
+
+def _write_records(job: GraphJob, local: Path, files: dict[str, Any], wall: float, seconds: dict[str, Any], loads: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
+    """The manifest, the dataset card and build.json beside the shards."""
+    plan = job.plan
+    annotations: dict[str, Any] = {"files": plan.annotations.files, "names_without_video": job.unmatched[0], "videos_without_annotation": job.unmatched[1]}
+    if job.segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
+        annotations["segment_rows_without_video"] = job.segmentation.unmatched
+    manifest = write_manifest(
+        local, job.videos, job.config, job.schema, job.prov, inputs=len(job.clips), skipped=job.skipped, annotations=annotations, wheel_problem=plan.wheel_problem, known_files=files
+    )
+    write_card(local, manifest, job.schema, job.config)
+    log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": job.fingerprint, "skipped_files": job.skipped}
+    if job.segmentation is not None:
+        log["segment_notes"] = job.segmentation.notes
+    (local / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
+    return manifest
 
 
 def shards_written(area: StagingArea) -> dict[str, Any]:
@@ -138,25 +137,6 @@ def fetch_tables(area: StagingArea, local: Path, files: dict[str, Any]) -> None:
             (local / rel).write_bytes(area.read(rel))
 
 
-def _runner_aliases(beam_args: list[str]) -> list[str]:
-    """`--runner=DaskRunner` works as well as Beam's full class path (which Beam 2.77 requires)."""
-    out = []
-    for arg in beam_args:
-        name, eq, value = arg.partition("=")
-        out.append(f"{name}={RUNNER_ALIASES.get(value, value)}" if name == "--runner" and eq else arg)
-    return out
-
-
-def pipeline_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, Any]:
-    """Options for Beam; without `--runner` the local multi-process FnApiRunner (no Prism download)."""
-    if names_runner(beam_args):
-        return PipelineOptions(_runner_aliases(beam_args)), None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    mode = [f"--direct_running_mode={os.environ.get('EMER_LOCAL_MODE', 'multi_threading')}", f"--direct_num_workers={workers}"] if workers > 1 else ["--direct_running_mode=in_memory"]
-    return PipelineOptions([*mode, *beam_args]), FnApiRunner()  # the user's options come last and win
-
-
 def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: list[str]) -> None:
     """Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards, into `staging`."""
     options, runner = pipeline_options(beam_args, workers)
@@ -173,18 +153,7 @@ def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: l
             | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, staging, job.official_splits)
             | "WriteShards" >> WriteShards(staging, job.schema, config.shards)
         )
-    if any("dask" in a.lower() for a in beam_args if a.startswith("--runner")):
-        _close_dask_client()
-
-
-def _close_dask_client() -> None:
-    """Beam's DaskRunner leaves its client open: it would keep reconnecting after the cluster stops."""
-    try:
-        from distributed import default_client
-
-        default_client().close()
-    except (ImportError, ValueError):
-        pass
+    tidy_after(beam_args)
 
 
 def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips: list[Clip], label: str) -> None:

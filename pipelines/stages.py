@@ -17,12 +17,14 @@ from emer_builder.transforms.decode import DecodeStage
 from emer_builder.transforms.faces import FacesStage
 from emer_builder.transforms.plugins import plugin_stages, record_schema, stages_schema
 from emer_builder.transforms.transcript import TranscriptStage
+from emer_builder.transforms.video import VideoStage
 
 __all__ = ["CORE_STAGES", "build_stages", "check_stages", "finish_record", "provenance", "record_schema", "stages_schema"]
 
 # The core stages in run order. Each declares its own section (`config_type`, read from `config.<name>`,
 # its keys' checks beside them in core/config.py), its field group (schemas/v1.py) and its provenance.
-CORE_STAGES: tuple[type[Stage], ...] = (DecodeStage, TranscriptStage, FacesStage, AcousticsStage)
+# Video comes last: it reads only the file and `media`, so changing its settings reruns no other stage.
+CORE_STAGES: tuple[type[Stage], ...] = (DecodeStage, TranscriptStage, FacesStage, AcousticsStage, VideoStage)
 
 
 def core_section(cls: type[Stage], config: BuildConfig) -> Any:
@@ -45,11 +47,6 @@ def check_stages(stages: list[Stage]) -> None:
             copy.deepcopy(stage).check()
         except Exception as e:  # noqa: BLE001
             raise UserError(f"stage {stage.name} cannot start: {type(e).__name__}: {one_line(e)}") from None
-
-
-def names_runner(beam_args: list[str]) -> bool:
-    """Whether the Beam options choose a runner (else the local one, in this process)."""
-    return any(a.startswith("--runner") for a in beam_args)
 
 
 def provenance(stages: list[Stage], config_hash: str, explanation_sources: str, emotion_wheel: str | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from emer_builder.core.errors import UserError
 from emer_builder.schemas.fields import RecordSchema
 from emer_builder.schemas.segments import LABELS, SEGMENT
 from emer_builder.transforms.corpora import CORPORA, adapter, corpus_names, describe, load_corpus
-from emer_builder.transforms.segments import Segmentation, SegmentOptions, parse_time
+from emer_builder.transforms.segment import Segmentation, SegmentOptions, parse_time
 from emer_builder.transforms.split import SplitAssigner
 
 from tests.segment_media import EPISODE_S, make_episode, make_silent_video

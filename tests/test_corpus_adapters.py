@@ -16,7 +16,7 @@ from emer_builder.transforms.corpora.cmu_sdk import CmuMoseiSdk, CmuMosiSdk
 from emer_builder.transforms.corpora.meld import Meld
 from emer_builder.transforms.corpora.mer import Mer
 from emer_builder.transforms.corpora.mmsa import ChSims, ChSimsV2, CmuMosei, CmuMosi, MmsaCorpus
-from emer_builder.transforms.segments import SegmentOptions
+from emer_builder.transforms.segment import SegmentOptions
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

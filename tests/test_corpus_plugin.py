@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from emer_builder.transforms.corpora import CorpusAdapter
 from emer_builder.transforms.corpora.common import by_stem, one_table, split_name
 from emer_builder.transforms.keys import key_for
-from emer_builder.transforms.segments import Utterance, corpus_labels
+from emer_builder.transforms.segment import Utterance, corpus_labels
 
 
 class TinyClips(CorpusAdapter):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from emer_builder.core.errors import UserError
-from emer_builder.pipelines import build as build_module
-from emer_builder.pipelines.build import JOURNAL, LOCK_FILE, STAGING_PREFIX, BuildSummary, commit, out_lock, recover, verify_build
+from emer_builder.pipelines import local_out as build_module
+from emer_builder.pipelines.local_out import JOURNAL, LOCK_FILE, STAGING_PREFIX, commit, out_lock, recover, verify_build
+from emer_builder.pipelines.summary import BuildSummary
 from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 
 EMER = str(Path(sys.executable).parent / "emer")
@@ -58,7 +59,7 @@ def test_a_second_build_fails_at_once_naming_the_holder(tmp_path: Path):
 
 def test_the_lock_of_a_killed_build_is_released(tmp_path: Path):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", f"from emer_builder.pipelines.build import out_lock\nfrom pathlib import Path\nimport time\nwith out_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"from emer_builder.pipelines.local_out import out_lock\nfrom pathlib import Path\nimport time\nwith out_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(UserError, match=f"pid {holder.pid}"):
         with out_lock(out):

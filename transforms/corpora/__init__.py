@@ -17,7 +17,7 @@ from emer_builder.core.errors import UserError
 from emer_builder.transforms.corpora import cmu_sdk, meld, mer, mmsa  # noqa: F401  (defining the built-in adapters registers them)
 from emer_builder.transforms.corpora.base import ENTRY_POINT_GROUP, REGISTRY, CorpusAdapter, installed_names, load_installed
 from emer_builder.transforms.corpora.common import following_external_links
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions
+from emer_builder.transforms.segment import DEFAULT_OPTIONS, Segmentation, SegmentOptions
 
 # name -> adapter: the built-in ones, and installed ones once loaded (live: the registry itself)
 CORPORA: dict[str, type[CorpusAdapter]] = REGISTRY

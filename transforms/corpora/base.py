@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from emer_builder.core.errors import UserError, one_line
 from emer_builder.transforms.corpora.common import file_entry, root_videos, unlisted
 from emer_builder.transforms.keys import VideoInput
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble
+from emer_builder.transforms.segment import DEFAULT_OPTIONS, Segmentation, SegmentOptions, Utterance, assemble
 
 ENTRY_POINT_GROUP = "emer_builder.corpora"
 NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")

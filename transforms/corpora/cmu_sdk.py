@@ -23,7 +23,7 @@ from emer_builder.core.tables import read_table
 from emer_builder.transforms.corpora.base import CorpusAdapter
 from emer_builder.transforms.corpora.common import by_stem, find_tables, one_table, split_name
 from emer_builder.transforms.keys import display_path, key_for
-from emer_builder.transforms.segments import Utterance, corpus_labels
+from emer_builder.transforms.segment import Utterance, corpus_labels
 
 LABEL_FILES: tuple[str, ...] = ("*[Ll]abels*.csd",)
 WORD_FILES: tuple[str, ...] = ("*[Tt]imestamped[Ww]ords*.csd",)

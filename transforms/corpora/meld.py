@@ -22,7 +22,7 @@ from emer_builder.core.tables import read_table
 from emer_builder.transforms.corpora.base import CorpusAdapter
 from emer_builder.transforms.corpora.common import by_stem, find_tables, split_name, text
 from emer_builder.transforms.keys import VideoInput, display_path, key_for
-from emer_builder.transforms.segments import Utterance, corpus_labels, parse_time
+from emer_builder.transforms.segment import Utterance, corpus_labels, parse_time
 
 NAME = "meld"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")  # as MELD names them; the build calls dev `validation`

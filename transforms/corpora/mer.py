@@ -19,7 +19,7 @@ from emer_builder.core.tables import read_table
 from emer_builder.transforms.corpora.base import CorpusAdapter
 from emer_builder.transforms.corpora.common import by_stem, find_tables, number, split_name, text
 from emer_builder.transforms.keys import display_path, key_for
-from emer_builder.transforms.segments import Utterance, corpus_labels
+from emer_builder.transforms.segment import Utterance, corpus_labels
 
 NAME = "mer"
 FILES: tuple[str, ...] = ("*label*.csv", "*label*.tsv", "*label*.jsonl")

@@ -21,7 +21,7 @@ from emer_builder.transforms.corpora.base import CorpusAdapter
 from emer_builder.transforms.corpora.cmu_sdk import CmuMoseiSdk, CmuMosiSdk
 from emer_builder.transforms.corpora.common import find_tables, number, one_table, split_name, text
 from emer_builder.transforms.keys import VideoInput, display_path, key_for
-from emer_builder.transforms.segments import Utterance, corpus_labels
+from emer_builder.transforms.segment import Utterance, corpus_labels
 
 FILES: tuple[str, ...] = ("label.csv",)
 COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "label")  # text, label_T, label_A, label_V, annotation, mode when present

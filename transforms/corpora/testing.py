@@ -29,7 +29,7 @@ from emer_builder.schemas.segments import LABELS, SEGMENT
 from emer_builder.transforms.corpora import adapter, corpus_names, describe, load_corpus
 from emer_builder.transforms.corpora.base import CorpusAdapter
 from emer_builder.transforms.keys import key_for
-from emer_builder.transforms.segments import DEFAULT_OPTIONS, Segmentation, SegmentOptions
+from emer_builder.transforms.segment import DEFAULT_OPTIONS, Segmentation, SegmentOptions
 
 RECORD_PARTS = RecordSchema("corpus-adapter-test", [], [SEGMENT, LABELS])
 
