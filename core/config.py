@@ -73,6 +73,20 @@ class FacesConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """The `video:` section: the record's own video in the tar (README, "The utterance's video")."""
+
+    # clip: the record's window as H.264/AAC MP4; frames: `frames` JPEGs spread over it; none
+    mode: str = setting("clip", lambda v: v in ("clip", "frames", "none"), "one of clip, frames, none")
+    # clip: scaled down so the longer side fits (even pixels); never scaled up
+    max_side: int = setting(480, lambda v: 64 <= v <= 4096, "between 64 and 4096")
+    crf: int = setting(28, lambda v: 0 <= v <= 51, "between 0 and 51")  # clip: x264 constant rate factor (lower: larger, sharper)
+    audio_kbps: int = setting(64, lambda v: 16 <= v <= 512, "between 16 and 512")  # clip: AAC bit rate (mono or stereo)
+    frames: int = setting(8, lambda v: 1 <= v <= 256, "between 1 and 256")  # frames: how many, one at the middle of each equal slice
+    frame_max_side: int = setting(224, lambda v: 16 <= v <= 4096, "between 16 and 4096")  # frames: longer side of each JPEG
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     group_by: str = "key"  # record field (dotted path) whose value keeps a group in one split
@@ -172,6 +186,7 @@ class BuildConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)  # the record's own video (README, "The utterance's video")
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     explanation: ExplanationConfig = field(default_factory=ExplanationConfig)

@@ -31,15 +31,22 @@ EMER_CITATION = """@article{lian2023explainable,
 EXAMPLES_SHOWN = 10  # keys and fields listed per changelog line; releases.json holds the same cut
 
 
-def media_features(schema: RecordSchema, max_crops: int) -> datasets.Features:
-    """Columns of a WebDataset sample: audio, up to `max_crops` face crops, the record json.
+def media_features(schema: RecordSchema, max_crops: int, video: dict[str, Any] | None = None) -> datasets.Features:
+    """Columns of a WebDataset sample: audio, up to `max_crops` face crops, the record's video (the
+    build config's `video` section: `mp4`, or up to `frames` frame JPEGs), the record json.
 
-    `flac` is declared as bytes: the `Audio` feature of `datasets` needs torch + torchcodec even to
-    store audio; users who have them can `cast_column("flac", datasets.Audio())`.
+    `flac` and `mp4` are declared as bytes: the `Audio` and `Video` features of `datasets` need torch +
+    torchcodec even to store them; users who have them can `cast_column("flac", datasets.Audio())`.
     """
     feats: dict[str, Any] = {"__key__": datasets.Value("string"), "__url__": datasets.Value("string"), "flac": datasets.Value("binary")}
     for i in range(max_crops):
         feats[f"face_{i:03d}.jpg"] = datasets.Image()
+    mode = (video or {}).get("mode", "none")  # a build made before the video section has no video members
+    if mode == "clip":
+        feats["mp4"] = datasets.Value("binary")
+    elif mode == "frames":
+        for i in range(int(video["frames"])):
+            feats[f"frame_{i:03d}.jpg"] = datasets.Image()
     feats["json"] = schema.features()
     return datasets.Features(feats)
 
@@ -50,7 +57,7 @@ def card_yaml(manifest: dict[str, Any], schema: RecordSchema, max_crops: int) ->
     n = manifest["counts"]["records"]
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M" if n < 1_000_000 else "n>1M"
     default_info = datasets.DatasetInfo(features=schema.features())._to_yaml_dict()
-    media_info = datasets.DatasetInfo(features=media_features(schema, max_crops))._to_yaml_dict()
+    media_info = datasets.DatasetInfo(features=media_features(schema, max_crops, manifest["config"].get("video")))._to_yaml_dict()
     data: dict[str, Any] = {
         "pretty_name": "EMER dataset built with emer-builder",
         "task_categories": ["video-classification", "audio-classification"],
@@ -74,7 +81,7 @@ def media_card(manifest: dict[str, Any], schema: RecordSchema, max_crops: int) -
     """media/README.md, which makes `load_dataset(f"{OUT}/media")` read the shards."""
     front = {
         "configs": [{"config_name": "default", "data_files": [{"split": s, "path": f"{s}-*.tar"} for s in _ordered(manifest["splits"])]}],
-        "dataset_info": {"features": datasets.DatasetInfo(features=media_features(schema, max_crops))._to_yaml_dict()["features"]},
+        "dataset_info": {"features": datasets.DatasetInfo(features=media_features(schema, max_crops, manifest["config"].get("video")))._to_yaml_dict()["features"]},
     }
     return f'---\n{_yaml(front)}---\n\nWebDataset shards of this build: `datasets.load_dataset("<build>/media")` loads them.\n'
 
@@ -93,7 +100,7 @@ def write_card(root: Path, manifest: dict[str, Any], schema: RecordSchema, confi
     loading = """```python
 import datasets
 rows = datasets.load_dataset("path/to/this/folder")           # Parquet tables, all fields, no media
-media = datasets.load_dataset("path/to/this/folder/media")    # WebDataset shards: flac, face_NNN.jpg, json
+media = datasets.load_dataset("path/to/this/folder/media")    # WebDataset shards: flac, face_NNN.jpg, mp4 or frame_NNN.jpg, json
 
 import webdataset as wds
 for sample in wds.WebDataset("media/train-00000-of-00001.tar", shardshuffle=False):

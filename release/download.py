@@ -108,7 +108,7 @@ def load_split(
     A release downloads (verified) into `cache_dir/<repo>/<version>/`, by default under `$EMER_HOME/releases/`.
     A folder holding a manifest.json (an `emer build` OUT, or a `download` folder) is read where it is, each
     file checked against the manifest's sha256 first; nothing is written into it. The media config gets the
-    features of the media card, so `flac` stays bytes (no torch needed) and faces are images.
+    features of the media card, so `flac` and `mp4` stay bytes (no torch needed) and faces and frames are images.
     """
     import datasets
 
@@ -139,7 +139,7 @@ def iter_samples(
     token: str | bool | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Samples of a split's WebDataset shards for training loops: {"__key__", "json" (dict), "flac" (bytes or None),
-    "faces" (JPEG bytes in crop order)}.
+    "faces" (JPEG bytes in crop order), "mp4" (the record's video, bytes or None), "frames" (JPEG bytes in time order)}.
 
     `repo_or_dir` is a release (downloaded and verified like `load_split`'s) or a local folder holding a
     manifest.json (a build's OUT, or a `download --config media` folder), read as it is. Each shard's members are
@@ -201,7 +201,15 @@ def _samples(shards: list[Path], keys: set[str]) -> Iterator[dict[str, Any]]:
         check_shard(shard, keys)
         for sample in wds.WebDataset(str(shard), shardshuffle=False):  # raw bytes: no decoder runs
             faces = sorted(s for s in sample if s.startswith("face_"))
-            yield {"__key__": sample["__key__"], "json": json.loads(sample["json"]), "flac": sample.get("flac"), "faces": [sample[s] for s in faces]}
+            frames = sorted(s for s in sample if s.startswith("frame_"))
+            yield {
+                "__key__": sample["__key__"],
+                "json": json.loads(sample["json"]),
+                "flac": sample.get("flac"),
+                "faces": [sample[s] for s in faces],
+                "mp4": sample.get("mp4"),
+                "frames": [sample[s] for s in frames],
+            }
 
 
 def _download(store: Store, label: str, version: str, revision: str, to: Path, splits: list[str] | None, config: str) -> DownloadResult:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from emer_builder.schemas.fields import Field, FieldGroup, RecordSchema, list_of, struct
 from emer_builder.schemas.segments import LABELS, SEGMENT
 
-VERSION = "1.3.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields; 1.3.0 the segment and labels groups and the explanation fields' translations
+VERSION = "1.4.0"  # 1.1.0 added the explanation group; 1.2.0 the media group's stream choice and decoded-length fields; 1.3.0 the segment and labels groups and the explanation fields' translations; 1.4.0 the video group (the record's own MP4 or frames) and provenance.video_encoder
 
 EXPRESSION_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -243,6 +243,33 @@ ACOUSTICS = FieldGroup(
     ),
 )
 
+VIDEO = FieldGroup(
+    "video",
+    "The record's own video in the tar: its window of the file as H.264/AAC MP4 (`mp4`), or frames spread over it (`frame_NNN.jpg`); config section `video`.",
+    (
+        Field("mode", pa.string(), "`clip` (an `mp4` member), `frames` (`frame_NNN.jpg` members) or `none` (no member)"),
+        Field("start_s", pa.float64(), "where the window starts in the source file, seconds (0 for a whole-file clip)"),
+        Field("end_s", pa.float64(), "where it ends in the source file, seconds: an utterance's end, else the clip's duration"),
+        Field("width", pa.int32(), "pixel width of the MP4 or of each frame (the video's as displayed, scaled to fit `video.max_side` / `video.frame_max_side`)"),
+        Field("height", pa.int32(), "pixel height of the MP4 or of each frame"),
+        Field("fps", pa.float64(), "clip: the MP4's average frame rate (the source's); null otherwise"),
+        Field("duration_s", pa.float64(), "clip: the MP4's duration as ffprobe reads it (within one frame of `end_s - start_s`); null otherwise"),
+        Field("video_frames", pa.int32(), "clip: video frames in the MP4; null otherwise"),
+        Field("has_audio", pa.bool_(), "clip: whether the MP4 holds the decoded audio stream (AAC); false without audio; null otherwise"),
+        Field("crf", pa.int32(), "clip: x264 constant rate factor it was encoded with; null otherwise"),
+        Field("size_bytes", pa.int64(), "bytes of the `mp4` member, or of all `frame_NNN.jpg` members together; null for `none`"),
+        list_of(
+            "frames",
+            "frames: one per equal slice of the window, in time order; image `frame_NNN.jpg` in the tar; empty otherwise",
+            [
+                Field("index", pa.int32(), "frame number NNN of `frame_NNN.jpg`"),
+                Field("time_s", pa.float32(), "frame time in seconds from the window's start"),
+            ],
+        ),
+    ),
+)
+
+
 def _field_provenance() -> list[Field]:
     return [
         Field("source", pa.string(), "`human` (annotation tables), `rules:<version>` or `llm:<model>`; null when no source gave a value"),
@@ -334,6 +361,7 @@ PROVENANCE = FieldGroup(
         Field("opensmile", pa.string(), "openSMILE package version and feature set"),
         Field("explanation_sources", pa.string(), "configured sources per explanation field, tried in order, e.g. `visual_clue=annotations>rules; ...`"),
         Field("emotion_wheel", pa.string(), "emotion-wheel tables that normalised the labels (origin and sha256 prefix), null without"),
+        Field("video_encoder", pa.string(), "what made the `video` members: ffmpeg version, codecs and settings; null when `video.mode` is none"),
     ),
 )
 
@@ -344,7 +372,7 @@ SCHEMA = RecordSchema(
         Field("split", pa.string(), "`train`, `validation` or `test`", nullable=False),
         Field("source_path", pa.string(), "path of the video relative to the input folder", nullable=False),
     ],
-    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, EXPLANATION, PROVENANCE, SEGMENT, LABELS],
+    [MEDIA, TRANSCRIPT, FACES, ACOUSTICS, EXPLANATION, PROVENANCE, SEGMENT, LABELS, VIDEO],
 )
 
 # One row per input that could not become a record (OUT/failures.parquet).

@@ -85,7 +85,7 @@ def test_manifest_counts_and_checksums(demo_build):
     for rel, entry in manifest["files"].items():
         data = (out / rel).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["schema_version"] == SCHEMA.version == "1.3.0" and len(manifest["config_hash"]) == 64
+    assert manifest["schema_version"] == SCHEMA.version == "1.4.0" and len(manifest["config_hash"]) == 64
     assert manifest["models"]["whisper_model"] == "base" and manifest["languages"] == ["en"]
     assert manifest["packages"]["apache-beam"] == "2.77.0"
 

@@ -19,8 +19,8 @@ def test_egemaps_names_are_what_opensmile_produces():
 
 def test_derived_layouts_agree():
     arrow = SCHEMA.arrow_schema()
-    assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "explanation", "provenance", "segment", "labels"]
-    assert arrow.metadata[b"emer_schema_version"] == b"1.3.0"
+    assert arrow.names == ["key", "split", "source_path", "media", "transcript", "faces", "acoustics", "explanation", "provenance", "segment", "labels", "video"]
+    assert arrow.metadata[b"emer_schema_version"] == b"1.4.0"
     features = SCHEMA.features()
     assert list(features) == arrow.names
     assert features.arrow_schema.field("acoustics").type.field("egemaps").type.num_fields == 88
@@ -49,7 +49,7 @@ def test_plugin_group_extends_without_core_edits():
     group = FieldGroup("brightness", "mean frame brightness", (Field("mean", pa.float32(), "mean luma 0-255"),))
     extended = SCHEMA.with_group(group)
     assert extended.arrow_schema().names[-1] == "brightness"
-    assert SCHEMA.arrow_schema().names[-1] == "labels"  # the base schema is untouched
+    assert SCHEMA.arrow_schema().names[-1] == "video"  # the base schema is untouched
     with pytest.raises(ValueError, match="already exists"):
         extended.with_group(group)
 

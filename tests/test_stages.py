@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from emer_builder.core.config import BuildConfig, config_from_dict
+from emer_builder.core.config import BuildConfig, VideoConfig, config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.core.version import __version__
 from emer_builder.pipelines.stages import CORE_STAGES, build_stages, check_stages, core_section, provenance
@@ -18,19 +18,21 @@ from emer_builder.schemas import SCHEMA
 from emer_builder.schemas.v1 import PROVENANCE
 from emer_builder.transforms.clip import Stage
 from emer_builder.transforms.plugins import plugin_stages
+from emer_builder.transforms.video import ffmpeg_version
 
 # The config hash (every record's provenance.config_hash) and the manifest's config, computed by the code
-# before stages declared their own sections (issue 20): a change here changes every record of every build.
+# before stages declared their own sections (issue 20), then with the `video` section added (issue 21, its
+# defaults): a change here changes every record of every build.
 CONFIG_HASHES: list[tuple[dict[str, Any], str, str]] = [
-    ({}, "1e4df3520fd1142af848e28eb6fecf7e77c14025105ebf33f37bc49f2cb38ecd", "1ab0209bed7c55ffdba170177aeaa5e58e16a9395c8f85690c7e12b1d8526906"),
+    ({}, "0aef8d31073894d4b2de9f1c9e54f9f08197397300f4a28aac37c8256e65f6b6", "941d01dddf2226fe7144bd40a0c5d6c9b6a36715cfddaa41d5d02d58ae5cac8e"),
     (
         {
             "decode": {"sample_fps": 4, "audio_language": "en", "min_decoded_fraction": 0},
             "transcript": {"model": "tiny.en", "cpu_threads": 2, "language": "fr"},
             "faces": {"max_crops": 4, "detector": "opencv"},
         },
-        "c60f731c6ea85e2d024813bb7ead4f17441f134ca6b9b94284c6cec9a0548fea",
-        "fe8c18d9bd1f74cdc72276672d30ecba1dbf7bc48398a9978c3f9b261c26e457",
+        "df8c20b03d4733bc8aa2a82e54372d45a54d122fb14c6800a9d65b47f0975db1",
+        "13e0d7c4b378fd1ae695d93cec3c211929203e11deaa9077dc14631bfaf28c23",
     ),
     (
         {
@@ -48,8 +50,8 @@ CONFIG_HASHES: list[tuple[dict[str, Any], str, str]] = [
             "follow_external_links": True,
             "cache": {"enabled": False},
         },
-        "a509eb5b2751abe62f316fdffbee3c1a407c927a09c00f0f1b1409147266c3b9",
-        "602a7dd4a6a9778107223d792e00086ec98045bdc7747113f2ed13a1b904b30a",
+        "9e3dfad434381450e9070771ab60f2e45a5febe992d5c730c520f0790e58cc65",
+        "203d37f30bafa09aa36c913c2fdeaf8d4fcf46ee24305ab145afd93e4d992943",
     ),
 ]
 
@@ -71,7 +73,7 @@ def test_core_stages_declare_their_section_group_and_provenance():
             assert isinstance(fields[cls.name].default_factory(), cls.config_type), cls.name
     assert [type(s) for s in build_stages(BuildConfig())] == list(CORE_STAGES)
     provided = {key for cls in CORE_STAGES for key in cls.from_config(core_section(cls, BuildConfig())).provenance()}
-    assert provided == {"whisper_model", "face_detector", "expression_model", "opensmile"}
+    assert provided == {"whisper_model", "face_detector", "expression_model", "opensmile", "video_encoder"}
 
 
 def test_stages_are_built_from_their_sections():
@@ -82,10 +84,11 @@ def test_stages_are_built_from_their_sections():
             "faces": {"max_crops": 4, "detector": "opencv", "expression_model": "fer-tflite"},
         }
     )
-    decode, transcript, faces, _ = build_stages(config)
+    decode, transcript, faces, _, video = build_stages(config)
     assert (decode.sample_fps, decode.audio_language, decode.max_duration_s) == (4.0, "en", 600.0)
     assert transcript.options == {"model": "tiny.en", "language": "fr", "vad_filter": True, "beam_size": 5, "device": "auto", "cpu_threads": 1, "encoder_window": "fit"}
     assert (faces.detector, faces.max_crops, faces.expression_name, faces.crop_size) == ("opencv", 4, "fer-tflite", 224)
+    assert video.config == VideoConfig()
 
 
 def test_provenance_is_what_each_stage_declares_in_schema_order():
@@ -101,6 +104,7 @@ def test_provenance_is_what_each_stage_declares_in_schema_order():
         "opensmile": f"opensmile {importlib.metadata.version('opensmile')} eGeMAPSv02",
         "explanation_sources": "visual_clue=rules",
         "emotion_wheel": None,
+        "video_encoder": f"{ffmpeg_version()} libx264 preset=veryfast crf=28 max_side=480, aac 64k",
     }
     assert list(prov) == [f.name for f in PROVENANCE.fields]
 
