@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= out/demo
 DEMO_ANNOTATIONS := $(foreach t,$(wildcard bench/demo_annotations/*.csv),--annotations $(t))
 
-.PHONY: setup demo test test-public test-fast lint imports bench clean
+.PHONY: setup demo test test-public test-fast lint imports docs bench clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,14 @@ test-public: setup
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow" -n 2
+
+# the site: reference pages generated from the code, then MkDocs in strict mode (a broken link, a missing
+# page or an API name that no longer exists fails); the API pages read an installed copy of the package
+docs: setup
+	$(BIN)/python docs/generate.py
+	@rm -rf .docs-src && $(BIN)/pip install -q --no-deps --target .docs-src . >/dev/null 2>&1 && \
+	  NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet; status=$$?; rm -rf .docs-src; \
+	  [ $$status -eq 0 ] && echo "site built in site/ (open site/index.html)"; exit $$status
 
 bench: setup
 	$(BIN)/python -m bench.run_bench
