@@ -156,21 +156,30 @@ class ExplanationConfig:
 class SegmentConfig:
     """The `segment:` section of build.yaml (also `--segment MODE`, `--segment-table PATH`)."""
 
-    mode: str = "none"  # none | subtitles | table | speech
+    mode: str = "none"  # none | subtitles | table | speech (the segment package's registry checks the name)
     table: str | None = None  # the segment table of mode `table`
-    min_s: float = 0.5  # subtitles, speech: shorter utterances are dropped (and listed in the notes)
-    max_s: float = 20.0  # subtitles: cues are not merged past this; speech: longer speech is cut at its longest pause
-    merge_gap_s: float = 0.25  # subtitles: cues closer than this merge into one utterance (same speaker or unknown)
+    min_s: float = setting(0.5, lambda v: v >= 0, "at least 0")  # subtitles, speech: shorter utterances are dropped (and listed in the notes)
+    # subtitles: cues are not merged past this; speech: longer speech is cut at its longest pause
+    max_s: float = setting(20.0, lambda v: v > 0, "above 0 and at least segment.min_s")
+    # subtitles: a cue this close that continues an unfinished sentence joins it (same or unknown speaker)
+    merge_gap_s: float = setting(0.25, lambda v: v >= 0, "at least 0")
     subtitle_language: str | None = None  # sidecar `{stem}.{lang}.srt` / embedded stream tagged with this language
-    subtitle_stream: int | None = None  # embedded subtitle stream to use, counted from 0 among subtitle streams
+    # embedded subtitle stream to use, counted from 0 among subtitle streams
+    subtitle_stream: int | None = setting(None, lambda v: v is None or v >= 0, "at least 0 or null")
     subtitle_encoding: str = "utf-8"  # of sidecar files
-    speech_pause_s: float = 0.5  # speech: silences at least this long end an utterance
-    speech_threshold: float = 0.5  # speech: Silero VAD probability above which a frame is speech
-    speech_pad_s: float = 0.2  # speech: padding kept around detected speech
-    context_before: int = 3  # utterances of the same dialogue listed before each one
-    context_after: int = 1  # and after it
-    end_tolerance_s: float = 0.25  # a segment may end this much past the video's probed duration (container rounding)
+    speech_pause_s: float = setting(0.5, lambda v: 0 < v <= 10, "above 0 and at most 10")  # speech: silences at least this long end an utterance
+    # speech: Silero VAD probability above which a frame is speech
+    speech_threshold: float = setting(0.5, lambda v: 0 < v < 1, "between 0 and 1")
+    speech_pad_s: float = setting(0.2, lambda v: 0 <= v <= 2, "between 0 and 2")  # speech: padding kept around detected speech
+    context_before: int = setting(3, lambda v: 0 <= v <= 50, "between 0 and 50")  # utterances of the same dialogue listed before each one
+    context_after: int = setting(1, lambda v: 0 <= v <= 50, "between 0 and 50")  # and after it
+    # a segment may end this much past the video's probed duration (container rounding)
+    end_tolerance_s: float = setting(0.25, lambda v: v >= 0, "at least 0")
     group_column: str | None = None  # table column that keeps utterances in one split (default: dialogue, else source video)
+
+    def check(self, where: str) -> None:
+        if self.max_s < self.min_s:
+            raise UserError(f"config key {where}max_s must be above 0 and at least {where}min_s, got {self.max_s!r}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.schemas.fields import RecordSchema
 from emer_builder.schemas.segments import LABELS, SEGMENT
@@ -344,8 +345,10 @@ def test_options_are_checked_and_dispatched(tmp_path: Path, episode: Path) -> No
         check_options(SegmentOptions(mode="scenes"))
     with pytest.raises(UserError, match=r"--segment table needs a segment table"):
         check_options(SegmentOptions(mode="table"))
-    with pytest.raises(UserError, match=r"segment.max_s must be above 0 and at least segment.min_s"):
-        check_options(SegmentOptions(min_s=5, max_s=2))
+    with pytest.raises(UserError, match=r"segment.max_s must be above 0 and at least segment.min_s"):  # the config's own rules
+        config_from_dict({"segment": {"min_s": 5, "max_s": 2}})
+    with pytest.raises(UserError, match=r"config key segment.speech_threshold must be between 0 and 1, got 1.5"):
+        config_from_dict({"segment": {"speech_threshold": 1.5}})
     folder = _folder(tmp_path, episode, "ep1.mp4")
     assert segment_videos(_inputs(folder), SegmentOptions()) is None
     table = tmp_path / "t.csv"
