@@ -35,6 +35,22 @@ def _build(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _evaluate_suite(args: argparse.Namespace, llm: object) -> int:
+    import json
+
+    from emer_builder.evaluate.suite_report import format_suite, format_suite_csv, format_suite_markdown
+    from emer_builder.evaluate.unibench import run_suite
+
+    if args.gt or args.pred or not (args.pred_dir and args.gt_dir):
+        raise UserError("--suite takes --pred-dir PRED and --gt-dir GT (not --gt / --pred)")
+    result = run_suite(args.pred_dir, args.gt_dir, args.wheel_dir, llm, args.suite, args.label_parsing)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(format_suite_csv(result) if args.csv else format_suite_markdown(result) if args.markdown else format_suite(result), end="" if args.csv else "\n")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
@@ -42,6 +58,10 @@ def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from emer_builder.evaluate.run import llm_settings
 
     llm = llm_settings(args.config, args.llm_base_url, args.llm_model)
+    if args.suite:
+        return _evaluate_suite(args, llm)
+    if not (args.gt and args.pred) or args.pred_dir or args.gt_dir or args.csv or args.markdown:
+        raise UserError("emer evaluate takes --gt FILE and --pred FILE, or --suite mer-unibench with --pred-dir and --gt-dir (--csv and --markdown are for --suite)")
     results = run_evaluate_many(args.gt, args.pred, args.wheel_dir, args.synonyms, args.task, args.label_parsing, llm)
     print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False) if args.json else format_summary(results))
     return 0
@@ -126,16 +146,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--corpus", metavar="NAME", choices=CorpusNames(), help="read VIDEOS_DIR as this corpus' own layout: %(choices)s (README, \"Corpus adapters\")")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score predicted emotion labels against ground truth (hit rate, sentiment F1, emotion-wheel P/R/F)")
-    e.add_argument("--gt", required=True, help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")
-    e.add_argument("--pred", required=True, action="append", help="name + openset (list), discrete or sentiment column, or a build; repeatable: one row per file")
+    e.add_argument("--gt", help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")
+    e.add_argument("--pred", action="append", help="name + openset (list), discrete or sentiment column, or a build; repeatable: one row per file")
     e.add_argument("--task", choices=("discrete", "sentiment", "openset"), help="hit rate, sentiment weighted F1, or emotion-wheel P/R/F (default: from what the files hold)")
-    e.add_argument("--wheel-dir", help="folder with the emotion-wheel tables (default: the cache, fetched from the pinned source)")
+    e.add_argument("--suite", choices=("mer-unibench",), help="score a whole benchmark from the authors' files: --pred-dir PRED/results-<dataset>/<run>/ and --gt-dir GT/<dataset>-process/")
+    e.add_argument("--pred-dir", help="with --suite: the authors' result folders, results-<dataset>/<run>/checkpoint_*-openset.npz (or our prediction tables)")
+    e.add_argument("--gt-dir", help="with --suite: MERBench's label folders, <dataset>-process/label*.npz (or the corpora's tables)")
+    e.add_argument("--wheel-dir", help="emotion-wheel tables: a folder, fetch:mertools or fetch:affectgpt (pinned downloads, cached); default: fetch:mertools, fetch:affectgpt with --suite")
     e.add_argument("--synonyms", help="synonym groups for the MER2024 set-level metrics")
     e.add_argument("--label-parsing", choices=("lenient", "authors"), default="lenient", help="list cells: lenient (labels keep commas/apostrophes) or authors (MERTools string_to_list)")
     e.add_argument("--config", help="build config YAML whose explanation.llm endpoint maps open-set predictions to sentiment")
     e.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for that mapping (overrides the config)")
     e.add_argument("--llm-model", help="chat model for that mapping (the authors used Qwen2.5-7B-Instruct)")
-    e.add_argument("--json", action="store_true", help="print the result as JSON (a list with several --pred)")
+    form = e.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the result as JSON (a list with several --pred)")
+    form.add_argument("--csv", action="store_true", help="with --suite: one CSV row per checkpoint")
+    form.add_argument("--markdown", action="store_true", help="with --suite: the table in Markdown")
     e.set_defaults(func=_evaluate)
     pub = sub.add_parser("publish", help="publish a build as a versioned release (Hub repo, directory or fsspec URL)")
     pub.add_argument("out", help="a finished build folder")

@@ -1,9 +1,13 @@
 """Emotion-wheel label normalisation, rebuilt from the OV-MER / MER2025-26 authors' tables.
 
-The tables (format.csv, synonym.xlsx, wheel1..5.xlsx) come from zeroQiaoba/MERTools at a pinned
-commit, `MER2026/MER2026_Track2/emotion_wheel/`. They are CC BY-NC, so the product never ships
-them: `wheel_dir()` uses a folder the user names or downloads them once into the cache, each file
-checked against a pinned sha256.
+The tables (format.csv, synonym.xlsx, wheel1..5.xlsx) come pinned from two places, and the two
+sets differ: zeroQiaoba/MERTools at 89120b7, `MER2026/MER2026_Track2/emotion_wheel/` (`mertools`,
+the default), and the AffectGPT repository at d961cab, `AffectGPT/emotion_wheel/` (`affectgpt`), whose
+format.csv differs in 34 rows: there words ending in "-less" also list their roots (`fearless` lists
+`fear`), so `fear` maps elsewhere on wheels 2 to 5. The AffectGPT paper's MER-UniBench numbers were
+computed with AffectGPT's set. They are CC BY-NC, so the product never ships them: `wheel_dir()` uses
+a folder the user names or downloads one set once into the cache (`fetch:mertools`,
+`fetch:affectgpt`), each file checked against a pinned sha256; `origin()` names the set a folder holds.
 
 The mappings are built the way the authors' evaluation code builds them (AffectGPT
 `my_affectgpt/evaluation/wheel.py`: `read_format2raws`, `read_candidate_synonym_merge`,
@@ -38,6 +42,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,42 @@ FILE_SHA256 = {
 }
 SYNONYM_RUNS = tuple(f"run{i}" for i in range(1, 9))
 
+# The AffectGPT repository's copy (`ouyangjutian/AffectGPT` at d961cab; the same blobs sit in its
+# `OV-MER/emotion_wheel/`): every file equals MERTools' but format.csv.
+AFFECTGPT_REPO = "ouyangjutian/AffectGPT"
+AFFECTGPT_COMMIT = "d961cab04ab2903fefb22a641331e1242949b15d"
+AFFECTGPT_PATH = "AffectGPT/emotion_wheel"
+AFFECTGPT_BASE_URL = f"https://raw.githubusercontent.com/{AFFECTGPT_REPO}/{AFFECTGPT_COMMIT}/{AFFECTGPT_PATH}/"
+AFFECTGPT_FILE_SHA256 = {**FILE_SHA256, "format.csv": "ba6de7d61db8e129d1d7ef8a2aae22a9e93a2c2e3e683e6f2735d04455f016f2"}
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """One pinned set of the authors' tables: where it is downloaded from and what each file hashes to."""
+
+    name: str  # the `fetch:NAME` that selects it
+    label: str  # how `origin()` names it
+    repo: str
+    commit: str
+    path: str
+    sha256: dict[str, str]
+
+    def base_url(self) -> str:
+        # read at call time so that tests can point a set at a local server
+        return BASE_URL if self.name == "mertools" else AFFECTGPT_BASE_URL
+
+    def cache_dir(self) -> Path:
+        return cache_dir() if self.name == "mertools" else emer_home() / "emotion-wheel" / f"{self.name}-{self.commit}"
+
+    def hint(self) -> str:
+        return f"pass --wheel-dir DIR holding {', '.join(self.sha256)} from github.com/{self.repo} @ {self.commit[:7]} {self.path}/"
+
+
+TABLE_SETS: dict[str, TableSet] = {
+    "mertools": TableSet("mertools", "MERTools", UPSTREAM_REPO, UPSTREAM_COMMIT, UPSTREAM_PATH, FILE_SHA256),
+    "affectgpt": TableSet("affectgpt", "AffectGPT", AFFECTGPT_REPO, AFFECTGPT_COMMIT, AFFECTGPT_PATH, AFFECTGPT_FILE_SHA256),
+}
+
 # Cell texts pandas reads as missing by default: the authors read the tables with pandas, so a cell
 # holding exactly one of these counts as empty here too.
 _PANDAS_NA = frozenset(
@@ -80,21 +121,22 @@ def _sha256(data: bytes) -> str:
 
 
 def _hint() -> str:
-    return f"pass --wheel-dir DIR holding {', '.join(FILE_SHA256)} from github.com/{UPSTREAM_REPO} @ {UPSTREAM_COMMIT[:7]} {UPSTREAM_PATH}/"
+    return TABLE_SETS["mertools"].hint() + " (or --wheel-dir fetch:mertools / fetch:affectgpt)"
 
 
-def _download(name: str, target: Path) -> None:
+def _download(name: str, target: Path, tables: TableSet | None = None) -> None:
     """One table from the pinned URL into `target`, renamed into place only once its sha256 matches."""
-    url = BASE_URL + name
+    tables = tables or TABLE_SETS["mertools"]
+    url = tables.base_url() + name
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else (getattr(e, "reason", None) or e)
-        raise UserError(f"could not download the emotion-wheel table {name} from {url} ({reason}); {_hint()}") from None
+        raise UserError(f"could not download the emotion-wheel table {name} from {url} ({reason}); {tables.hint()}") from None
     got = _sha256(data)
-    if got != FILE_SHA256[name]:
-        raise UserError(f"emotion-wheel table {name} from {url} has sha256 {got[:12]}, expected {FILE_SHA256[name][:12]}; {_hint()}")
+    if got != tables.sha256[name]:
+        raise UserError(f"emotion-wheel table {name} from {url} has sha256 {got[:12]}, expected {tables.sha256[name][:12]}; {tables.hint()}")
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=target.parent)  # private: workers may race
     try:
         with os.fdopen(fd, "wb") as f:
@@ -109,9 +151,24 @@ def cache_dir() -> Path:
     return emer_home() / "emotion-wheel" / UPSTREAM_COMMIT
 
 
+def table_set(spec: str | None) -> TableSet | None:
+    """The pinned set `spec` selects (`fetch:mertools`, `fetch:affectgpt`; `fetch` and None: MERTools'), or None for a folder."""
+    if spec is None or spec == "fetch":
+        return TABLE_SETS["mertools"]
+    if spec.startswith("fetch:"):
+        name = spec.removeprefix("fetch:")
+        if name not in TABLE_SETS:
+            raise UserError(f"--wheel-dir {spec}: no such pinned table set; use {' or '.join(f'fetch:{n}' for n in TABLE_SETS)}, or a folder")
+        return TABLE_SETS[name]
+    return None
+
+
 def wheel_dir(wheel_dir: str | None = None) -> Path:
-    """The folder holding the tables: `wheel_dir` as given (checked), else the download cache, filled on first use."""
-    if wheel_dir is not None:
+    """The folder holding the tables: `wheel_dir` as given (checked), else the download cache of the pinned set
+    it names (`fetch:NAME`; None: MERTools'), filled on first use."""
+    tables = table_set(wheel_dir)
+    if tables is None:
+        assert wheel_dir is not None
         folder = Path(wheel_dir)
         if not folder.is_dir():
             raise UserError(f"--wheel-dir {wheel_dir}: not a folder; {_hint()}")
@@ -119,16 +176,16 @@ def wheel_dir(wheel_dir: str | None = None) -> Path:
         if missing:
             raise UserError(f"--wheel-dir {wheel_dir}: missing {', '.join(missing)}; {_hint()}")
         return folder
-    folder = cache_dir()
+    folder = tables.cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the emotion-wheel cache {folder} ({e.strerror}); set EMER_HOME or {_hint()}") from None
-    for name, sha in FILE_SHA256.items():
+    for name, sha in tables.sha256.items():
         path = folder / name
         if path.is_file() and sha256_file(str(path)) == sha:
             continue
-        _download(name, path)
+        _download(name, path, tables)
     return folder
 
 
@@ -267,12 +324,18 @@ class EmotionWheel:
         """The compiled mappings in the layout of the authors' `wheel_mapping.npz`."""
         return {"format_mapping": self.format_mapping, "raw_mapping": self.raw_mapping, "wheel_map_whole": self.wheel_map_whole}
 
+    def table_set(self) -> TableSet | None:
+        """The pinned set these tables are byte for byte, or None for other tables."""
+        return next((t for t in TABLE_SETS.values() if self.file_sha256 == t.sha256), None)
+
     def origin(self) -> str:
         """Where the tables came from plus a hash over all of them, for provenance fields and reports."""
         combined = _sha256("".join(f"{name} {sha}\n" for name, sha in self.file_sha256.items()).encode())[:12]
-        if self.file_sha256 == FILE_SHA256:
-            return f"MERTools@{UPSTREAM_COMMIT[:7]} sha256:{combined}"
-        return f"local tables (not MERTools@{UPSTREAM_COMMIT[:7]}) sha256:{combined}"
+        tables = self.table_set()
+        if tables is not None:
+            return f"{tables.label}@{tables.commit[:7]} sha256:{combined}"
+        pinned = " or ".join(f"{t.label}@{t.commit[:7]}" for t in TABLE_SETS.values())
+        return f"local tables (not {pinned}) sha256:{combined}"
 
     def base_word(self, label: str, prefer_self: bool = True) -> str | None:
         """The base word of a surface form; None when unknown.
