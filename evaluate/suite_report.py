@@ -68,11 +68,11 @@ def _detail(result: dict[str, Any]) -> list[str]:
                 header = ["  checkpoint", "F", "P", "R", "missing"]
             else:
                 header = ["  checkpoint", "weighted F1", "accuracy", "scored", "missing", "sentiment from"]
-            rows = []
+            rows, unscored = [], []
             for c in entry["checkpoints"]:
                 mark = "* " if c.get("best") else "  "
                 if c["score"] is None:
-                    rows.append([mark + c["checkpoint"], "not scored: " + c["reason"], *[""] * (len(header) - 2)])
+                    unscored.append(f"  {c['checkpoint']}: not scored: {c['reason']}")
                     continue
                 missing = str(c["counts"]["missing_predictions"])
                 if kind == "hit_rate":
@@ -81,7 +81,7 @@ def _detail(result: dict[str, Any]) -> list[str]:
                     rows.append([mark + c["checkpoint"], _pct(c["score"]), _pct(c["precision"]), _pct(c["recall"]), missing])
                 else:
                     rows.append([mark + c["checkpoint"], _pct(c["score"]), _pct(c["accuracy"]), str(c["scored"]), missing, c["sentiment_source"]])
-            lines += _table(header, rows)
+            lines += (_table(header, rows) if rows else []) + unscored
     return lines
 
 

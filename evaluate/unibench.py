@@ -203,11 +203,11 @@ def read_result_npz(path: Path) -> dict[str, Any]:
 class _Context:
     """What every checkpoint shares: the wheel and the sentiment mapper, each made once and only when needed."""
 
-    def __init__(self, get_wheel: Callable[[], EmotionWheel], get_mapper: Callable[[], Any], label_mode: LabelMode) -> None:
+    def __init__(self, get_wheel: Callable[[], EmotionWheel], get_mapper: Callable[[], Any], label_mode: LabelMode, has_llm: bool) -> None:
         self._get_wheel, self._get_mapper = get_wheel, get_mapper
         self._wheel: EmotionWheel | None = None
         self._mapper: Any = None
-        self._mapper_error: str | None = None
+        self._mapper_error: str | None = None if has_llm else "no LLM endpoint to map its open-set labels (--config, or --llm-base-url and --llm-model)"
         self.label_mode = label_mode
 
     def wheel(self) -> EmotionWheel:
@@ -287,7 +287,7 @@ def score_checkpoint(ds: Dataset, gold: dict[str, Any], ck: Checkpoint, ctx: _Co
     try:
         values, info = _sentiment_values(ck, gold, openset, ctx)
     except UserError as e:
-        return {**out, "score": None, "reason": f"no cached sentiment file ({ck.name}{SENTIMENT_SUFFIX}) and {e}"}
+        return {**out, "score": None, "reason": f"no cached {ck.name}{SENTIMENT_SUFFIX}; {e}"}
     scores = sentiment_metric(gold, values)
     return {**out, "score": scores["weighted_f1"], "accuracy": scores["accuracy"], "scored": scores["scored"], **info, "counts": _counts(gold, values)}
 
@@ -341,7 +341,7 @@ def run_suite(
     from emer_builder.transforms.wheel import load_wheel
 
     chosen = DEFAULT_WHEEL if wheel is None else wheel
-    ctx = _Context(lambda: chosen if isinstance(chosen, EmotionWheel) else load_wheel(chosen), _mapper_from(llm), label_mode)
+    ctx = _Context(lambda: chosen if isinstance(chosen, EmotionWheel) else load_wheel(chosen), _mapper_from(llm), label_mode, llm is not None)
     folders, runs = _runs(pred)
     golds: dict[str, tuple[Path, dict[str, Any]] | None] = {}
     out_runs = []

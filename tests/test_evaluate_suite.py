@@ -33,6 +33,7 @@ from emer_builder.transforms.wheel import TABLE_SETS, EmotionWheel, wheel_dir
 
 from tests import openai_loopback
 from tests.openai_loopback import OpenAILoopback
+from tests.shared_data import SHARED_DATA
 from tests.unibench_fixtures import write_label_npz, write_result_npz, write_table, write_wheel_tables
 
 COLUMNS = ["MER2023", "MER2024", "MELD", "IEMOCAP", "CMU-MOSI", "CMU-MOSEI", "CH-SIMS", "CH-SIMS v2", "OV-MERD+"]
@@ -227,8 +228,9 @@ def test_suite_scores_every_dataset_with_its_procedure(layout: tuple[Path, Path]
     mosi = demo["datasets"]["CMU-MOSI"]
     first, second = mosi["checkpoints"]
     assert (first["accuracy"], first["unrecognised"], first["sentiment_source"], first["best"]) == (0.75, 1, f"cached file {CK1}-openset-sentiment.npz", True)
-    assert second["score"] is None and second["reason"].startswith(
-        f"no cached sentiment file ({CK2}-openset-sentiment.npz) and the predictions hold open-set labels"
+    assert second["score"] is None
+    assert (
+        second["reason"] == f"no cached {CK2}-openset-sentiment.npz; no LLM endpoint to map its open-set labels (--config, or --llm-base-url and --llm-model)"
     )
     assert mosi["tables"] is None and mosi["procedure"].startswith("sentiment weighted F1")
     assert demo["datasets"]["CMU-MOSEI"]["reason"] == "no checkpoint could be scored"
@@ -278,7 +280,10 @@ def test_text_markdown_and_csv_name_procedure_and_tables(layout: tuple[Path, Pat
     # the checkpoints, best marked, each block naming its procedure and tables
     assert any(line.startswith("MELD, run demo: hit rate") and f"tables {origin}" in line for line in lines)
     assert f"* {CK1}" in text and any(line.startswith(f"  {CK2}") and "33.33" in line for line in lines)
-    assert any(line.startswith(f"  {CK2}") and "not scored: no cached sentiment file" in line for line in lines)
+    assert (
+        f"  {CK2}: not scored: no cached {CK2}-openset-sentiment.npz; no LLM endpoint to map its open-set labels (--config, or --llm-base-url and --llm-model)"
+        in lines
+    )
 
     md = format_suite_markdown(result).splitlines()
     assert md[0] == "| run | MER2023 | MER2024 | MELD | IEMOCAP | CMU-MOSI | CMU-MOSEI | CH-SIMS | CH-SIMS v2 | OV-MERD+ | mean |"
@@ -537,3 +542,40 @@ def test_both_sets_pinned_and_selectable(tables: dict[str, Path], monkeypatch: p
         assert EmotionWheel(folder).origin().startswith("MERTools@89120b7 sha256:")
     with pytest.raises(UserError, match=r"--wheel-dir fetch:other: no such pinned table set; use fetch:mertools or fetch:affectgpt, or a folder"):
         wheel_dir("fetch:other")
+
+
+# --- on the real reference data ----------------------------------------------------------------------------
+
+TABLES = SHARED_DATA / "emotion-wheel"
+MELD_TEST = SHARED_DATA / "meld" / "test_sent_emo.csv"
+# AffectGPT@d961cab's row for `fearless` (MERTools@89120b7 has "fearlessness,fearless,fearlessly"): the root listed too
+AFFECTGPT_FEARLESS_ROW = 'fearless,"fearlessness,fearlesses,fearing,fears,feared,fearless,fearlessly,fear"'
+
+
+@pytest.mark.skipif(
+    not (TABLES / "format.csv").is_file() or not MELD_TEST.is_file(), reason=f"reference tables not found under {SHARED_DATA} (set EMER_SHARED_DATA)"
+)
+def test_real_meld_test_table_and_the_fearless_row(tmp_path: Path) -> None:
+    """MELD's real test table as ground truth, the real MERTools tables, and the same tables with AffectGPT's `fearless` row."""
+    with open(MELD_TEST, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    gt, pred = tmp_path / "GT", tmp_path / "PRED"
+    (gt / "meld-process").mkdir(parents=True)
+    shutil.copyfile(MELD_TEST, gt / "meld-process" / "test_sent_emo.csv")
+    # every gold word predicted as it is, but `scared` for fear (the same centre as fear on every wheel of MERTools' tables)
+    items = {f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}": str(["scared" if r["Emotion"] == "fear" else r["Emotion"]]) for r in rows}
+    write_result_npz(pred / "results-meld" / "model" / f"{CK1}-openset.npz", items)
+    variant = tmp_path / "variant"
+    shutil.copytree(TABLES, variant)
+    text = (variant / "format.csv").read_text(encoding="utf-8")
+    (variant / "format.csv").write_text(text.replace('fearless,"fearlessness,fearless,fearlessly"', AFFECTGPT_FEARLESS_ROW), encoding="utf-8")
+    mertools = run_suite(str(pred), str(gt), str(TABLES))
+    changed = run_suite(str(pred), str(gt), str(variant))
+    m, a = (r["runs"][0]["datasets"]["MELD"] for r in (mertools, changed))
+    assert m["gt_samples"] == 2610 and m["tables"] == "MERTools@89120b7 sha256:6ab3f0971d6f" and m["best"]["score"] == 1.0
+    assert a["tables"].startswith("local tables (not MERTools@89120b7 or AffectGPT@d961cab)")
+    # with `fear` also a base word of `fearless`, gold fear (50 samples) lands elsewhere on wheels 2-5 and every one misses
+    scored = {"wheel1": 1354, "wheel2": 1354, "wheel3": 1286, "wheel4": 1354, "wheel5": 1005}
+    expected = {w: 1.0 if w == "wheel1" else (n - 50) / n for w, n in scored.items()}
+    assert a["checkpoints"][0]["wheels"] == pytest.approx(expected)
+    assert a["best"]["score"] == pytest.approx(sum(expected.values()) / 5) and round(a["best"]["score"] * 100, 2) == 96.75
