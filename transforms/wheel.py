@@ -2,12 +2,13 @@
 
 The tables (format.csv, synonym.xlsx, wheel1..5.xlsx) come pinned from two places, and the two
 sets differ: zeroQiaoba/MERTools at 89120b7, `MER2026/MER2026_Track2/emotion_wheel/` (`mertools`,
-the default), and the AffectGPT repository at d961cab, `AffectGPT/emotion_wheel/` (`affectgpt`), whose
-format.csv differs in 34 rows: there words ending in "-less" also list their roots (`fearless` lists
-`fear`), so `fear` maps elsewhere on wheels 2 to 5. The AffectGPT paper's MER-UniBench numbers were
-computed with AffectGPT's set. They are CC BY-NC, so the product never ships them: `wheel_dir()` uses
-a folder the user names or downloads one set once into the cache (`fetch:mertools`,
-`fetch:affectgpt`), each file checked against a pinned sha256; `origin()` names the set a folder holds.
+the default), and the AffectGPT repository at d961cab, `AffectGPT/emotion_wheel/` (`affectgpt`),
+whose format.csv differs in 17 rows: there 15 words ending in "-less" also list their roots
+(`fearless` lists `fear`; `embrace` and `received` list a "-less" form), so `fear` maps elsewhere on
+wheels 2 to 5. The AffectGPT paper's MER-UniBench numbers were computed with AffectGPT's set. They
+are CC BY-NC, so the product never ships them: `wheel_dir()` uses a folder the user names or
+downloads one set once into the cache (`fetch:mertools`, `fetch:affectgpt`), each file checked
+against a pinned sha256; `origin()` names the set a folder holds.
 
 The mappings are built the way the authors' evaluation code builds them (AffectGPT
 `my_affectgpt/evaluation/wheel.py`: `read_format2raws`, `read_candidate_synonym_merge`,
