@@ -47,9 +47,9 @@ def test_every_demo_clip_becomes_a_complete_record(demo_build, references):
     assert rows["no_face_dog"]["faces"]["reason"].startswith("no face in")
     assert summary.clips_with_faces == 6 and summary.languages == {"en": 7}
     assert summary.audio_hours * 3600 == pytest.approx(39.6, abs=0.5)
-    assert set(summary.stage_seconds) == {"decode", "transcript", "faces", "acoustics", "explanation"}
+    assert set(summary.stage_seconds) == {"decode", "transcript", "faces", "acoustics", "video", "explanation"}
     # models load once per worker process (2 workers), never per clip
-    assert set(summary.model_loads) == {"acoustics", "decode", "explanation", "faces", "transcript"}
+    assert set(summary.model_loads) == {"acoustics", "decode", "explanation", "faces", "transcript", "video"}
     assert all(1 <= n <= 2 for n in summary.model_loads.values()), summary.model_loads
 
 
@@ -70,6 +70,7 @@ def test_parquet_and_tar_shards_hold_the_same_keys(demo_build):
             assert sample["flac"][:4] == b"fLaC"
             faces = sorted(k for k in sample if k.startswith("face_"))
             assert faces == [f"face_{i:03d}.jpg" for i in range(len(row["faces"]["crops"]))]
+            assert sample["mp4"][4:8] == b"ftyp" and len(sample["mp4"]) == row["video"]["size_bytes"]  # the clip's own video (video.mode clip)
 
 
 def test_manifest_counts_and_checksums(demo_build):

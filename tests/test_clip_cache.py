@@ -87,14 +87,14 @@ def test_incremental_builds_and_config_changes_rerun_only_what_changed(demo_vide
     config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"dir": cache}})
     videos = _corpus(demo_videos, tmp_path, CLIPS[:3])
     first = build(videos, tmp_path / "a", config, workers=1, show_progress=False)
-    assert first.stage_runs == {"decode": 3, "transcript": 3, "faces": 3, "acoustics": 3}
+    assert first.stage_runs == {"decode": 3, "transcript": 3, "faces": 3, "acoustics": 3, "video": 3}
     again = build(videos, tmp_path / "b", config, workers=1, show_progress=False)  # a new OUT: everything from the cache
-    assert again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0} and again.cache_restored == {"acoustics": 3}
+    assert again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0, "video": 0} and again.cache_restored == {"video": 3}
     assert again.model_loads.get("transcript") is None  # no model loaded at all
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     _corpus(demo_videos, tmp_path, CLIPS[3:])  # one clip more
     grown = build(videos, tmp_path / "a", config, workers=1, show_progress=False)
-    assert grown.stage_runs == {"decode": 1, "transcript": 1, "faces": 1, "acoustics": 1} and grown.records == 4
+    assert grown.stage_runs == {"decode": 1, "transcript": 1, "faces": 1, "acoustics": 1, "video": 1} and grown.records == 4
     noop = (  # a fresh interpreter: a no-op rebuild answers without importing Beam or `datasets`
         "import sys; from emer_builder.core.config import config_from_dict; from emer_builder.pipelines.build import build\n"
         f"s = build({str(videos)!r}, {str(tmp_path / 'a')!r}, config_from_dict({{'transcript': {{'model': 'tiny.en'}}, 'cache': {{'dir': {cache!r}}}}}), workers=1, show_progress=False)\n"
@@ -103,15 +103,15 @@ def test_incremental_builds_and_config_changes_rerun_only_what_changed(demo_vide
     assert subprocess.run([sys.executable, "-c", noop], capture_output=True, text=True, check=True).stdout.split("\n")[0] == "True 4 []"
     fewer = config_from_dict({"transcript": {"model": "tiny.en"}, "faces": {"max_crops": 2}, "cache": {"dir": cache}})
     changed = build(videos, tmp_path / "c", fewer, workers=1, show_progress=False)
-    assert changed.stage_runs == {"decode": 4, "transcript": 0, "faces": 4, "acoustics": 4}  # decode for the samples only
+    assert changed.stage_runs == {"decode": 4, "transcript": 0, "faces": 4, "acoustics": 4, "video": 4}  # decode for the samples only
     plain = build(videos, tmp_path / "d", config_from_dict({"transcript": {"model": "tiny.en"}, "faces": {"max_crops": 2}, "cache": {"enabled": False}}), workers=1, show_progress=False)
-    assert plain.stage_runs == {"decode": 4, "transcript": 4, "faces": 4, "acoustics": 4}
+    assert plain.stage_runs == {"decode": 4, "transcript": 4, "faces": 4, "acoustics": 4, "video": 4}
     assert _files(tmp_path / "c") == _files(tmp_path / "d")  # the cache never changes the output
     listed = subprocess.run([EMER, "cache", "--dir", cache], capture_output=True, text=True, check=True).stdout
-    assert "24 entries" in listed and "4 builds recorded" in listed and "8 entries (" in listed
+    assert "32 entries" in listed and "4 builds recorded" in listed and "12 entries (" in listed
     pruned = subprocess.run([EMER, "cache", "--dir", cache, "--prune"], capture_output=True, text=True, check=True).stdout
-    assert pruned.startswith("removed 8 entries")  # the max_crops=16 faces and acoustics entries of the 4 clips
-    assert "16 entries" in pruned
+    assert pruned.startswith("removed 12 entries")  # the max_crops=16 faces, acoustics and video entries of the 4 clips
+    assert "20 entries" in pruned
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_kill_9_mid_build_resumes_with_only_unfinished_clips(demo_videos: Path, 
     out = tmp_path / "out"
     proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--config", str(cfg), "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
-    while len(list((cache / "entries").rglob("*.tar"))) < 8:  # two clips fully done
+    while len(list((cache / "entries").rglob("*.tar"))) < 10:  # two clips fully done (5 stages)
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -132,7 +132,7 @@ def test_kill_9_mid_build_resumes_with_only_unfinished_clips(demo_videos: Path, 
     assert not (out / "manifest.json").exists()
     done_before = len(list((cache / "entries").rglob("*.tar")))
     resumed = build(videos, out, config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"dir": str(cache)}}), workers=1, show_progress=False)
-    assert resumed.records == 6 and 0 < resumed.stage_runs["acoustics"] <= 6 - done_before // 4
+    assert resumed.records == 6 and 0 < resumed.stage_runs["acoustics"] <= 6 - done_before // 5
     reference = build(videos, tmp_path / "ref", config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}}), workers=1, show_progress=False)
     assert reference.records == 6
     assert _files(out) == _files(tmp_path / "ref")

@@ -404,7 +404,7 @@ def test_a_build_resumes_from_a_cache_on_s3(s3: Bucket, demo_videos: Path, tmp_p
     config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"dir": f"s3://{s3.name}/cache"}})
     first = build(videos, tmp_path / "a", config, workers=1, show_progress=False)
     again = build(videos, tmp_path / "b", config, workers=1, show_progress=False)
-    assert first.stage_runs["faces"] == 2 and again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0}
+    assert first.stage_runs["faces"] == 2 and again.stage_runs == {"decode": 0, "transcript": 0, "faces": 0, "acoustics": 0, "video": 0}
     files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file() and p.name not in ("build.json", ".emer-lock", "report.html"))
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
 
@@ -481,7 +481,7 @@ def test_dask_workers_write_an_out_url_themselves(s3: Bucket, dask_cluster: str,
     dask_args = ["--runner=DaskRunner", f"--dask_client_address={dask_cluster}", "--dask_partition_size=1"]
     stored = build(f"s3://{s3.name}/in", f"s3://{s3.name}/out", config, beam_args=dask_args, show_progress=False)
     assert stored.records == local.records == 2
-    assert stored.stage_runs == local.stage_runs == {"decode": 2, "transcript": 2, "faces": 2, "acoustics": 2}
+    assert stored.stage_runs == local.stage_runs == {"decode": 2, "transcript": 2, "faces": 2, "acoustics": 2, "video": 2}
     assert set(stored.stage_seconds) == set(local.stage_seconds) and all(t["wall_s"] > 0 for t in stored.stage_seconds.values())
     staged = {r.path.split("?")[0].split("/.emer-staging-", 1)[1].split("/", 1)[1] for r in s3.gate.requests if r.method == "PUT" and "/out/.emer-staging-" in r.path}
     assert {p for p in staged if p.startswith("media/")} == {p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local" / "media").glob("*.tar")}

@@ -73,7 +73,7 @@ def encode_clip(path: str, start_s: float, end_s: float, size: tuple[int, int], 
     duration = end_s - start_s
     width, height = size
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", *_seek(start_s), "-i", f"file:{path}", "-t", f"{duration:.3f}"]
-    args += ["-map", "0:V:0", "-vf", f"scale={width}:{height}", "-filter_threads", "1"]
+    args += ["-map", "0:V:0", "-vf", f"scale={width}:{height}", "-filter_threads", "1", "-vsync", "passthrough"]
     args += ["-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1"]
     args += ["-x264-params", "threads=1:lookahead-threads=1:sliced-threads=0"]
     if audio_stream is not None:
@@ -115,7 +115,7 @@ def sample_frames(path: str, start_s: float, end_s: float, count: int, size: tup
     duration = end_s - start_s
     width, height = size
     pick = f"select='gte(t\\,(selected_n+0.5)*{duration!r}/{count})'"
-    graph = f"[0:V:0]{pick},split=2[s][m];[s]scale={width}:{height}[out];[m]scale=2:2:flags=neighbor,format=gray[meas]"
+    graph = f"[0:V:0]{pick},split=2[s][m];[s]scale={width}:{height}[out];[m]settb=1/1000,scale=2:2:flags=neighbor,format=gray[meas]"
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         times_path = os.path.join(tmp, "frames.crc")
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", *_seek(start_s), "-t", f"{duration:.3f}", "-i", f"file:{path}"]
