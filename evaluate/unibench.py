@@ -179,11 +179,16 @@ def find_checkpoints(run_dir: Path) -> list[Checkpoint]:
     return [found[k] for k in sorted(found)]
 
 
+def _text(value: Any) -> str:
+    """A name or item as text: NumPy strings as they are, byte strings (Python 2 era files) decoded."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _item_labels(item: Any) -> list[str]:
     """One `fileitems` entry as a label list: a string through the authors' string_to_list, a list as it is."""
     if isinstance(item, (list, tuple)) or getattr(item, "ndim", 0) > 0:
-        return [str(x).strip() for x in item if str(x).strip()]
-    return parse_labels(str(item), "authors")
+        return [t for t in (_text(x).strip() for x in item) if t]
+    return parse_labels(_text(item), "authors")
 
 
 def read_result_npz(path: Path) -> dict[str, Any]:
@@ -194,7 +199,7 @@ def read_result_npz(path: Path) -> dict[str, Any]:
     names, items = list(data["filenames"]), list(data["fileitems"])
     if len(names) != len(items):
         raise UserError(f"{path}: {len(names)} filenames but {len(items)} fileitems")
-    return {str(n): i for n, i in zip(names, items, strict=True)}
+    return {_text(n): i for n, i in zip(names, items, strict=True)}
 
 
 # ---------------------------------------------------------------- scoring
@@ -245,7 +250,7 @@ def _counts(gold: dict[str, Any], pred: dict[str, Any]) -> dict[str, int]:
 def _sentiment_values(ck: Checkpoint, gold: dict[str, float], openset: dict[str, list[str]] | None, ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     """name -> predicted score and how it was obtained: the cached file, the table's column, or the LLM mapping."""
     if ck.sentiment is not None:
-        items = {k: str(v) for k, v in read_result_npz(ck.sentiment).items()}
+        items = {k: _text(v) for k, v in read_result_npz(ck.sentiment).items()}
         # the authors compare exactly: 'positive' 1, 'negative' -1, 'neutral' and anything else 0
         values = {k: float(SENTIMENT_WORDS[v]) if v in SENTIMENT_WORDS else 0.0 for k, v in items.items()}
         return values, {"sentiment_source": f"cached file {ck.sentiment.name}", "unrecognised": sum(1 for v in items.values() if v not in SENTIMENT_WORDS)}
@@ -279,7 +284,8 @@ def score_checkpoint(ds: Dataset, gold: dict[str, Any], ck: Checkpoint, ctx: _Co
         assert openset is not None
         scores = hit_rate_metric(gold, openset, ctx.wheel())
         rates = {w: s["hit_rate"] for w, s in scores["wheels"].items()}
-        return {**out, "score": scores["hit_rate"], "wheels": rates, "counts": _counts(gold, openset)}
+        out |= {"score": scores["hit_rate"], "wheels": rates, "counts": _counts(gold, openset)}
+        return out if scores["hit_rate"] is not None else {**out, "reason": "no gold label maps onto any emotion wheel (neutral or unknown words)"}
     if ds.procedure == "wheel":
         assert openset is not None
         scores = wheel_metric(gold, openset, ctx.wheel(), 1)
@@ -289,7 +295,8 @@ def score_checkpoint(ds: Dataset, gold: dict[str, Any], ck: Checkpoint, ctx: _Co
     except UserError as e:
         return {**out, "score": None, "reason": f"no cached {ck.name}{SENTIMENT_SUFFIX}; {e}"}
     scores = sentiment_metric(gold, values)
-    return {**out, "score": scores["weighted_f1"], "accuracy": scores["accuracy"], "scored": scores["scored"], **info, "counts": _counts(gold, values)}
+    out |= {"score": scores["weighted_f1"], "accuracy": scores["accuracy"], "scored": scores["scored"], **info, "counts": _counts(gold, values)}
+    return out if scores["weighted_f1"] is not None else {**out, "reason": "every gold sentiment is 0 (neutral): nothing is left to score"}
 
 
 def _best(checkpoints: list[dict[str, Any]]) -> int | None:
@@ -314,6 +321,10 @@ def _runs(pred_dir: Path) -> tuple[dict[str, Path], list[str]]:
             "the authors' layout is PRED/results-<dataset>/<run>/checkpoint_<N>_loss_<L>-openset.npz"
         )
     runs = sorted({run.name for key, folder in folders.items() if key in known for run in folder.iterdir() if run.is_dir()})
+    if not runs:
+        raise UserError(
+            f"--pred-dir {pred_dir}: no run folder under its results-<dataset> folders (the layout is results-<dataset>/<run>/checkpoint_*-openset.npz)"
+        )
     return folders, runs
 
 

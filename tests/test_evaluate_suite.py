@@ -393,7 +393,7 @@ def test_cli_suite_arguments_are_one_line(layout: tuple[Path, Path], tmp_path: P
         assert message in err and err.startswith("emer: error: ") and err.count("\n") == 1
 
 
-def test_layout_readers(layout: tuple[Path, Path], tables: dict[str, Path]) -> None:
+def test_layout_readers(layout: tuple[Path, Path], tables: dict[str, Path], tmp_path: Path) -> None:
     gt, pred = layout
     names = [c.name for c in find_checkpoints(pred / "results-mer2023" / "demo")]
     assert names == [CK1, CK2]
@@ -412,6 +412,22 @@ def test_layout_readers(layout: tuple[Path, Path], tables: dict[str, Path]) -> N
     )  # fmt: skip
     again = run_suite(str(pred), str(gt), EmotionWheel(tables["mertools"]))
     assert again["runs"][0]["datasets"]["MELD"]["gt"].endswith("test_sent_emo.csv") and _scores(again)["MELD"] == 0.75
+    # names and items written as byte strings (Python 2 era files) read as text
+    np.savez_compressed(pred / "results-meld" / "demo" / f"{CK1}-openset.npz", filenames=np.array([b"dia0_utt1"]), fileitems=np.array([b"['joy']"]))
+    bytes_meld = run_suite(str(pred), str(gt), EmotionWheel(tables["mertools"]))["runs"][0]["datasets"]["MELD"]["checkpoints"][0]
+    assert bytes_meld["counts"] == {"gt": 5, "pred": 1, "missing_predictions": 4} and bytes_meld["wheels"]["wheel1"] == 0.25  # 1 hit of 4 scored
+    # a gold set on which nothing maps (all neutral), or whose sentiments are all 0: not scored, said why
+    write_label_npz(gt / "mer2023-dataset-process" / "label-6way.npz", test1_corpus={"s1": {"emo": "neutral"}, "s2": {"emo": "neutral"}})
+    write_label_npz(gt / "cmumosi-process" / "label.npz", test_corpus={k: {"val": 0.0} for k in MOSI_GOLD})
+    flat = run_suite(str(pred), str(gt), EmotionWheel(tables["mertools"]))["runs"][0]["datasets"]
+    assert flat["MER2023"]["status"] == "not scored" and flat["MER2023"]["checkpoints"][0]["reason"].startswith("no gold label maps onto any emotion wheel")
+    assert flat["CMU-MOSI"]["checkpoints"][0]["reason"] == "every gold sentiment is 0 (neutral): nothing is left to score"
+    assert "not scored: no gold label maps onto any emotion wheel" in format_suite(run_suite(str(pred), str(gt), EmotionWheel(tables["mertools"])))
+    # result folders without run folders
+    empty = tmp_path / "EMPTY"
+    (empty / "results-meld").mkdir(parents=True)
+    with pytest.raises(UserError, match="no run folder under its results-<dataset> folders"):
+        run_suite(str(empty), str(gt), EmotionWheel(tables["mertools"]))
     # an emotion index outside the dataset's list is one line
     write_label_npz(gt / "iemocap-process" / "label_4way.npz", whole_corpus={"Ses05F_impro01_F000": {"emo": 7}})
     with pytest.raises(UserError, match=r"emotion index 7 has no word for IEMOCAP \(known: happy, sad, neutral, anger\)"):
