@@ -66,7 +66,7 @@ def _subset(src: Path, dest: Path, names: list[str]) -> Path:
 
 def _killed_at_half(videos: Path, out: Path, config: Path, cache: Path, clips: int) -> None:
     proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--config", str(config), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    stages = 4
+    stages = 5  # decode, transcript, faces, acoustics, video: the entries of one finished clip
     while len(list((cache / "entries").rglob("*.tar"))) < stages * clips // 2:
         if proc.poll() is not None:
             raise RuntimeError("the build ended before it could be killed")
