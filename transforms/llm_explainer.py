@@ -42,6 +42,7 @@ from string import Template
 from typing import Any
 
 import openai
+from emer_builder.core.config import LlmConfig
 from emer_builder.transforms.explanation import ExplainInput, FieldValue, Unavailable
 from emer_builder.transforms.llm_answers import FORMATS, LABELS, READS, AnswerShape, read_text
 from openai.types.chat import ChatCompletion
@@ -56,8 +57,8 @@ ASKED_FIELDS = ("visual_clue", "acoustic_clue", "lexical_clue", "multimodal_expl
 NO_KEY = "EMPTY"  # what local servers (vLLM, Ollama) accept when no key is configured
 RETRIED_STATUS = frozenset({408, 409, 429})  # and every 5xx
 NOT_A_REFUSAL = frozenset({401, 403, 404, *RETRIED_STATUS})  # 4xx that say nothing about what a request may carry
-# Answer length caps (tokens): an EMER clue is a paragraph of 80-200 words, the explanation a little longer.
-DEFAULT_MAX_TOKENS: dict[str, int] = {"visual_clue": 256, "acoustic_clue": 256, "lexical_clue": 256, "multimodal_explanation": 384, "open_vocab_labels": 96}
+# Answer length caps (tokens), from the config's defaults: an EMER clue is a paragraph of 80-200 words, the explanation a little longer.
+DEFAULT_MAX_TOKENS: dict[str, int] = LlmConfig().max_tokens
 IMAGE_MODES = ("auto", "on", "off")
 FORMAT_MODES = ("auto", *FORMATS)
 _MEDIA_WORDS = {
