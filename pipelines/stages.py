@@ -11,13 +11,13 @@ from emer_builder.core.errors import UserError, one_line
 from emer_builder.core.version import __version__
 from emer_builder.schemas import SCHEMA, RecordSchema
 from emer_builder.schemas.v1 import PROVENANCE
-from emer_builder.transforms.acoustics import AcousticsStage
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.decode import DecodeStage
-from emer_builder.transforms.faces import FacesStage
 from emer_builder.transforms.plugins import plugin_stages, record_schema, stages_schema
-from emer_builder.transforms.transcript import TranscriptStage
-from emer_builder.transforms.video import VideoStage
+from emer_builder.transforms.stages.acoustics import AcousticsStage
+from emer_builder.transforms.stages.decode import DecodeStage
+from emer_builder.transforms.stages.faces import FacesStage
+from emer_builder.transforms.stages.transcript import TranscriptStage
+from emer_builder.transforms.stages.video import VideoStage
 
 __all__ = ["CORE_STAGES", "build_stages", "check_stages", "finish_record", "provenance", "record_schema", "stages_schema"]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile
 from emer_builder.schemas.v1 import EGEMAPS_V02_FUNCTIONALS
-from emer_builder.transforms.acoustics import AcousticFeatures, AcousticsStage, speech_rate
 from emer_builder.transforms.clip import Clip
+from emer_builder.transforms.stages.acoustics import AcousticFeatures, AcousticsStage, speech_rate
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from emer_builder.core.config import BuildConfig, load_config
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines.progress import Progress, ProgressLog, add_up, model_load, split_stats, stage_time, tally
 from emer_builder.pipelines.staging import StagingArea
-from emer_builder.transforms.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
+from emer_builder.transforms.stages.models import WHISPER_BASE_BYTES, install_offline_models, resolve_whisper, whisper_base_dir
 
 
 def test_config_file_maps_onto_the_dataclasses(tmp_path: Path):

@@ -16,10 +16,10 @@ import pytest
 from emer_builder.core.config import NULLABLE_INTS, BuildConfig, config_from_dict
 from emer_builder.core.errors import ClipError, UserError
 from emer_builder.transforms.clip import Clip
-from emer_builder.transforms.decode import LIMIT_MARGIN_S, DecodeStage, decode_timeout
 from emer_builder.transforms.segment import check_options
 from emer_builder.transforms.shards import plan_shards
 from emer_builder.transforms.split import SplitAssigner
+from emer_builder.transforms.stages.decode import LIMIT_MARGIN_S, DecodeStage, decode_timeout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@ import pytest
 from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.transforms.clip import Clip, ClipError
-from emer_builder.transforms.decode import (
+from emer_builder.transforms.stages.decode import (
     AudioStream,
     DecodeStage,
     check_file,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from emer_builder.schemas.v1 import EXPRESSION_CLASSES
 from emer_builder.transforms.clip import Clip
-from emer_builder.transforms.decode import DecodeStage
-from emer_builder.transforms.faces import (
+from emer_builder.transforms.stages.decode import DecodeStage
+from emer_builder.transforms.stages.faces import (
     Detection,
     FacesStage,
     FerTfliteExpression,

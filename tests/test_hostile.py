@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 from emer_builder.transforms.clip import Clip, ClipError
-from emer_builder.transforms.decode import DecodeStage
 from emer_builder.transforms.keys import match_videos
+from emer_builder.transforms.stages.decode import DecodeStage
 
 from tests.hostile import MAX_DURATION_S, Expect, HostileCorpus, make_hostile_corpus
 

@@ -21,7 +21,6 @@ from typing import Any
 import cv2
 import pytest
 import soundfile
-from emer_builder.transforms.acoustics import AcousticFeatures
 from emer_builder.transforms.explanation import EXPLAINED_FIELDS, ExplainInput, FieldValue, Unavailable
 from emer_builder.transforms.llm_answers import read_labels, read_text
 from emer_builder.transforms.llm_explainer import (
@@ -34,6 +33,7 @@ from emer_builder.transforms.llm_explainer import (
     load_prompts,
     parse_labels,
 )
+from emer_builder.transforms.stages.acoustics import AcousticFeatures
 
 from tests.openai_loopback import LABELS, OpenAILoopback
 

@@ -16,7 +16,7 @@ from emer_builder.core.errors import BuildFault, ClipError, exit_fault, fault_in
 from emer_builder.core.failures import retry_faults
 from emer_builder.pipelines.graph import guarded
 from emer_builder.transforms.clip import Clip
-from emer_builder.transforms.decode import DecodeStage
+from emer_builder.transforms.stages.decode import DecodeStage
 
 EMER = [sys.executable, "-m", "emer_builder.cli.main"]
 

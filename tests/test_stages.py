@@ -18,7 +18,7 @@ from emer_builder.schemas import SCHEMA
 from emer_builder.schemas.v1 import PROVENANCE
 from emer_builder.transforms.clip import Stage
 from emer_builder.transforms.plugins import plugin_stages
-from emer_builder.transforms.video import ffmpeg_version
+from emer_builder.transforms.stages.video import ffmpeg_version
 
 # The config hash (every record's provenance.config_hash) and the manifest's config, computed by the code
 # before stages declared their own sections (issue 20), then with the `video` section added (issue 21, its

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 from emer_builder.transforms.clip import Clip
-from emer_builder.transforms.transcript import Transcriber, TranscriptStage, count_words, window_seconds
+from emer_builder.transforms.stages.transcript import Transcriber, TranscriptStage, count_words, window_seconds
 
 from bench.demo_corpus import reference_transcripts
 from tests.wer import wer
@@ -107,7 +107,7 @@ def test_long_clip_goes_through_full_windows(whisper_base: Transcriber, whisper_
 
 
 def test_film_transcript_and_forced_language(demo_videos: Path, kphotoalbum_movie: Path):
-    from emer_builder.transforms.decode import DecodeStage
+    from emer_builder.transforms.stages.decode import DecodeStage
 
     clip = Clip("movie", str(kphotoalbum_movie), "movie.avi")
     DecodeStage().process(clip)

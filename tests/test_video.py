@@ -19,9 +19,9 @@ from emer_builder.core.errors import UserError
 from emer_builder.release.download import check_shard, load_split
 from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.clip_cache import decode_entry, encode_entry
-from emer_builder.transforms.decode import DecodeStage
 from emer_builder.transforms.shards import write_tar
-from emer_builder.transforms.video import MP4, VideoStage, frame_member, mp4_facts, sample_frames
+from emer_builder.transforms.stages.decode import DecodeStage
+from emer_builder.transforms.stages.video import MP4, VideoStage, frame_member, mp4_facts, sample_frames
 
 from tests.segment_media import FIRST_SPEECH, SECOND_SPEECH, make_episode, write_srt
 

@@ -27,7 +27,7 @@ import numpy as np
 from emer_builder.core.config import FacesConfig
 from emer_builder.schemas.v1 import EXPRESSION_CLASSES, FACES
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.models import deepface_emotion_weights, fer_tflite_path, yunet_library
+from emer_builder.transforms.stages.models import deepface_emotion_weights, fer_tflite_path, yunet_library
 
 JPEG_QUALITY = 90
 YUNET = "yunet"

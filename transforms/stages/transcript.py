@@ -20,7 +20,7 @@ import numpy as np
 from emer_builder.core.config import TranscriptConfig
 from emer_builder.schemas.v1 import TRANSCRIPT
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.models import one_blas_thread, resolve_whisper
+from emer_builder.transforms.stages.models import one_blas_thread, resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")

