@@ -12,6 +12,7 @@ Usage: python -m bench.video_bench [--runs 3] [--corpus demo,episode]
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import subprocess
@@ -43,14 +44,17 @@ def corpora(names: list[str]) -> dict[str, tuple[Path, list[str]]]:
 
 
 def measure(out: Path) -> dict[str, float]:
-    """Media shard bytes, records and video-seconds of a finished build."""
+    """Media shard bytes, records and video-seconds of a finished build, and the CPU seconds (ffmpeg
+    children included) its stages and the video stage alone report in build.json."""
     seconds, records = 0.0, 0
     for path in sorted((out / "data").glob("*.parquet")):
         for row in pq.read_table(path, columns=["video"]).to_pylist():
             records += 1
             seconds += row["video"]["end_s"] - row["video"]["start_s"]
     media = sum(p.stat().st_size for p in (out / "media").glob("*.tar"))
-    return {"media_bytes": media, "records": records, "video_s": seconds}
+    stages = json.loads((out / "build.json").read_text())["stage_seconds"]
+    cpu = sum(s["cpu_s"] for s in stages.values())
+    return {"media_bytes": media, "records": records, "video_s": seconds, "stages_cpu_s": cpu, "video_cpu_s": stages.get("video", {}).get("cpu_s", 0.0)}
 
 
 def main() -> None:
@@ -76,8 +80,10 @@ def main() -> None:
                     results.setdefault((corpus, name), []).append(figures)
                     print(f"run {run + 1} {corpus} {name}: {figures['wall_s']:.1f} s, {figures['media_bytes'] / 1e6:.2f} MB", flush=True)
     print(f"\n{date.today()}, {platform.node()} ({platform.machine()}, {_cpus()} CPUs), {args.runs} runs, medians\n")
-    print("| input | video.mode | records | video s | wall s (runs) | wall s / video s | + wall s / video s | media MB | media KB / video s | + KB / video s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| input | video.mode | records | video s | wall s (runs) | + wall s / video s | video stage CPU s / video s (share of stages' CPU) | media MB | + KB / video s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for corpus in inputs:
         base = results[(corpus, "none")]
         base_wall = statistics.median(r["wall_s"] for r in base)
@@ -88,9 +94,11 @@ def main() -> None:
             media = statistics.median(r["media_bytes"] for r in runs)
             secs = runs[0]["video_s"]
             walls = ", ".join(f"{r['wall_s']:.1f}" for r in runs)
+            video_cpu = statistics.median(r["video_cpu_s"] for r in runs)
+            share = statistics.median(r["video_cpu_s"] / r["stages_cpu_s"] for r in runs)
             print(
-                f"| {corpus} | {name} | {runs[0]['records']} | {secs:.1f} | {wall:.1f} ({walls}) | {wall / secs:.3f} | {(wall - base_wall) / secs:+.3f} "
-                f"| {media / 1e6:.2f} | {media / 1024 / secs:.1f} | {(media - base_bytes) / 1024 / secs:+.1f} |"
+                f"| {corpus} | {name} | {runs[0]['records']} | {secs:.1f} | {wall:.1f} ({walls}) | {(wall - base_wall) / secs:+.3f} "
+                f"| {video_cpu / secs:.3f} ({share:.0%}) | {media / 1e6:.2f} | {(media - base_bytes) / 1024 / secs:+.1f} |"
             )
 
 
