@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--wheel-dir", help="emotion-wheel tables for label normalisation: a folder, or `fetch` (pinned download, cached); default: none")
     b.add_argument("--segment", choices=("none", "subtitles", "table", "speech"), help="cut long videos into utterance records (default: segment.mode of the config, else none)")
     b.add_argument("--segment-table", metavar="PATH", help="segment table (CSV/TSV/JSONL: video, start, end; optional id, speaker, text, labels) for --segment table")
-    b.add_argument("--corpus", metavar="NAME", choices=CorpusNames(), help="read VIDEOS_DIR as this corpus' own layout: %(choices)s (README, \"Corpus adapters\")")
+    b.add_argument("--corpus", metavar="NAME", choices=CorpusNames(), help="read VIDEOS_DIR as this corpus' own layout: %(choices)s (docs/guide/long-videos.md)")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score predicted emotion labels against ground truth (hit rate, sentiment F1, emotion-wheel P/R/F)")
     e.add_argument("--gt", help="CSV/TSV/JSONL of name + openset/discrete/valence|sentiment, MELD's *_sent_emo.csv, MMSA label.csv[:SPLIT], or a build (OUT[:SPLIT])")

@@ -74,7 +74,7 @@ class FacesConfig:
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """The `video:` section: the record's own video in the tar (README, "The utterance's video")."""
+    """The `video:` section: the record's own video in the tar (docs/guide/long-videos.md, "The utterance's own video")."""
 
     # clip: the record's window as H.264/AAC MP4; frames: `frames` JPEGs spread over it; none
     mode: str = setting("clip", lambda v: v in ("clip", "frames", "none"), "one of clip, frames, none")
@@ -195,16 +195,16 @@ class BuildConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)  # the record's own video (README, "The utterance's video")
+    video: VideoConfig = field(default_factory=VideoConfig)  # the record's own video (docs/guide/long-videos.md, "The utterance's own video")
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     explanation: ExplanationConfig = field(default_factory=ExplanationConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    segment: SegmentConfig = field(default_factory=SegmentConfig)  # cut long videos into utterances (README, "Long videos")
-    corpus: str | None = None  # read VIDEOS_DIR as this corpus' own layout (README, "Corpus adapters")
+    segment: SegmentConfig = field(default_factory=SegmentConfig)  # cut long videos into utterances (docs/guide/long-videos.md)
+    corpus: str | None = None  # read VIDEOS_DIR as this corpus' own layout (docs/guide/long-videos.md, "Corpus adapters")
     follow_external_links: bool = False  # follow symlinks whose target lies outside VIDEOS_DIR (default: listed as skipped)
     # Extra stages, "module:Class" or an `emer_builder.stages` entry-point name, each adding its own
-    # field group (see README, "Adding a field group").
+    # field group (see docs/guide/extending.md).
     extra_stages: tuple[str, ...] = ()
     # Config sections of plug-in stages, by stage name; each stage checks its own against its dataclass.
     stage_config: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Every built-in corpus adapter through the shared adapter test case, on the small dummy layout checked in
 beside it (transforms/corpora/dummy_data/): keys, splits and labels as the corpus defines them; the registry,
-`--corpus` and the README table made from the adapters' declarations."""
+`--corpus` and the guide's table made from the adapters' declarations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from emer_builder.transforms.corpora.mer import Mer
 from emer_builder.transforms.corpora.mmsa import ChSims, ChSimsV2, CmuMosei, CmuMosi, MmsaCorpus
 from emer_builder.transforms.segment import SegmentOptions
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "long-videos.md"
 
 
 class TestMeld(testing.CorpusAdapterTestCase):
@@ -212,14 +212,14 @@ def test_cli_corpus_choices_come_from_the_registry(capsys: pytest.CaptureFixture
     """`emer build --help` lists the registry's names; a name it lacks is refused before anything runs."""
     with pytest.raises(SystemExit):
         parser().parse_args(["build", "--help"])
-    assert f"own layout: {', '.join(corpus_names())} (README" in " ".join(capsys.readouterr().out.split())
+    assert f"own layout: {', '.join(corpus_names())} (docs/guide/long-videos.md)" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
         parser().parse_args(["build", "videos", "--out", "out", "--corpus", "iemocap"])
     assert "argument --corpus: invalid choice: 'iemocap' (choose from 'ch-sims', 'ch-sims-v2'" in capsys.readouterr().err
     assert parser().parse_args(["build", "videos", "--out", "out", "--corpus", "cmu-mosei"]).corpus == "cmu-mosei"
 
 
-def test_readme_corpus_table_is_made_from_the_declarations() -> None:
-    text = README.read_text()
+def test_guide_corpus_table_is_made_from_the_declarations() -> None:
+    text = GUIDE.read_text()
     start, end = text.index("<!-- corpora:start"), text.index("<!-- corpora:end -->")
     assert text[start:end].split("\n", 1)[1].strip() == corpus_table()

@@ -111,7 +111,7 @@ def test_same_request_twice_without_the_cache(clip: dict[str, Any]) -> None:
     """Determinism as measured on CPU (temperature 0, seed 0, one slot): a request computed from scratch gives the
     same bytes every time, across a server restart too. What is not bit-identical is a request whose prompt prefix
     the slot reuses from the previous one (llama.cpp's `cache_prompt`, on by default): the rest of the prompt is
-    computed in another batch shape and a close greedy choice can flip (README, "Explanations from an LLM").
+    computed in another batch shape and a close greedy choice can flip (docs/guide/explanations.md, "Explanations from an LLM").
     A build's answers are deterministic through its answer cache, not through the server."""
     reason = missing()
     if reason:

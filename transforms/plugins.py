@@ -2,7 +2,7 @@
 group, checked when loaded (name, field group, config section), and the record schema they extend.
 
 The plug-in API is `emer_builder.transforms.clip` (Clip, ClipError, Stage) and `emer_builder.schemas`
-(Field, FieldGroup, struct, list_of); see README, "Adding a field group".
+(Field, FieldGroup, struct, list_of); see docs/guide/extending.md.
 """
 
 from __future__ import annotations
