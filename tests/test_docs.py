@@ -26,6 +26,9 @@ def test_generated_reference_pages_match_the_code():
 def test_a_stale_page_is_named(tmp_path: Path):
     copy = tmp_path / "docs"
     shutil.copytree(ROOT / "docs", copy)
+    shutil.copy(ROOT / "README.md", tmp_path)
+    (tmp_path / "bench").mkdir()
+    shutil.copy(ROOT / "bench/RESULTS.md", tmp_path / "bench")
     (copy / "reference/cli.md").write_text("# old\n")
     proc = subprocess.run([sys.executable, str(copy / "generate.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 1 and "reference/cli.md" in proc.stderr and "make docs" in proc.stderr
