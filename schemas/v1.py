@@ -297,7 +297,7 @@ EXPLANATION = FieldGroup(
     "explanation",
     "The EMER explanation: clues per modality, a multimodal explanation, open-vocabulary labels; each field from annotation tables, the rules describer or an LLM.",
     (
-        _explained_text("subtitle", "the clip's subtitle from an annotation table (the transcript group holds what Whisper heard)"),
+        _explained_text("subtitle", "the clip's subtitle from an annotation table, else the subtitle cue(s) or table text the utterance was cut at (`segment.text`, source `human`); the transcript group holds what Whisper heard"),
         _explained_text("visual_clue", "what the face and body show over the clip (beginning, middle, end), identity ignored"),
         _explained_text("acoustic_clue", "how the voice sounds: pitch, loudness, tempo, voice quality"),
         _explained_text("lexical_clue", "what the words say about emotion, read with the visual and acoustic clues"),

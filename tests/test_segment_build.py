@@ -47,6 +47,9 @@ def test_subtitled_episodes_become_utterance_records(demo_videos: Path, tmp_path
     assert second["segment"]["context_before"][0]["text"] == "he was not an ill disposed young man"
     assert abs(first["media"]["duration_s"] - 5.0) < 0.15 and abs(second["media"]["duration_s"] - 3.4) < 0.15  # the window, not the file
     assert "young man" in first["transcript"]["text"].lower() and "center" in second["transcript"]["text"].lower()  # tiny.en hears "old-sposed"
+    subtitle = first["explanation"]["subtitle"]  # the cue the utterance was cut at is its EMER subtitle
+    assert (subtitle["text"], subtitle["language"], subtitle["source"]) == ("he was not an ill disposed young man", "en", "human")
+    assert second["explanation"]["subtitle"]["text"] == "front center"
     splits = {}
     for row in rows.values():
         splits.setdefault(row["segment"]["source_key"], set()).add(row["split"])

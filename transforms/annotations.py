@@ -370,6 +370,21 @@ def load_annotations(files: Sequence[str | Path], mapped: Sequence[Mapping[str, 
     return AnnotationTable(ordered, infos)
 
 
+def _segment_text(item: ExplainInput) -> str | None:
+    """The subtitle cue(s) or segment-table text an utterance was cut at (`segment.text`), if any."""
+    text = ((item.fields.get("segment") or {}).get("text") or "").strip()
+    return text or None
+
+
+def _text_language(text: str, item: ExplainInput) -> str:
+    """Chinese when the text is, else the language Whisper heard (subtitles are mostly in the spoken
+    language), else English."""
+    if detect_language([text]) == "zh":
+        return "zh"
+    heard = (item.fields.get("transcript") or {}).get("language")
+    return heard if heard and heard != "zh" else "en"
+
+
 def _lang_order(lang: str | None) -> tuple[bool, str]:
     return (lang is None, lang or "")
 
@@ -386,11 +401,12 @@ class AnnotationExplainer:
     def explain(self, field_name: str, item: ExplainInput) -> FieldValue | Unavailable:
         """The annotated value, else any other language's (sorted, so the choice is stable)."""
         clip = self.table_values.get(item.name)
-        if not clip:
-            return Unavailable(f"no annotation for {item.name}")
-        langs = clip.get(field_name)
+        langs = clip.get(field_name) if clip else None
         if not langs:
-            return Unavailable(f"annotations have no {field_name} for {item.name}")
+            spoken = _segment_text(item) if field_name == "subtitle" else None
+            if spoken:  # the cue or table row the utterance was cut at: words a person wrote down
+                return FieldValue(spoken, _text_language(spoken, item), source="human", prompt_version=None, time=None)
+            return Unavailable(f"no annotation for {item.name}" if not clip else f"annotations have no {field_name} for {item.name}")
         lang = self.language if self.language in langs else min(langs, key=_lang_order)
         value = langs[lang]
         if isinstance(value, list):
