@@ -183,13 +183,15 @@ def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out
     generated = llama_server.metrics()["tokens_predicted_total"]
-    assert main([*args, "--out", str(tmp_path / "b")]) == 0
-    second = capsys.readouterr().out
+    from emer_builder.core.config import load_config
+    from emer_builder.pipelines.build import build
+
+    rerun = build(demo_videos, tmp_path / "b", load_config(config), show_progress=False)  # the same build through the Python API
     assert llama_server.metrics()["tokens_predicted_total"] == generated  # the re-run asked nothing
 
     counted = re.search(r"llm: (\d+) requests, 0 answers from the cache, (\d+) fields left null", first)
     asked, null = int(counted.group(1)), int(counted.group(2))
-    assert re.search(rf"llm: 0 requests, {asked} answers from the cache, 0 fields", second)
+    assert (rerun.llm["calls"], rerun.llm["cache_hits"], rerun.llm["failures"]) == (0, asked, null)  # unusable answers are kept too
     rows = {}
     for path in sorted((tmp_path / "a" / "data").glob("*.parquet")):
         rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
@@ -212,6 +214,9 @@ def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_
             else:
                 assert isinstance(f["text"], str) and f["text"].strip()
     assert asked == sum(given.values()) + null  # one request per field: nothing retried, no image request sent
+    reads = {k.removeprefix("read_"): v for k, v in rerun.llm.items() if k.startswith("read_")}  # how each answer was read, counted
+    assert sum(reads.values()) == sum(given.values()) and reads["schema"] + reads["tolerant"] == given["open_vocab_labels"]
+    assert rerun.llm["text_fallbacks"] == given["visual_clue"]  # the model takes no images: every visual clue from measurements
     assert given["visual_clue"] == given["multimodal_explanation"] == 7  # every clip was measured, with or without a face
     assert given["open_vocab_labels"] >= 5
     assert _shards(tmp_path / "a") == _shards(tmp_path / "b") and _shards(tmp_path / "a")  # cached answers keep their time: identical bytes

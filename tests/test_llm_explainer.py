@@ -271,7 +271,7 @@ def test_timeouts_are_retried_then_unavailable(server: OpenAILoopback, clip: dic
     assert_no_key(caplog.text)
 
 
-def test_unusable_labels_are_not_retried_at_temperature_0(server: OpenAILoopback, clip: dict[str, Any]) -> None:
+def test_unusable_labels_are_not_retried_at_temperature_0(server: OpenAILoopback, clip: dict[str, Any], tmp_path: Path) -> None:
     """The same request at temperature 0 gives the same answer: an unusable one is not asked again; above 0 it is."""
     item = make_item(clip)
     item.chosen["multimodal_explanation"] = FieldValue("He sounds tense.", "en", "rules:1")
@@ -281,10 +281,16 @@ def test_unusable_labels_are_not_retried_at_temperature_0(server: OpenAILoopback
     assert isinstance(result, Unavailable) and result.reason.startswith(f"unusable answer from {CHAT} (labels answer is unusable")
     assert result.reason.endswith("not retried at temperature 0") and len(server.chat_requests()) == 1 and explainer.failures == 1
 
-    warm = make_explainer(server, temperature=0.7)
+    kept = make_explainer(server, cache_dir=tmp_path)  # with a cache the unusable answer is kept: a rebuild says the same, asking nothing
+    assert kept.explain("open_vocab_labels", item) == result and len(server.chat_requests()) == 2
+    again = make_explainer(server, cache_dir=tmp_path)
+    assert again.explain("open_vocab_labels", item) == result and len(server.chat_requests()) == 2
+    assert nonzero(again.stats()) == {"cache_hits": 1, "failures": 1}
+
+    warm = make_explainer(server, temperature=0.7, cache_dir=tmp_path)  # above 0 another attempt may differ: retried, never kept
     reason = f"no usable answer from {CHAT} after 3 attempts: labels answer is unusable: no JSON, quoted or comma-separated list in it"
     assert warm.explain("open_vocab_labels", item) == Unavailable(reason)
-    assert len(server.chat_requests()) == 4
+    assert len(server.chat_requests()) == 5 and len(list(tmp_path.rglob("*.json"))) == 1  # only the temperature-0 answer is kept
     assert make_explainer(server).explain("open_vocab_labels", make_item(clip)) == Unavailable("no multimodal explanation to extract labels from")
 
 

@@ -431,6 +431,8 @@ class LlmExplainer:
         if accepts is None:
             for ask, suffix in ((media, ""), (text(fallback_key), ":text")):
                 if not isinstance(ask, Unavailable) and (hit := self._cached(ask)) is not None:
+                    if isinstance(hit, Unavailable):
+                        return hit
                     value, when = hit
                     if suffix:
                         self._count("text_fallbacks")
@@ -548,19 +550,28 @@ class LlmExplainer:
             return ask.shape.read(entry["answer"], entry.get("format", "text"))
         return read_text(entry["answer"], entry.get("finish"))
 
-    def _cached(self, ask: Ask) -> tuple[Any, str] | None:
-        """(value, time) of a cached answer to this request, counted as a cache hit; None when there is none."""
+    def _cached(self, ask: Ask) -> tuple[Any, str] | Unavailable | None:
+        """(value, time) of a cached answer to this request, counted as a cache hit; None when there is none. An
+        unusable answer kept at temperature 0 gives the same Unavailable as when it was first given."""
         path = self._cache_path(ask)
         cached = self._cache_read(path)
         if cached is None:
             return None
         try:
             value, how = self._read(ask, cached)
-        except ValueError:
-            log.warning("ignoring unusable cached answer %s", path)
-            return None
+        except ValueError as e:
+            if self.temperature != 0:
+                log.warning("ignoring unusable cached answer %s", path)
+                return None
+            self._count("cache_hits")
+            self._count("failures")
+            return Unavailable(self._unusable(ask, e))
         self._count("cache_hits", how)
         return value, cached["time"]
+
+    @staticmethod
+    def _unusable(ask: Ask, error: ValueError) -> str:
+        return f"unusable answer from {ask.model} ({error}); not retried at temperature 0"
 
     def _formats(self, ask: Ask) -> list[str]:
         """The response formats still to try for this request, most structured first."""
@@ -610,9 +621,10 @@ class LlmExplainer:
                 return Unavailable(str(e))
             except ValueError as e:
                 last = str(e)
-                if self.temperature == 0:  # the same request at temperature 0 gives the same answer: asking again cannot help
-                    self._count("failures")
-                    reason = f"unusable answer from {ask.model} ({last}); not retried at temperature 0"
+                if self.temperature == 0:  # the same request at temperature 0 gives the same answer: asking again cannot help,
+                    self._count("failures")  # and the answer is kept, so a rebuild says the same without asking
+                    reason = self._unusable(ask, e)
+                    self._cache_store(self._cache_path(ask), entry)
                     log.warning("llm %s: %s", ask.field, reason)
                     return Unavailable(reason)
                 log.info("llm %s: attempt %d/%d failed: %s", ask.field, attempt + 1, attempts, last)
