@@ -92,17 +92,6 @@ def make_llm(llm: LlmConfig, language: str) -> Any:
     )
 
 
-def describe_llm_counts(counts: dict[str, int]) -> str:
-    """The summary's llm line: requests, cache use, fields left null, and how the answers used were read."""
-    reads = ", ".join(f"{k.removeprefix('read_')} {v}" for k, v in counts.items() if k.startswith("read_") and v)
-    fallbacks = counts.get("text_fallbacks", 0)
-    return (
-        f"llm: {counts.get('calls', 0)} requests, {counts.get('cache_hits', 0)} answers from the cache, {counts.get('failures', 0)} fields left null"
-        + (f"; answers read as {reads}" if reads else "")
-        + (f"; {fallbacks} clues from measurements as text (the model took no images or audio)" if fallbacks else "")
-    )
-
-
 def load_wheel(wheel_dir: str | None) -> tuple[Any, str | None]:
     """The emotion-wheel tables the config asks for: a folder, `fetch` (the pinned download, cached),
     or None: no normalisation, so what a build writes never depends on what the network allows."""
