@@ -6,7 +6,11 @@ Variants: none (the baseline), clip at the default (max_side 480, crf 28), clip 
 (larger, sharper), frames (8 at 224 px). Runs are interleaved (variant after variant, then again);
 figures are medians. Video-seconds are the records' windows (`video.end_s - video.start_s`).
 
-Usage: python -m bench.video_bench [--runs 3] [--corpus demo,episode]
+`--stage-only`: the video stage alone, in this process, on the episode's first 12 cues and the demo
+clips: ffmpeg's CPU seconds (children's rusage, so another process on the machine does not count)
+per video-second, for each variant.
+
+Usage: python -m bench.video_bench [--runs 3] [--corpus demo,episode] [--variants "clip (480 px, crf 28)"] [--stage-only]
 """
 
 from __future__ import annotations
@@ -57,17 +61,63 @@ def measure(out: Path) -> dict[str, float]:
     return {"media_bytes": media, "records": records, "video_s": seconds, "stages_cpu_s": cpu, "video_cpu_s": stages.get("video", {}).get("cpu_s", 0.0)}
 
 
+def stage_only() -> None:
+    import resource
+
+    import yaml
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.transforms.clip import Clip
+    from emer_builder.transforms.stages.decode import DecodeStage
+    from emer_builder.transforms.stages.video import VideoStage
+
+    episode = demo_episode()
+    cues = [c.split("\n") for c in (episode / "episode.srt").read_text().strip().split("\n\n")][:12]
+    windows = []
+    for cue in cues:
+        a, b = (sum(float(x) * m for x, m in zip(t.strip().replace(",", ".").split(":"), (3600, 60, 1), strict=True)) for t in cue[1].split("-->"))
+        windows.append(("episode", str(episode / "episode.mp4"), a, b))
+    windows += [("demo", str(p), None, None) for p in sorted(demo_corpus().iterdir()) if p.is_file()]
+    decoded = {}
+    for _, path, a, b in windows:
+        clip = Clip("k", path, path, a, b)
+        DecodeStage().process(clip)
+        decoded[(path, a)] = clip.fields["media"]
+    print("| input | video.mode | ffmpeg CPU s / video s | KB / video s |\n|---|---|---|---|")
+    for corpus in ("demo", "episode"):
+        for name, text in VARIANTS.items():
+            stage = VideoStage(config_from_dict(yaml.safe_load(text)).video)
+            cpu = seconds = size = 0.0
+            for c, path, a, b in windows:
+                if c != corpus:
+                    continue
+                clip = Clip("k", path, path, a, b, fields={"media": decoded[(path, a)]})
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                stage.process(clip)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu += after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                seconds += clip.fields["video"]["end_s"] - clip.fields["video"]["start_s"]
+                size += sum(len(v) for k, v in clip.media_files.items() if k != "flac")
+            print(f"| {corpus} ({seconds:.1f} s) | {name} | {cpu / seconds:.3f} | {size / 1024 / seconds:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--corpus", default="demo,episode")
+    parser.add_argument("--stage-only", action="store_true")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="variant names separated by ';' (none is always run: the baseline)")
     args = parser.parse_args()
+    if args.stage_only:
+        stage_only()
+        return
     inputs = corpora(args.corpus.split(","))
+    chosen = {"none", *args.variants.split(";")}
+    variants = {name: text for name, text in VARIANTS.items() if name in chosen}
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="emer-video-bench-") as tmp:
         work = Path(tmp)
         configs = {}
-        for i, (name, text) in enumerate(VARIANTS.items()):
+        for i, (name, text) in enumerate(variants.items()):
             configs[name] = work / f"variant{i}.yaml"
             configs[name].write_text(f"cache: {{enabled: false}}\n{text}\n")
         for run in range(args.runs):
@@ -88,7 +138,7 @@ def main() -> None:
         base = results[(corpus, "none")]
         base_wall = statistics.median(r["wall_s"] for r in base)
         base_bytes = statistics.median(r["media_bytes"] for r in base)
-        for name in VARIANTS:
+        for name in variants:
             runs = results[(corpus, name)]
             wall = statistics.median(r["wall_s"] for r in runs)
             media = statistics.median(r["media_bytes"] for r in runs)

@@ -1,6 +1,7 @@
-"""README's training recipe ("Training on a build") runs as written on a real build: per utterance the
-frames (or face crops) as arrays, the waveform, the transcript and the explanation, batched; the
-PyTorch `DataLoader` lines run when torch is installed (it is no dependency of emer-builder)."""
+"""The user guide's training recipe (docs/guide/loading.md, "Training on a build") runs as written on a
+real build: per utterance the frames (or face crops) as arrays, the waveform, the transcript and the
+explanation, batched; the PyTorch `DataLoader` lines run when torch is installed (it is no dependency
+of emer-builder)."""
 
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ import soundfile
 from emer_builder.transforms.shards import write_tar
 from PIL import Image
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "loading.md"
 
 
 def recipe_blocks() -> list[str]:
     """The python blocks between the recipe's markers: the webdataset pipeline, then the DataLoader."""
-    text = README.read_text()
+    text = GUIDE.read_text()
     part = text[text.index("<!-- training-recipe:start -->") : text.index("<!-- training-recipe:end -->")]
     return re.findall(r"```python\n(.*?)```", part, flags=re.S)
 
 
 def run_pipeline(out: Path) -> dict[str, Any]:
     namespace: dict[str, Any] = {}
-    exec(recipe_blocks()[0].replace('"OUT/', f'"{out}/'), namespace)  # noqa: S102 - the README's own code
+    exec(recipe_blocks()[0].replace('"OUT/', f'"{out}/'), namespace)  # noqa: S102 - the guide's own code
     return namespace
 
 
@@ -103,6 +104,6 @@ def test_the_dataloader_lines_run_with_torch(release_builds: tuple[Path, Path], 
     out = tmp_path / "out"
     shutil.copytree(release_builds[1], out)
     namespace = run_pipeline(out)
-    exec(recipe_blocks()[1], namespace)  # noqa: S102 - the README's own code
+    exec(recipe_blocks()[1], namespace)  # noqa: S102 - the guide's own code
     batch = namespace["batch"]
     assert batch["frames"].dtype == torch.uint8 and batch["waveform"].dtype == torch.float32 and batch["frames"].shape[2:] == (224, 224, 3)
