@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from emer_builder.core.config import VideoConfig, config_from_dict
 from emer_builder.core.errors import UserError
-from emer_builder.release.download import check_shard, load_split
+from emer_builder.release.download import check_shard, iter_samples, load_split
 from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.clip_cache import decode_entry, encode_entry
 from emer_builder.transforms.shards import write_tar
@@ -195,6 +195,7 @@ def test_segmented_builds_carry_each_utterances_video_cached_like_every_stage(de
         assert (row["video"]["start_s"], row["video"]["end_s"]) == (start, end) and row["video"]["mode"] == "clip"
         assert abs(mp4_facts(sample["mp4"])["duration_s"] - (end - start)) <= 1 / row["media"]["fps"]  # the utterance, not the episode
         assert len(sample["mp4"]) == row["video"]["size_bytes"] and row["provenance"]["video_encoder"].startswith("ffmpeg ")
+    assert {s["__key__"]: s["mp4"] for s in iter_samples(tmp_path / "a", split="train")} == {s["__key__"]: s["mp4"] for s in media}
     again = build(videos, tmp_path / "b", config_from_dict(base), workers=1, show_progress=False)
     assert again.stage_runs["video"] == 0 and again.cache_restored == {"video": 2}
     assert _shards(tmp_path / "a") == _shards(tmp_path / "b")  # restored from the cache: the same bytes
@@ -204,6 +205,8 @@ def test_segmented_builds_carry_each_utterances_video_cached_like_every_stage(de
     sample = loaded[0]
     assert "mp4" not in sample and [sample[f"frame_{i:03d}.jpg"].size for i in range(4)] == [(224, 168)] * 4  # frames decode as images
     assert [f["index"] for f in _rows(tmp_path / "c")[sample["__key__"]]["video"]["frames"]] == [0, 1, 2, 3]
+    for streamed in iter_samples(tmp_path / "c", split="train"):  # frames in time order, no mp4
+        assert streamed["mp4"] is None and [f[:2] for f in streamed["frames"]] == [b"\xff\xd8"] * 4
 
 
 @pytest.mark.slow
