@@ -30,7 +30,7 @@ from emer_builder.core.config import VideoConfig
 from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import VIDEO
 from emer_builder.transforms.clip import Clip, ClipError, Stage
-from emer_builder.transforms.stages.decode import PROBE_TIMEOUT_S, SCRATCH_PREFIX, _run, cause, decode_timeout, frame_size
+from emer_builder.transforms.stages.decode import PROBE_TIMEOUT_S, SCRATCH_PREFIX, _lines, _run, cause, decode_timeout, frame_size
 
 PRESET = "veryfast"  # x264 preset, fixed: part of what makes the bytes (bench/RESULTS.md, "Video members")
 JPEG_QUALITY = 90
@@ -84,7 +84,7 @@ def encode_clip(path: str, start_s: float, end_s: float, size: tuple[int, int], 
         out = os.path.join(tmp, "clip.mp4")
         proc = _run([*args, "-f", "mp4", out], decode_timeout(duration), "encoding the clip's MP4")
         if proc.returncode != 0 or not os.path.exists(out):
-            raise ClipError(f"could not encode the clip's MP4: {cause(_text_lines(proc.stderr))}")
+            raise ClipError(f"could not encode the clip's MP4: {cause(_lines(proc.stderr or b''))}")
         with open(out, "rb") as f:
             return f.read()
 
@@ -124,7 +124,7 @@ def sample_frames(path: str, start_s: float, end_s: float, count: int, size: tup
         args += ["-map", "[meas]", "-vsync", "passthrough", "-frames:v", str(count), "-c:v", "rawvideo", "-f", "framecrc", times_path]
         proc = _run(args, decode_timeout(duration), "sampling the clip's frames")
         if proc.returncode != 0:
-            raise ClipError(f"could not sample the clip's frames: {cause(_text_lines(proc.stderr))}")
+            raise ClipError(f"could not sample the clip's frames: {cause(_lines(proc.stderr or b''))}")
         times = _pts_seconds(times_path)
     frame_bytes = width * height * 3
     raw = proc.stdout or b""
@@ -143,10 +143,6 @@ def _pts_seconds(path: str) -> list[float]:
             elif line.strip() and not line.startswith("#"):
                 times.append(round(int(line.split(",")[2]) * num / den, 3))
     return times
-
-
-def _text_lines(stderr: bytes | None) -> list[str]:
-    return [ln.strip() for ln in (stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
 
 
 def jpeg(frame: np.ndarray) -> bytes:
