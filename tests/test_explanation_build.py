@@ -162,11 +162,12 @@ def _shards(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 35 prompts of 300-950 tokens on 2 CPU cores: 5 minutes alone, 15 and more beside other test runs
 def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_path, capsys):
     """`emer build` on the demo corpus with every field from `llm`, against llama.cpp serving SmolLM2-135M (text only):
     every field is the model's or null with its reason, the clues come from the measurements as text, labels are
     parsed lists; a re-run makes no request (the server generates nothing) and writes byte-identical shards."""
-    caps = {"visual_clue": 96, "acoustic_clue": 96, "lexical_clue": 96, "multimodal_explanation": 128, "open_vocab_labels": 96}  # prompts of 300-950 tokens dominate anyway
+    caps = {"visual_clue": 64, "acoustic_clue": 64, "lexical_clue": 64, "multimodal_explanation": 64, "open_vocab_labels": 64}  # short answers: the prompts dominate
     config = tmp_path / "llm.yaml"
     config.write_text(
         "explanation:\n"
@@ -191,7 +192,8 @@ def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_
 
     counted = re.search(r"llm: (\d+) requests, 0 answers from the cache, (\d+) fields left null", first)
     asked, null = int(counted.group(1)), int(counted.group(2))
-    assert (rerun.llm["calls"], rerun.llm["cache_hits"], rerun.llm["failures"]) == (0, asked, null)  # unusable answers are kept too
+    counts = {k: rerun.llm.get(k, 0) for k in ("calls", "cache_hits", "failures", "text_fallbacks")}  # the summary keeps counters that moved
+    assert counts == {"calls": 0, "cache_hits": asked, "failures": null, "text_fallbacks": counts["text_fallbacks"]}  # unusable answers are kept too
     rows = {}
     for path in sorted((tmp_path / "a" / "data").glob("*.parquet")):
         rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
@@ -215,8 +217,8 @@ def test_every_field_from_a_real_text_only_model(demo_videos, llama_server, tmp_
                 assert isinstance(f["text"], str) and f["text"].strip()
     assert asked == sum(given.values()) + null  # one request per field: nothing retried, no image request sent
     reads = {k.removeprefix("read_"): v for k, v in rerun.llm.items() if k.startswith("read_")}  # how each answer was read, counted
-    assert sum(reads.values()) == sum(given.values()) and reads["schema"] + reads["tolerant"] == given["open_vocab_labels"]
-    assert rerun.llm["text_fallbacks"] == given["visual_clue"]  # the model takes no images: every visual clue from measurements
+    assert sum(reads.values()) == sum(given.values()) and reads.get("schema", 0) + reads.get("tolerant", 0) == given["open_vocab_labels"]
+    assert counts["text_fallbacks"] == given["visual_clue"]  # the model takes no images: every visual clue from measurements
     assert given["visual_clue"] == given["multimodal_explanation"] == 7  # every clip was measured, with or without a face
     assert given["open_vocab_labels"] >= 5
     assert _shards(tmp_path / "a") == _shards(tmp_path / "b") and _shards(tmp_path / "a")  # cached answers keep their time: identical bytes
