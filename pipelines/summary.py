@@ -86,8 +86,11 @@ class BuildSummary:
         lines.append(f"  report: {self.out.rstrip('/')}/report.html")
         if self.llm:
             c = self.llm
+            read = ", ".join(f"{k.removeprefix('read_').replace('_', ' ')} {v}" for k, v in sorted(c.items()) if k.startswith("read_") and v)
+            fallbacks = f"; {c['text_fallbacks']} label answers read as text" if c.get("text_fallbacks") else ""
             lines.append(
                 f"  llm: {c.get('calls', 0)} requests, {c.get('cache_hits', 0)} answers from the cache, {c.get('failures', 0)} fields left null after retries"
+                + (f"; answers read: {read}{fallbacks}" if read or fallbacks else "")
             )
         files = self.annotations.get("files") or []
         if files:

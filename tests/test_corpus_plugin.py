@@ -131,7 +131,7 @@ def _run(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[
 def test_installed_adapter_is_listed_and_passes_the_shared_test_case(installed: dict[str, str]) -> None:
     helped = _run(installed, BIN / "emer", "build", "--help")
     assert helped.returncode == 0, helped.stderr
-    assert f"own layout: ch-sims, ch-sims-v2, cmu-mosei, cmu-mosi, meld, mer, mmsa, {NAME} (README" in " ".join(helped.stdout.split())
+    assert f"own layout: ch-sims, ch-sims-v2, cmu-mosei, cmu-mosi, meld, mer, mmsa, {NAME} (docs/guide/long-videos.md)" in " ".join(helped.stdout.split())
     tested = _run(installed, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", Path(installed["site"]) / "tiny_clips" / "tests")
     assert tested.returncode == 0 and "6 passed" in tested.stdout, tested.stdout + tested.stderr
     assert NAME not in corpus_names() and NAME not in CORPORA  # this process never saw the package
