@@ -135,7 +135,7 @@ class StageFn(beam.DoFn):
 
 
 class ClipStages(beam.PTransform):
-    """The per-clip stages in run order (decode, transcript, faces, acoustics, plug-ins), behind the
+    """The per-clip stages in run order (pipelines.stages.CORE_STAGES, then plug-ins), behind the
     per-clip cache when one is given."""
 
     def __init__(self, stages: list[Stage], cache_root: str | None = None, need_samples: bool = False):
