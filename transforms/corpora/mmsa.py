@@ -71,6 +71,11 @@ class MmsaLayout(CorpusAdapter):
     """The MMSA `label.csv` layout; each corpus in it is a subclass naming itself and its score scale."""
 
     scale: ClassVar[tuple[float, float] | None] = None  # the corpus' sentiment scale; None: kept as written, scale unknown
+    sdk_layout: ClassVar[type[CorpusAdapter] | None] = None  # read a ROOT without label.csv with this adapter instead
+
+    @classmethod
+    def for_root(cls, root: Path) -> type[CorpusAdapter]:
+        return cls if cls.sdk_layout is None or find_tables(root, "label.csv") else cls.sdk_layout
     files = FILES
     columns = COLUMNS
     clips = "Raw/{video_id}/{clip_id}.mp4 (any video extension; clip ids also zero-padded to 4 digits, as CH-SIMS names them)"
@@ -159,10 +164,7 @@ class CmuMosi(MmsaLayout):
     name = "cmu-mosi"
     description = "CMU-MOSI: YouTube movie-review opinion segments, sentiment in [-3, 3] (MMSA layout)"
     scale = (-3.0, 3.0)
-
-    @classmethod
-    def for_root(cls, root: Path) -> type[CorpusAdapter]:
-        return cls if find_tables(root, "label.csv") else CmuMosiSdk
+    sdk_layout = CmuMosiSdk
 
 
 class CmuMosei(MmsaLayout):
@@ -171,7 +173,4 @@ class CmuMosei(MmsaLayout):
     name = "cmu-mosei"
     description = "CMU-MOSEI: YouTube monologue segments, sentiment in [-3, 3] (MMSA layout)"
     scale = (-3.0, 3.0)
-
-    @classmethod
-    def for_root(cls, root: Path) -> type[CorpusAdapter]:
-        return cls if find_tables(root, "label.csv") else CmuMoseiSdk
+    sdk_layout = CmuMoseiSdk
