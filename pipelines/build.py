@@ -31,7 +31,7 @@ from emer_builder.pipelines.object_out import StoredOut
 from emer_builder.pipelines.out import Out, Staged
 from emer_builder.pipelines.runners import names_runner
 from emer_builder.pipelines.stages import build_stages, check_stages, provenance, stages_schema
-from emer_builder.pipelines.summary import BuildSummary, links_leaving, summarise
+from emer_builder.pipelines.summary import BuildSummary, first_names, links_leaving, summarise
 from emer_builder.release.store import store_errors
 from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Clip, Stage
@@ -173,7 +173,7 @@ def graph_job(plan: BuildPlan, gathered: Gathered, target: Out, beam_args: list[
     clips = input_clips(gathered.inputs, early, gathered.segmentation)
     if not clips:
         leaving = links_leaving(gathered.skipped)
-        hint = f"; {len(leaving)} symlinks leading outside it were not followed{_first(leaving)}: set follow_external_links: true in the config to include them" if leaving else ""
+        hint = f"; {len(leaving)} symlinks leading outside it were not followed{first_names(leaving)}: set follow_external_links: true in the config to include them" if leaving else ""
         raise UserError(f"no video files under {plan.videos_label} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}){hint}")
     segmentation = gathered.segmentation
     return GraphJob(
@@ -266,9 +266,3 @@ def inputs_fingerprint(config: BuildConfig, stages: list[Stage], inputs: list[Vi
 def _videos_label(videos_dir: str | Path) -> str:
     """How the manifest names the input folder: the URL as given, or the absolute path."""
     return str(videos_dir).rstrip("/") if is_url(videos_dir) else str(Path(videos_dir).absolute())
-
-
-
-
-def _first(names: list[str], shown: int = 3) -> str:
-    return f" ({', '.join(names[:shown])}{' ...' if len(names) > shown else ''})" if names else ""

@@ -66,7 +66,7 @@ class BuildSummary:
         lines = []
         if self.truncated:
             cut = [f"{t['source_path']} ({_share(t.get('decoded_fraction'))} of {t.get('declared_duration_s') or 0:.2f} s)" for t in self.truncated]
-            lines.append(f"  truncated: {len(cut)} records decoded only in part (media.truncated; listed in manifest.json and report.html){_first(cut)}")
+            lines.append(f"  truncated: {len(cut)} records decoded only in part (media.truncated; listed in manifest.json and report.html){first_names(cut)}")
         cpu_total = sum(t["cpu_s"] for t in self.stage_seconds.values())
         if cpu_total > 0:
             shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
@@ -96,20 +96,20 @@ class BuildSummary:
         if files:
             no_video, no_ann = self.annotations["names_without_video"], self.annotations["videos_without_annotation"]
             lines.append(
-                f"  annotations: {len(files)} tables; {len(no_video)} names without a video{_first(no_video)}; {len(no_ann)} videos without an annotation{_first(no_ann)}"
+                f"  annotations: {len(files)} tables; {len(no_video)} names without a video{first_names(no_video)}; {len(no_ann)} videos without an annotation{first_names(no_ann)}"
             )
         if self.segmentation:
             s = self.segmentation
             lines.append(
                 f"  segmented ({s['method']}): {s['utterances']} utterances from {s['videos']} videos; {s['failures']} segment failures; "
-                f"{len(s['rows_without_video'])} table rows naming no video{_first(s['rows_without_video'])}"
+                f"{len(s['rows_without_video'])} table rows naming no video{first_names(s['rows_without_video'])}"
             )
         if self.skipped_files:
             shown = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
             lines.append(f"  skipped {len(self.skipped_files)} entries (not videos, or folders not followed): {shown}")
         leaving = links_leaving(self.skipped_files)
         if leaving:
-            lines.append(f"  not followed: {len(leaving)} symlinks leading outside the input folder{_first(leaving)}; set follow_external_links: true in the config to include them")
+            lines.append(f"  not followed: {len(leaving)} symlinks leading outside the input folder{first_names(leaving)}; set follow_external_links: true in the config to include them")
         return lines
 
 
@@ -126,7 +126,7 @@ def _restored(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
-def _first(names: list[str], shown: int = 3) -> str:
+def first_names(names: list[str], shown: int = 3) -> str:
     return f" ({', '.join(names[:shown])}{' ...' if len(names) > shown else ''})" if names else ""
 
 
