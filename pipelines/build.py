@@ -24,6 +24,7 @@ from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import BuildFailed, ClipError, UserError, fault_in
 from emer_builder.core.failures import failure_row
 from emer_builder.core.urls import file_system, is_url, stamp
+from emer_builder.pipelines.envelope import Envelope, failed_early
 from emer_builder.pipelines.explain_setup import ExplainPlan, describe_sources, join_names, prepare
 from emer_builder.pipelines.local_out import LocalOut
 from emer_builder.pipelines.object_out import CREDENTIALS as STORE_CREDENTIALS
@@ -211,18 +212,18 @@ def _summary(plan: BuildPlan, gathered: Gathered, target: Out, job: Any, produce
     return summary
 
 
-def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]], segmentation: Segmentation | None = None) -> list[Clip]:
+def input_clips(inputs: list[VideoInput], early_failures: list[dict[str, str]], segmentation: Segmentation | None = None) -> list[Envelope]:
     """Every input as a clip (or every utterance, when segmented); inputs that failed before the
     graph (key collisions, bad segments) carry their row."""
     if segmentation is None:
-        clips = [Clip(i.key, i.path, i.source_path) for i in inputs]
+        clips = [Envelope(Clip(i.key, i.path, i.source_path)) for i in inputs]
     else:
         clips = [
-            Clip(s.key, s.path, s.source_path, start_s=s.start_s if s.seek else None, end_s=s.end_s if s.seek else None, fields={"segment": s.segment_fields(), "labels": s.labels_fields()})
+            Envelope(Clip(s.key, s.path, s.source_path, start_s=s.start_s if s.seek else None, end_s=s.end_s if s.seek else None, fields={"segment": s.segment_fields(), "labels": s.labels_fields()}))
             for s in segmentation.segments
         ]
         early_failures = [*early_failures, *segmentation.failures]
-    clips += [Clip(f["key"], "", f["source_path"], failure=f) for f in early_failures]
+    clips += [failed_early(f) for f in early_failures]
     return sorted(clips, key=lambda c: (c.key, c.source_path))
 
 

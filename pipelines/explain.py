@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import soundfile
 from emer_builder.core.config import LlmConfig
+from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import guarded
 from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time, tally
@@ -60,12 +61,13 @@ def wav_bytes(audio: np.ndarray | None) -> bytes | None:
     return buf.getvalue()
 
 
-def slim(clip: Clip, frames: int, send_audio: bool) -> Clip:
+def slim(item: Envelope, frames: int, send_audio: bool) -> Envelope:
     """Keep what the explainers read, drop the decoded samples before the join moves clips around."""
-    if clip.failure is not None:
-        return clip
+    if item.failure is not None:
+        return item
+    clip = item.clip
     media = {"keyframes": keyframes(clip.frames, frames), "audio_wav": wav_bytes(clip.audio) if send_audio else None}
-    return dataclasses.replace(clip, audio=None, frames=[], explain_media=media)
+    return dataclasses.replace(item, clip=dataclasses.replace(clip, audio=None, frames=[]), explain_media=media)
 
 
 def batch_of(key: str, batches: int) -> int:
@@ -87,7 +89,7 @@ class ExplainFn(beam.DoFn):
         if self.llm is not None:
             self.llm.setup()
 
-    def process(self, element: tuple[int, dict[str, list[Any]]]) -> Iterable[Clip]:
+    def process(self, element: tuple[int, dict[str, list[Any]]]) -> Iterable[Envelope]:
         _, joined = element
         corpus = joined["corpus"][0] if joined["corpus"] else CorpusStats()
         batch = sorted(joined["clips"], key=lambda j: j[0].key)
@@ -95,16 +97,16 @@ class ExplainFn(beam.DoFn):
         llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
-        def one(item: tuple[Clip, str, dict[str, Any]]) -> Clip:
-            clip, name, values = item
+        def one(joined_item: tuple[Envelope, str, dict[str, Any]]) -> Envelope:
+            item, name, values = joined_item
+            media = item.explain_media or {}
 
             def explain(out: Clip) -> None:
-                media = out.explain_media or {}
                 given = ExplainInput(out.key, name, out.fields, media.get("keyframes") or [], media.get("audio_wav"))
                 explainers = {"annotations": AnnotationExplainer({name: values} if values else {}, self.language), "rules": rules, "llm": self.llm}
                 out.fields[STAGE] = explain_clip(given, self.sources, explainers, self.wheel)
 
-            return dataclasses.replace(guarded(clip, STAGE, explain), explain_media=None)
+            return dataclasses.replace(guarded(item, STAGE, explain), explain_media=None)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
             explained = list(pool.map(one, batch))
@@ -122,13 +124,13 @@ def _corpus_per_batch(_: int, rows: Iterable[dict[str, float]], batches: int = 1
     return [(b, stats) for b in range(batches)]
 
 
-def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Clip, str, dict[str, Any]]]]:
+def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Envelope, str, dict[str, Any]]]]:
     values = joined["rows"][0] if joined["rows"] else {}
     return [(batch_of(c.key, batches), (c, name, values)) for c in joined["clips"]]
 
 
 class Explain(beam.PTransform):
-    """Clips -> explained clips: annotation rows joined by name, the rules' corpus statistics and the
+    """Envelopes -> explained envelopes: annotation rows joined by name, the rules' corpus statistics and the
     clips meet per batch in CoGroupByKeys (no side inputs), then explained on a thread pool."""
 
     def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int):
@@ -143,7 +145,7 @@ class Explain(beam.PTransform):
         slimmed = clips | "Slim" >> beam.Map(slim, frames, self.llm_config.send_audio and plan.llm is not None)
         corpus = (
             slimmed
-            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, measures_of(c.fields))])
+            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, measures_of(c.clip.fields))])
             | "AllMeasures" >> beam.GroupByKey()
             | "Corpus" >> beam.FlatMapTuple(_corpus_per_batch, batches=batches)
         )

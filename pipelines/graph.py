@@ -2,9 +2,9 @@
 
     Inputs -> ClipStages -> Explain -> MakeRecords -> WriteShards
 
-Every transform takes and returns one PCollection of `Clip`s (or outcomes): a clip that failed a
-step carries its failure row (`clip.failure`) and passes the later steps untouched, so records and
-failures travel together and meet one sink. The graph uses only constructs every runner we support
+Every transform takes and returns one PCollection of `Envelope`s (a clip and the graph's bookkeeping)
+or outcomes: a clip that failed a step carries its failure row (`Envelope.failure`) and passes the
+later steps untouched, so records and failures travel together and meet one sink. The graph uses only constructs every runner we support
 executes correctly: no tagged outputs, one sink, no side inputs, no `finish_bundle` output, no
 reliance on `Reshuffle` (Beam 2.77's DaskRunner gets each of those wrong; tests/test_graph.py keeps
 them out).
@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from emer_builder.core.errors import BuildFault
 from emer_builder.core.failures import FAILURES_FILE, failure_row, retry_faults
 from emer_builder.core.hashing import sha256_file
+from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.progress import ProgressLog, add_up, cpu_seconds, model_load, stage_time, tally
 from emer_builder.pipelines.stages import finish_record
 from emer_builder.pipelines.staging import StagingArea
@@ -45,13 +46,14 @@ FAILURES_SHARD = ("failures", 0, 1)  # the one "shard" that holds every failure 
 SHARD_INFO = ".shards"  # per shard written: its files' sha256 and size, and the run statistics of its clips
 
 
-def guarded(clip: Clip, step: str, work: Callable[[Clip], None]) -> Clip:
-    """Run one step on a copy of `clip` (Beam elements are never mutated); an error of the input becomes
+def guarded(item: Envelope, step: str, work: Callable[[Clip], None]) -> Envelope:
+    """Run one step on a copy of the clip (Beam elements are never mutated); an error of the input becomes
     the clip's failure row instead of stopping the build. A fault of the process (a killed decoder, a
     MemoryError) is retried on a fresh copy and, if it persists, fails the build (BuildFault): a good
     clip is never dropped for it. A clip that already failed passes untouched."""
-    if clip.failure is not None:
-        return clip
+    if item.failure is not None:
+        return item
+    clip = item.clip
 
     def attempt() -> Clip:
         out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files))
@@ -59,12 +61,13 @@ def guarded(clip: Clip, step: str, work: Callable[[Clip], None]) -> Clip:
         return out
 
     try:
-        return retry_faults(attempt, clip.source_path, step)
+        return dataclasses.replace(item, clip=retry_faults(attempt, clip.source_path, step))
     except BuildFault:
         raise
     except Exception as e:  # noqa: BLE001 - one clip's failure must not stop the build
         logging.getLogger(__name__).debug("%s failed on %s", step, clip.source_path, exc_info=True)
-        return dataclasses.replace(clip, audio=None, frames=[], explain_media=None, failure=failure_row(clip.key, clip.source_path, step, e))
+        bare = dataclasses.replace(clip, audio=None, frames=[])
+        return dataclasses.replace(item, clip=bare, explain_media=None, failure=failure_row(clip.key, clip.source_path, step, e))
 
 
 class RestoreFn(beam.DoFn):
@@ -77,22 +80,24 @@ class RestoreFn(beam.DoFn):
     def setup(self) -> None:
         self.cache = ClipCache(self.cache_root)
 
-    def process(self, clip: Clip) -> Iterable[Clip]:
-        if clip.failure is not None or not clip.path:
-            yield clip
+    def process(self, item: Envelope) -> Iterable[Envelope]:
+        clip = item.clip
+        if item.failure is not None or not clip.path:
+            yield item
             return
         try:
             identity = input_identity(self.cache.input_sha256(clip.path), clip.start_s, clip.end_s)
         except Exception:  # noqa: BLE001 - an unreadable input or an unreachable store: decode says why
-            yield clip
+            yield item
             return
-        out = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files), cache_addresses=[entry_address(identity, d) for d in self.digests])
+        restored = dataclasses.replace(clip, fields=dict(clip.fields), media_files=dict(clip.media_files))
+        out = dataclasses.replace(item, clip=restored, cache_addresses=[entry_address(identity, d) for d in self.digests])
         for index, (address, group) in enumerate(zip(out.cache_addresses, self.groups, strict=True)):
             found = self.cache.get(address)
             if found is None:
                 break
-            out.fields[group], media = found
-            out.media_files.update(media)
+            restored.fields[group], media = found
+            restored.media_files.update(media)
             out.restored_through = index
         if out.restored_through >= 0:
             out.stats = tally(out.stats, {f"restored_{self.groups[out.restored_through]}": 1})
@@ -112,13 +117,13 @@ class StageFn(beam.DoFn):
         self.cache = ClipCache(self.cache_root) if self.cache_root else None
         self.ready = False
 
-    def process(self, clip: Clip) -> Iterable[Clip]:
-        if clip.failure is not None:
-            yield clip
+    def process(self, item: Envelope) -> Iterable[Envelope]:
+        if item.failure is not None:
+            yield item
             return
-        restored = self.index <= clip.restored_through
-        if restored and not (self.provides_samples and clip.restored_through < self.last):
-            yield clip
+        restored = self.index <= item.restored_through
+        if restored and not (self.provides_samples and item.restored_through < self.last):
+            yield item
             return
         stats = {f"ran_{self.stage.name}": 1}
         if not self.ready:  # models load on the first clip that needs them: a cached build loads none
@@ -126,11 +131,12 @@ class StageFn(beam.DoFn):
             stats.update(model_load(self.stage.name))
             self.ready = True
         cpu, wall = cpu_seconds(), time.perf_counter()
-        out = guarded(clip, self.stage.name, self.stage.process)
-        out.stats = tally(clip.stats, {**stats, **stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)})
+        out = guarded(item, self.stage.name, self.stage.process)
+        out.stats = tally(item.stats, {**stats, **stage_time(self.stage.name, cpu_seconds() - cpu, time.perf_counter() - wall)})
         if out.failure is None and not restored and self.cache is not None and out.cache_addresses:
-            added = {k: v for k, v in out.media_files.items() if clip.media_files.get(k) != v}
-            self.cache.put(out.cache_addresses[self.index], out.fields.get(self.stage.group.name), added)
+            before, after = item.clip.media_files, out.clip.media_files
+            added = {k: v for k, v in after.items() if before.get(k) != v}
+            self.cache.put(out.cache_addresses[self.index], out.clip.fields.get(self.stage.group.name), added)
         yield out
 
 
@@ -160,14 +166,15 @@ class SpillMediaFn(beam.DoFn):
     def __init__(self, staging: StagingArea):
         self.staging = staging
 
-    def process(self, clip: Clip) -> Iterable[Clip]:
-        if clip.failure is not None or not clip.media_files:
-            yield clip
+    def process(self, item: Envelope) -> Iterable[Envelope]:
+        clip = item.clip
+        if item.failure is not None or not clip.media_files:
+            yield item
             return
         name = hashlib.sha256(f"{clip.key}\x00{clip.source_path}".encode("utf-8", "surrogatepass")).hexdigest()
         rel = f".media/{name[:2]}/{name}.tar"
         self.staging.write(rel, encode_entry(None, clip.media_files))
-        yield dataclasses.replace(clip, media_files={}, media_spill=rel, media_bytes=media_bytes(clip.media_files))
+        yield dataclasses.replace(item, clip=dataclasses.replace(clip, media_files={}), media_spill=rel, media_bytes=media_bytes(clip.media_files))
 
 
 def spilled_media(staging: StagingArea, rel: str | None) -> dict[str, bytes]:
@@ -200,28 +207,29 @@ class RecordFn(beam.DoFn):
     def teardown(self) -> None:
         self.progress.flush()
 
-    def process(self, clip: Clip) -> Iterable[Outcome]:
-        outcome = self._outcome(clip)
+    def process(self, item: Envelope) -> Iterable[Outcome]:
+        outcome = self._outcome(item)
         failed = outcome.failure is not None
         self.progress.mark("failed" if failed else "ok")
         (FAILURES_MADE if failed else RECORDS_MADE).inc()
         yield outcome
 
-    def _outcome(self, clip: Clip) -> Outcome:
-        if clip.failure is not None:
-            return Outcome(clip.key, None, {}, clip.failure, stats=clip.stats)
+    def _outcome(self, item: Envelope) -> Outcome:
+        clip = item.clip
+        if item.failure is not None:
+            return Outcome(clip.key, None, {}, item.failure, stats=item.stats)
         try:
             record = finish_record(clip, self.schema, self.prov)
             record["split"] = self.assign(record)
             self.schema.validate(record)
             record = self.schema.conform(record)
         except Exception as e:  # noqa: BLE001
-            return Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e), stats=clip.stats)
-        return Outcome(record["key"], record, clip.media_files, None, clip.media_spill, clip.media_bytes, clip.stats)
+            return Outcome(clip.key, None, {}, failure_row(clip.key, clip.source_path, "record", e), stats=item.stats)
+        return Outcome(record["key"], record, clip.media_files, None, item.media_spill, item.media_bytes, item.stats)
 
 
 class MakeRecords(beam.PTransform):
-    """Clips -> outcomes: a validated, split-assigned record or the clip's failure row."""
+    """Envelopes -> outcomes: a validated, split-assigned record or the clip's failure row."""
 
     def __init__(self, schema: RecordSchema, prov: dict[str, Any], split: Any, staging: StagingArea, official_splits: dict[str, str] | None = None):
         super().__init__()

@@ -27,6 +27,7 @@ from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import UserError
 from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.paths import emer_home
+from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import SHARD_INFO, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
@@ -38,7 +39,7 @@ from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
 from emer_builder.report import write_report
 from emer_builder.schemas import RecordSchema
-from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip import Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
 from emer_builder.transforms.segment import Segmentation
 
@@ -56,7 +57,7 @@ class GraphJob:
     """What the graph works on (the clips and everything they are processed with), and what the build
     records about where they came from."""
 
-    clips: list[Clip]
+    clips: list[Envelope]  # every input (or utterance), sorted by key
     config: BuildConfig
     schema: RecordSchema
     stages: list[Stage]
@@ -156,13 +157,13 @@ def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: l
     tidy_after(beam_args)
 
 
-def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips: list[Clip], label: str) -> None:
+def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips: list[Envelope], label: str) -> None:
     """Tell the cache which entries this build's records rest on (for `emer cache --prune`)."""
     where = cache_root(config)
     if where is None:
         return
     digests = chain_digests(stages)
-    windows = {c.key: (c.start_s, c.end_s) for c in clips}
+    windows = {c.key: (c.clip.start_s, c.clip.end_s) for c in clips}
     addresses = []
     for path in sorted((root / "data").glob("*.parquet")):
         table = pq.read_table(path, columns=["key", "media"])
@@ -187,7 +188,7 @@ def written_inputs(root: Path) -> Counter[str]:
     return seen
 
 
-def check_complete(root: Path, clips: list[Clip]) -> None:
+def check_complete(root: Path, clips: list[Envelope]) -> None:
     """Inputs = records + failures, each input exactly once; anything else names the inputs and the
     build is not committed (a runner that silently drops or repeats elements is caught here)."""
     expected = [_identity(c.key, c.source_path) for c in clips]

@@ -12,6 +12,7 @@ import pytest
 from emer_builder.core.config import config_from_dict
 from emer_builder.core.errors import UserError
 from emer_builder.pipelines.build import build
+from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.graph import write_failures
 from emer_builder.pipelines.run import check_complete
 from emer_builder.transforms.clip import Clip
@@ -39,7 +40,7 @@ def test_completeness_check_names_lost_and_repeated_inputs(tmp_path: Path):
     table = pa.table({"key": ["a", "b", "b"], "source_path": ["a.mp4", "b.mp4", "b.mp4"]})
     pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet")
     write_failures([], tmp_path / "failures.parquet")
-    clips = [Clip(k, f"/v/{k}.mp4", f"{k}.mp4") for k in ("a", "b", "c")]
+    clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4")) for k in ("a", "b", "c")]
     with pytest.raises(UserError, match=r"missing 1 \(c.mp4 \[c\]\); repeated 1 \(b.mp4 \[b\]\)"):
         check_complete(tmp_path, clips)
     pq.write_table(table.slice(0, 2), tmp_path / "data" / "train-00000-of-00001.parquet")

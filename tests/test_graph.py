@@ -17,6 +17,7 @@ from emer_builder.core.config import BuildConfig, config_from_dict
 from emer_builder.core.errors import ClipError
 from emer_builder.core.hashing import sha256_file
 from emer_builder.pipelines.build import input_clips
+from emer_builder.pipelines.envelope import Envelope, failed_early
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import prepare
 from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
@@ -51,18 +52,18 @@ class Broken(Stage):
         raise RuntimeError("library exploded")
 
 
-def _clips() -> list[Clip]:
+def _clips() -> list[Envelope]:
     return [
-        Clip("a", "/v/a.mp4", "a.mp4", audio=np.full(1600, 0.5, dtype=np.float32)),
-        Clip("b", "/v/b.mp4", "b.mp4", audio=None),
-        Clip("c", "/v/c.mp4", "c.mp4", failure={"key": "c", "source_path": "c.mp4", "stage": "match", "error_class": "ClipError", "message": "collides"}),
+        Envelope(Clip("a", "/v/a.mp4", "a.mp4", audio=np.full(1600, 0.5, dtype=np.float32))),
+        Envelope(Clip("b", "/v/b.mp4", "b.mp4", audio=None)),
+        failed_early({"key": "c", "source_path": "c.mp4", "stage": "match", "error_class": "ClipError", "message": "collides"}),
     ]
 
 
 def test_guarded_copies_and_never_mutates_its_input():
     clip = _clips()[0]
     out = guarded(clip, "loudness", LoudnessStage().process)
-    assert out.fields == {"loudness": {"rms": pytest.approx(0.5)}} and clip.fields == {}
+    assert out.clip.fields == {"loudness": {"rms": pytest.approx(0.5)}} and clip.clip.fields == {}
     failed = guarded(_clips()[1], "loudness", LoudnessStage().process)
     assert failed.failure["stage"] == "loudness" and failed.failure["message"] == "no audio to measure"
     already = _clips()[2]
@@ -92,8 +93,8 @@ def _record_inputs() -> tuple[BuildConfig, object, dict]:
 
 def test_make_records_validates_and_turns_bad_records_into_failures(tmp_path: Path):
     config, schema, _ = _record_inputs()
-    good = Clip("a", "/v/a.mp4", "a.mp4", fields={"loudness": {"rms": 0.5}})
-    bad = Clip("b", "/v/b.mp4", "b.mp4", fields={"loudness": {"rms": "loud"}})  # not a float: the schema says no
+    good = Envelope(Clip("a", "/v/a.mp4", "a.mp4", fields={"loudness": {"rms": 0.5}}))
+    bad = Envelope(Clip("b", "/v/b.mp4", "b.mp4", fields={"loudness": {"rms": "loud"}}))  # not a float: the schema says no
     with BeamTestPipeline() as p:
         outcomes = p | beam.Create([good, bad, _clips()[2]]) | MakeRecords(schema, None, config.split, StagingArea(tmp_path))
         summary = outcomes | beam.Map(lambda o: (o.key, o.record["split"] if o.record else None, o.failure["stage"] if o.failure else None))
@@ -131,10 +132,10 @@ def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
     config = BuildConfig()
     plan = prepare(config)
     fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
-    clips = [Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields)) for k in ("x", "y", "z")]
+    clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields))) for k in ("x", "y", "z")]
     with BeamTestPipeline() as p:
         out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips))
-        summary = out | beam.Map(lambda c: (c.key, c.failure is None, c.fields["explanation"]["lexical_clue"]["source"] if c.failure is None else None))
+        summary = out | beam.Map(lambda c: (c.key, c.failure is None, c.clip.fields["explanation"]["lexical_clue"]["source"] if c.failure is None else None))
         assert_that(summary, equal_to([("x", True, "rules:1"), ("y", True, "rules:1"), ("z", True, "rules:1")]))
 
 

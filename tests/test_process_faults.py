@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from emer_builder.core.errors import BuildFault, ClipError, exit_fault, fault_in
 from emer_builder.core.failures import retry_faults
+from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.graph import guarded
 from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.stages.decode import DecodeStage
@@ -79,7 +80,7 @@ def test_input_errors_are_not_retried():
 
 def test_guarded_step_keeps_input_errors_as_rows_and_raises_persistent_faults(monkeypatch):
     monkeypatch.setattr("emer_builder.core.failures.FAULT_BACKOFF_S", 0.0)
-    clip = Clip(key="k", path="/x/k.mp4", source_path="k.mp4")
+    clip = Envelope(Clip(key="k", path="/x/k.mp4", source_path="k.mp4"))
 
     def input_error(c: Clip) -> None:
         raise ClipError("file is empty (0 bytes)")
@@ -96,7 +97,7 @@ def test_guarded_step_keeps_input_errors_as_rows_and_raises_persistent_faults(mo
             raise MemoryError()
 
     done = guarded(clip, "faces", out_of_memory_once)
-    assert done.failure is None and done.fields["faces"] == {"partial": 2} and clip.fields == {}
+    assert done.failure is None and done.clip.fields["faces"] == {"partial": 2} and clip.clip.fields == {}
 
     def always(c: Clip) -> None:
         raise MemoryError()
@@ -113,9 +114,9 @@ def test_killed_decoder_is_retried_and_the_clip_decodes(demo_videos: Path, tmp_p
     bin_dir = killing_ffmpeg(tmp_path / "bin", kills=1)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     path = demo_videos / "sample_00000870.mp4"
-    clip = Clip(key="sample_00000870", path=str(path), source_path=path.name)
+    clip = Envelope(Clip(key="sample_00000870", path=str(path), source_path=path.name))
     out = guarded(clip, "decode", DecodeStage().process)
-    assert out.failure is None and out.fields["media"]["decoded_duration_s"] > 1 and out.frames
+    assert out.failure is None and out.clip.fields["media"]["decoded_duration_s"] > 1 and out.clip.frames
     assert runs(bin_dir) >= 2  # the first ffmpeg was killed, a later one decoded
 
 
@@ -125,7 +126,7 @@ def test_decoder_killed_every_time_is_a_build_fault_not_a_failure_row(demo_video
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     path = demo_videos / "sample_00000870.mp4"
     with pytest.raises(BuildFault) as caught:
-        guarded(Clip(key="s", path=str(path), source_path=path.name), "decode", DecodeStage().process)
+        guarded(Envelope(Clip(key="s", path=str(path), source_path=path.name)), "decode", DecodeStage().process)
     assert caught.value.line.startswith("sample_00000870.mp4: decode failed 3 times for a reason outside the file (ffmpeg was killed by SIGKILL while decoding)")
 
 

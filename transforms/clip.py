@@ -17,7 +17,8 @@ __all__ = ["SAMPLE_RATE", "Clip", "ClipError", "Stage", "setting"]
 
 @dataclass
 class Clip:
-    """One input video on its way to becoming a record."""
+    """One input video on its way to becoming a record: what stages read and write (the graph's
+    bookkeeping travels beside it, in `pipelines.envelope.Envelope`)."""
 
     key: str
     path: str  # absolute path of the video
@@ -28,18 +29,6 @@ class Clip:
     audio: np.ndarray | None = None  # 16 kHz mono float32, None without an audio track
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)
     media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
-    explain_media: dict[str, Any] | None = None  # keyframes / audio an LLM reads; dropped after the explanation
-    failure: dict[str, str] | None = None  # the failure row once a stage failed: later stages pass the clip on untouched
-    cache_addresses: list[str] = field(default_factory=list)  # per stage, where its result is cached (empty: no cache)
-    restored_through: int = -1  # index of the last stage whose result came from the cache (-1: none)
-    media_spill: str | None = None  # media_files written to disk while the build groups records (memory stays flat)
-    media_bytes: int = 0  # tar bytes of the spilled media files (for shard planning)
-    stats: dict[str, float] = field(default_factory=dict)  # run statistics (stage seconds, model loads, counts) on their way to the summary
-
-    def drop_decoded(self) -> None:
-        """Free the decoded samples once every stage has run; only fields and media files travel on."""
-        self.audio = None
-        self.frames = []
 
 
 class Stage:
