@@ -107,6 +107,7 @@ def test_labels_without_a_schema(llama_server: LlamaServer, clip: dict[str, Any]
         assert isinstance(result.value, list) and all(isinstance(x, str) for x in result.value)
 
 
+@pytest.mark.slow  # two server starts and four generations: a determinism study, not a per-change check
 def test_same_request_twice_without_the_cache(clip: dict[str, Any]) -> None:
     """Determinism as measured on CPU (temperature 0, seed 0, one slot): a request computed from scratch gives the
     same bytes every time, across a server restart too. What is not bit-identical is a request whose prompt prefix

@@ -64,12 +64,14 @@ OFFLINE_WHISPER = {"base": whisper_base_dir, "tiny.en": whisper_tiny_en_dir}
 
 
 def resolve_whisper(name: str) -> str:
-    """A local folder for known names when a package ships the model; otherwise the name as given."""
-    if Path(name).is_dir():
-        return str(Path(name))
+    """A known name (base, tiny.en) is the model a package ships, even where the working folder holds a
+    folder of that name (a build run beside a folder called `base` must not load it); a folder is named by
+    a path (./base, /models/x); anything else goes to faster-whisper as given."""
     finder = OFFLINE_WHISPER.get(name)
     local = finder() if finder else None
-    return str(local) if local else name
+    if local:
+        return str(local)
+    return str(Path(name)) if Path(name).is_dir() else name
 
 
 def fer_tflite_path() -> Path | None:
