@@ -132,9 +132,10 @@ def tree_memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
+def run_once(cmd: list[str], cache: Path, out: Path | None = None) -> dict[str, Any]:
     """One whole process: wall, CPU of it and its descendants, peak RSS of the tree, its output.
-    Builds get an empty clip cache (`cache`): every run is a first build, as the plain script's is."""
+    Builds get an empty clip cache (`cache`): every run is a first build, as the plain script's is.
+    A build's own CPU figures (`out`/build.json) come along, to hold against the CPU measured here."""
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "EMER_CLIP_CACHE": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -165,7 +166,19 @@ def run_once(cmd: list[str], cache: Path) -> dict[str, Any]:
         "peak_rss_mb": peak[0] / 2**20,
         "peak_pss_mb": peak[1] / 2**20,
         "stage_share": {k: int(v) for k, v in shares.items()},
+        **build_cpu(out),
     }
+
+
+def build_cpu(out: Path | None) -> dict[str, Any]:
+    """What the build says its CPU went to (build.json): the stages' sum and, since issue 22, the
+    process CPU it measured and the part outside every stage."""
+    log = out / "build.json" if out is not None else None
+    if log is None or not log.is_file():
+        return {}
+    found = json.loads(log.read_text())
+    stages = sum(float(t.get("cpu_s") or 0) for t in (found.get("stage_seconds") or {}).values())
+    return {"stage_cpu_s": round(stages, 2), "build_cpu": found.get("cpu") or {}}
 
 
 def command(name: str, videos: Path, work: Path, run: int, server: Any) -> list[str]:
@@ -269,9 +282,10 @@ def main() -> None:
         for i in range(args.runs):
             order = names[i % len(names):] + names[: i % len(names)]
             for name in order:
-                result = run_once(command(name, videos, work, i, server), work / "clip-cache")
+                result = run_once(command(name, videos, work, i, server), work / "clip-cache", None if VARIANTS[name].get("plain") else work / f"ds-{name}")
                 runs[name].append(result)
-                print(f"round {i + 1} {name}: wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+                stages = f", stages' CPU {result['stage_cpu_s']:.1f} s {json.dumps(result['build_cpu'])}" if "stage_cpu_s" in result else ""
+                print(f"round {i + 1} {name}: wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB{stages}", flush=True)
     results = {n: summarise(runs[n], seconds) for n in names}
     for name, r in results.items():
         print(name, json.dumps(r), flush=True)

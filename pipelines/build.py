@@ -195,8 +195,9 @@ def _one_line(e: BaseException, staged: Staged) -> Exception | None:
 
 
 def _summary(plan: BuildPlan, gathered: Gathered, target: Out, job: Any, produced: Any) -> BuildSummary:
-    manifest, wall, seconds, loads, counts = produced
+    manifest, wall, seconds, loads, counts, cpu = produced
     summary = summarise(target.label, len(job.clips), gathered.skipped, wall, manifest, seconds, loads)
+    summary.process_cpu = cpu
     summary.llm = {k.removeprefix("llm_"): v for k, v in counts.items() if k.startswith("llm_")} if plan.explain.llm is not None else {}
     summary.stage_runs = {s.name: counts.get(f"ran_{s.name}", 0) for s in plan.stages}
     segmentation, config = gathered.segmentation, plan.config

@@ -6,6 +6,13 @@ the summary counts each clip once, even when a runner retries a bundle, and need
 the driver. The live line reads small counters that each record maker overwrites (at most once a
 second) in the staging area's `.progress/`; the Beam counters `emer/records` and `emer/failures` show
 the same in a runner's own interface (Dataflow, Flink).
+
+CPU seconds: a stage's are those of the thread that ran it, of the child processes (ffmpeg) it
+waited for and of the library threads its model calls used (core/cpu.py), so stages running on two
+threads at once no longer count each other. What the whole run cost is measured beside them
+(`ProcessClock`, started when the build starts): the driver's own process and its children, plus what worker processes elsewhere
+report (`PROCESS_CPU`, stamped with each stage's time); the difference is the CPU outside every
+stage (the runner, the driver, model loads, library threads no stage claims).
 """
 
 from __future__ import annotations
@@ -16,16 +23,40 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
+from emer_builder.core.cpu import process_cpu, process_times, thread_cpu
 from emer_builder.pipelines.staging import StagingArea
 
 PROGRESS = ".progress"
+PROCESS_CPU = "cpu_s_worker_processes"  # statistic: CPU of worker processes other than the driver's, whole
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of the children it waited for (ffmpeg runs as a child)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """CPU seconds of the calling thread, of the children it waited for (ffmpeg) and of the library
+    threads that worked for its calls: a difference of it is one stage's CPU, even while other
+    stages run on other threads of the process."""
+    return thread_cpu()
+
+
+_driver_pid: int | None = None  # the process whose CPU the driver measures itself (ProcessClock)
+_worker_lock = threading.Lock()
+_worker_mark = (os.getpid(), process_cpu())  # (process, its CPU when last reported)
+
+
+def worker_process_cpu() -> float:
+    """This worker process's CPU since it last reported (0 in the driver's process, which measures
+    its own): stamped on each stage's statistics, so that the shards add up every worker process's
+    CPU once, on any runner. A process started by fork counts from its start."""
+    global _worker_mark
+    pid = os.getpid()
+    if pid == _driver_pid:
+        return 0.0
+    with _worker_lock:
+        now = process_cpu()
+        since = _worker_mark[1] if _worker_mark[0] == pid else 0.0
+        _worker_mark = (pid, now)
+    return max(0.0, now - since)
 
 
 def tally(stats: dict[str, float], more: dict[str, float]) -> dict[str, float]:
@@ -38,7 +69,13 @@ def tally(stats: dict[str, float], more: dict[str, float]) -> dict[str, float]:
 
 
 def stage_time(stage: str, cpu_s: float, wall_s: float) -> dict[str, float]:
-    return {f"cpu_s:{stage}": cpu_s, f"wall_s:{stage}": wall_s}
+    """One stage's CPU and wall seconds on one clip, with the CPU its worker process spent since the
+    last such report when that process is not the driver's."""
+    out = {f"cpu_s:{stage}": cpu_s, f"wall_s:{stage}": wall_s}
+    worker = worker_process_cpu()
+    if worker:
+        out[PROCESS_CPU] = worker
+    return out
 
 
 def model_load(stage: str) -> dict[str, float]:
@@ -60,6 +97,8 @@ def split_stats(stats: dict[str, float]) -> tuple[dict[str, dict[str, float]], d
     counts: dict[str, int] = {}
     for name, value in stats.items():
         kind, _, stage = name.partition(":")
+        if name == PROCESS_CPU:
+            continue  # the run's CPU, not a stage's: ProcessClock.account reads it
         if kind in ("cpu_s", "wall_s") and stage:
             times.setdefault(stage, {"cpu_s": 0.0, "wall_s": 0.0})[kind] += value
         elif kind == "load" and stage:
@@ -68,6 +107,30 @@ def split_stats(stats: dict[str, float]) -> tuple[dict[str, dict[str, float]], d
             counts[name] = int(value)
     rounded = {k: {m: round(v, 3) for m, v in t.items()} for k, t in sorted(times.items())}
     return rounded, dict(sorted(loads.items())), dict(sorted(counts.items()))
+
+
+class ProcessClock:
+    """The driver's measure of what a build's run cost in CPU: its own process (every thread: the
+    stages when workers are threads here, the runner, the driver) and the children it waited for,
+    plus the worker processes that reported their own. Worker processes that are also its children
+    (Beam's multi_processing mode) show in both: the larger of the two counts, once."""
+
+    def __init__(self) -> None:
+        global _driver_pid
+        _driver_pid = os.getpid()  # stages on this process's threads are in its own figures: they report no worker CPU
+        self.own, self.children = process_times()
+
+    def account(self, stats: dict[str, float], stage_seconds: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """build.json's `cpu`: the run's process CPU, the stages' sum, and the rest (outside any stage)."""
+        own, children = process_times()
+        own, children = own - self.own, children - self.children
+        workers = stats.get(PROCESS_CPU, 0.0)
+        process = own + max(children, workers)
+        stages = sum(t["cpu_s"] for t in stage_seconds.values())
+        out: dict[str, Any] = {"process_s": round(process, 3), "stages_s": round(stages, 3), "outside_stages_s": round(max(0.0, process - stages), 3)}
+        if workers:
+            out["worker_processes_s"] = round(workers, 3)
+        return out
 
 
 class ProgressLog:

@@ -32,7 +32,7 @@ from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import SHARD_INFO, ClipStages, MakeRecords, SpillMediaFn, WriteShards, write_failures
 from emer_builder.pipelines.out import Staged
-from emer_builder.pipelines.progress import PROGRESS, Progress, add_up, split_stats
+from emer_builder.pipelines.progress import PROGRESS, ProcessClock, Progress, add_up, split_stats
 from emer_builder.pipelines.runners import pipeline_options, tidy_after
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.release.card import write_card
@@ -50,6 +50,7 @@ class Produced(NamedTuple):
     stage_seconds: dict[str, dict[str, float]]
     model_loads: dict[str, int]
     counters: dict[str, int]
+    cpu: dict[str, float]  # the run's process CPU, the stages' sum, the rest (ProcessClock.account)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def produce(job: GraphJob, staged: Staged, workers: int, beam_args: list[str], s
     """Everything a build writes, into `staged` (the driver commits it); raises UserError when the
     runner lost or repeated an input. With `staged.url` the workers write their files there, and
     `staged.local` receives the Parquet tables and what the driver writes; the tar shards stay on the store."""
-    started = time.monotonic()
+    started, clock = time.monotonic(), ProcessClock()
     clips, config, local = job.clips, job.config, staged.local
     area = StagingArea(staged.workers_write_to)
     progress = Progress(area, total=len(clips), enabled=show_progress)
@@ -93,15 +94,17 @@ def produce(job: GraphJob, staged: Staged, workers: int, beam_args: list[str], s
     seconds, loads, counts = split_stats(written["stats"])
     for hidden in (PROGRESS, ".media", SHARD_INFO):  # the workers' scratch: not part of the build
         area.remove(hidden)
-    wall = round(time.monotonic() - started, 2)
-    manifest = _write_records(job, local, written["files"], wall, seconds, loads, counts)
+    wall, cpu = round(time.monotonic() - started, 2), clock.account(written["stats"], seconds)  # over the same span
+    manifest = _write_records(job, local, written["files"], wall, seconds, loads, counts, cpu)
     write_report(local, manifest=manifest, media_from=staged.url)
     record_cache_use(config, job.stages, local, clips, job.label)
-    return Produced(manifest, wall, seconds, loads, counts)
+    return Produced(manifest, wall, seconds, loads, counts, cpu)
 
 
-def _write_records(job: GraphJob, local: Path, files: dict[str, Any], wall: float, seconds: dict[str, Any], loads: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
-    """The manifest, the dataset card and build.json beside the shards."""
+def _write_records(
+    job: GraphJob, local: Path, files: dict[str, Any], wall: float, seconds: dict[str, Any], loads: dict[str, int], counts: dict[str, int], cpu: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The manifest, the dataset card and build.json beside the shards (with the run's CPU account when measured)."""
     plan = job.plan
     annotations: dict[str, Any] = {"files": plan.annotations.files, "names_without_video": job.unmatched[0], "videos_without_annotation": job.unmatched[1]}
     if job.segmentation is not None:  # segment table rows naming no video are reported like unmatched annotations
@@ -111,6 +114,8 @@ def _write_records(job: GraphJob, local: Path, files: dict[str, Any], wall: floa
     )
     write_card(local, manifest, job.schema, job.config)
     log = {"wall_s": wall, "stage_seconds": seconds, "model_loads": loads, "counters": counts, "inputs_fingerprint": job.fingerprint, "skipped_files": job.skipped}
+    if cpu:
+        log["cpu"] = cpu
     if job.segmentation is not None:
         log["segment_notes"] = job.segmentation.notes
     (local / "build.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")

@@ -20,6 +20,7 @@ class BuildSummary:
     audio_hours: float
     wall_s: float
     stage_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    process_cpu: dict[str, float] = field(default_factory=dict)  # the run's CPU: process_s = stages_s + outside_stages_s (build.json "cpu")
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> setups over all workers
     explanation_sources: dict[str, dict[str, int]] = field(default_factory=dict)  # field -> source -> records
     annotations: dict[str, Any] = field(default_factory=dict)
@@ -67,10 +68,7 @@ class BuildSummary:
         if self.truncated:
             cut = [f"{t['source_path']} ({_share(t.get('decoded_fraction'))} of {t.get('declared_duration_s') or 0:.2f} s)" for t in self.truncated]
             lines.append(f"  truncated: {len(cut)} records decoded only in part (media.truncated; listed in manifest.json and report.html){first_names(cut)}")
-        cpu_total = sum(t["cpu_s"] for t in self.stage_seconds.values())
-        if cpu_total > 0:
-            shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
-            lines.append(f"  stage CPU time {cpu_total:.1f} s: {shares}")
+        lines += self._cpu_lines()
         if self.model_loads:
             lines.append("  stage set-ups (model loads): " + ", ".join(f"{k} {v}" for k, v in self.model_loads.items()))
         if self.stage_runs:
@@ -78,6 +76,24 @@ class BuildSummary:
         if self.explanation_sources:
             by_field = [f"{name} " + "/".join(f"{src} {n}" for src, n in counts.items()) for name, counts in self.explanation_sources.items() if name != "subtitle"]
             lines.append("  explanation: " + "; ".join(by_field))
+        return lines
+
+    def _cpu_lines(self) -> list[str]:
+        """Each stage's share of the stages' CPU (its own thread, the ffmpeg it ran, its model's threads),
+        then what the run's process spent in all, the part outside every stage named."""
+        cpu_total = sum(t["cpu_s"] for t in self.stage_seconds.values())
+        if cpu_total <= 0:
+            return []
+        shares = ", ".join(f"{k} {100 * t['cpu_s'] / cpu_total:.0f}%" for k, t in self.stage_seconds.items())
+        lines = [f"  stage CPU time {cpu_total:.1f} s: {shares}"]
+        c = self.process_cpu
+        if c.get("process_s") and c["stages_s"] > c["process_s"] + 0.05:  # worker processes that reported nothing (lost statistics)
+            lines.append(f"  process CPU time {c['process_s']:.1f} s: less than the stages', some worker processes' CPU was not seen")
+        elif c.get("process_s"):
+            lines.append(
+                f"  process CPU time {c['process_s']:.1f} s = stages {c['stages_s']:.1f} s + outside any stage {c['outside_stages_s']:.1f} s"
+                " (model loads, the runner and the driver, library threads no stage accounts for)"
+            )
         return lines
 
     def _input_lines(self) -> list[str]:

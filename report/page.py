@@ -220,8 +220,22 @@ def _timings_table(timings: dict[str, Any]) -> str:
     counters = timings.get("counters") or {}
     extra = f"<p class=\"muted\">Counters: {escape(', '.join(f'{k} {v}' for k, v in sorted(counters.items())))}</p>" if counters else ""
     return (
-        f"<h3>Build time: {_seconds(timings.get('wall_s'))} wall</h3><table>{head}{''.join(rows)}</table>"
-        "<p class=\"muted\">CPU and wall seconds are summed over clips and workers; share is of the stages' CPU time; set-ups: model loads.</p>" + extra
+        f"<h3>Build time: {_seconds(timings.get('wall_s'))} wall</h3><table>{head}{''.join(rows)}{_process_rows(timings.get('cpu'))}</table>"
+        "<p class=\"muted\">CPU and wall seconds are summed over clips and workers; a stage's CPU is that of the thread that ran it, "
+        "of the ffmpeg processes it ran and of its model's own threads (Whisper's), so stages on two threads at once do not count each other; "
+        "share is of the stages' CPU time; set-ups: model loads.</p>" + extra
+    )
+
+
+def _process_rows(cpu: Any) -> str:
+    """The run's CPU beside the stages': the rest outside any stage, and the process's total (build.json `cpu`; older builds have none)."""
+    if not isinstance(cpu, dict) or not cpu.get("process_s"):
+        return ""
+    outside, process = float(cpu.get("outside_stages_s") or 0), float(cpu["process_s"])
+    return (
+        f'<tr><td title="model loads, the runner and the driver, library threads no stage accounts for">outside any stage</td>'
+        f'<td class="n" data-cpu="outside">{outside:.1f}</td><td></td><td></td><td></td><td></td></tr>'
+        f'<tr><th>process</th><th class="n" data-cpu="process">{process:.1f}</th><th></th><th></th><th></th><th></th></tr>'
     )
 
 

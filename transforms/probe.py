@@ -10,6 +10,8 @@ import stat
 import subprocess
 from typing import Any
 
+from emer_builder.core.cpu import run_child
+
 PROBE_TIMEOUT_S = 60.0  # ffprobe reads headers only; a file that takes longer is not a clip
 
 
@@ -21,13 +23,7 @@ def ffprobe_json(path: str, args: list[str]) -> dict[str, Any] | None:
     except OSError:
         return None
     try:
-        proc = subprocess.run(
-            ["ffprobe", "-v", "error", "-print_format", "json", *args, f"file:{path}"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
+        proc = run_child(["ffprobe", "-v", "error", "-print_format", "json", *args, f"file:{path}"], PROBE_TIMEOUT_S)
     except (subprocess.TimeoutExpired, FileNotFoundError):
         return None
     if proc.returncode != 0:

@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 from emer_builder.core.config import SegmentConfig as SegmentOptions
+from emer_builder.core.cpu import Child
 from emer_builder.core.errors import ClipError, ProcessFault, exit_fault, one_line
 from emer_builder.core.failures import retry_faults
 from emer_builder.transforms.clip import SAMPLE_RATE
@@ -47,7 +48,7 @@ def speech_regions(path: str, options: SegmentOptions) -> list[tuple[float, floa
     regions: list[tuple[float, float]] = []
     offset = 0.0
     slack = options.speech_pad_s + 0.05
-    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+    with Child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # its CPU: this thread's
         assert proc.stdout is not None and proc.stderr is not None
         while True:
             data = proc.stdout.read(block_bytes)

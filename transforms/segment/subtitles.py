@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emer_builder.core.config import SegmentConfig as SegmentOptions
+from emer_builder.core.cpu import run_child
 from emer_builder.core.errors import ProcessFault, exit_fault, one_line
 from emer_builder.core.failures import retry_faults
 from emer_builder.core.hashing import sha256_file
@@ -214,13 +215,7 @@ def embedded_cues(video_path: str, options: SegmentOptions) -> list[Cue] | None:
             f"embedded subtitle stream {chosen['stream']} is a picture format ({chosen['codec']}): convert it to SRT (OCR) and put it beside the video"
         )
     try:
-        proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{video_path}", "-map", f"0:s:{chosen['stream']}", "-f", "ass", "-"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S * 5,
-            check=False,
-        )
+        proc = run_child(["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{video_path}", "-map", f"0:s:{chosen['stream']}", "-f", "ass", "-"], PROBE_TIMEOUT_S * 5)
     except subprocess.TimeoutExpired:
         raise SubtitleError(f"extracting embedded subtitle stream {chosen['stream']} took too long") from None
     fault = exit_fault(proc.returncode)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import soundfile
 from emer_builder.core.config import DecodeConfig
+from emer_builder.core.cpu import run_child
 from emer_builder.core.errors import ProcessFault, exit_fault
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.urls import local_copy
@@ -160,9 +161,10 @@ def _reason(stderr: bytes, path: str) -> str:
 
 def _run(args: list[str], timeout_s: float, what: str, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE) -> subprocess.CompletedProcess:
     """Run an ffmpeg tool; a child stopped from outside (killed by a signal) is a ProcessFault, not a
-    fault of the file, so the clip is retried instead of becoming a failure row."""
+    fault of the file, so the clip is retried instead of becoming a failure row. Its CPU goes to the
+    calling thread's stage (core.cpu.run_child)."""
     try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, timeout=timeout_s, check=False)
+        proc = run_child(args, timeout_s, stdout=stdout, stderr=stderr)
     except subprocess.TimeoutExpired:
         raise ClipError(f"{what} took longer than {timeout_s:.0f} s and was stopped") from None
     except FileNotFoundError:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from emer_builder.core.config import TranscriptConfig
+from emer_builder.core.cpu import LibraryThreads
 from emer_builder.schemas.v1 import TRANSCRIPT
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.stages.models import one_blas_thread, resolve_whisper
@@ -128,7 +129,9 @@ class Transcriber:
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
         cls = _fitted_model_class() if encoder_window == "fit" else WhisperModel
-        self.model = cls(path, device=device, compute_type=self.compute_type, cpu_threads=cpu_threads)
+        self.threads = LibraryThreads()  # CTranslate2 runs the model in worker threads of its own, started here
+        with self.threads.started():
+            self.model = cls(path, device=device, compute_type=self.compute_type, cpu_threads=cpu_threads)
         self.language, self.vad_filter, self.beam_size, self.encoder_window = language, vad_filter, beam_size, encoder_window
 
     def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
@@ -138,21 +141,22 @@ class Transcriber:
         fitted = self.encoder_window == "fit"
         if fitted:
             self.model.window_frames = window_seconds(len(audio)) * FRAMES_PER_S
-        try:
-            segments, info = self.model.transcribe(audio, language=self.language, vad_filter=self.vad_filter, beam_size=self.beam_size)
-            segs = [
-                {
-                    "start_s": round(float(s.start), 3),
-                    "end_s": round(float(s.end), 3),
-                    "text": s.text.strip(),
-                    "avg_logprob": round(float(s.avg_logprob), 4),
-                    "no_speech_prob": round(float(s.no_speech_prob), 4),
-                }
-                for s in segments
-            ]
-        finally:
-            if fitted:
-                self.model.forget()
+        with self.threads.charged():  # the model's own threads work for this call: their CPU is this thread's stage's
+            try:
+                segments, info = self.model.transcribe(audio, language=self.language, vad_filter=self.vad_filter, beam_size=self.beam_size)
+                segs = [
+                    {
+                        "start_s": round(float(s.start), 3),
+                        "end_s": round(float(s.end), 3),
+                        "text": s.text.strip(),
+                        "avg_logprob": round(float(s.avg_logprob), 4),
+                        "no_speech_prob": round(float(s.no_speech_prob), 4),
+                    }
+                    for s in segments
+                ]
+            finally:
+                if fitted:
+                    self.model.forget()
         text = " ".join(s["text"] for s in segs if s["text"]) if info.language not in ("zh", "ja", "ko") else "".join(s["text"] for s in segs)
         return {
             "reason": None if segs else "no speech detected",

@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 from emer_builder.core.config import VideoConfig
+from emer_builder.core.cpu import run_child
 from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import VIDEO
 from emer_builder.transforms.clip import Clip, ClipError, Stage
@@ -46,7 +47,7 @@ def frame_member(index: int) -> str:
 def ffmpeg_version() -> str:
     """`ffmpeg 5.1.9-0+deb12u1`: the encoder's bytes depend on it."""
     try:
-        out = subprocess.run(["ffmpeg", "-hide_banner", "-version"], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False).stdout
+        out = run_child(["ffmpeg", "-hide_banner", "-version"], PROBE_TIMEOUT_S, text=True).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "ffmpeg (version unknown)"
     words = out.split()
