@@ -10,9 +10,11 @@ copies of them, every copy other bytes):
                clips are cached, then the same command again: the rerun's wall time
 Memory: the demo corpus (7 clips) against 10 copies of it (70 clips, each re-muxed so no two share
 bytes), cache off, peak RSS of the whole process tree (driver, workers), medians of `--runs`
-interleaved builds.
+interleaved builds. `--tiny 1000,10000`: instead, that many tiny distinct clips (1.5 s, 128x96, cut
+from the demo corpus by one ffmpeg encode with per-frame noise, so no two share bytes), with wall and
+CPU seconds (the build and its children) per clip: what a corpus of many short utterances costs.
 
-Usage: python -m bench.cache_bench [--runs 3] [--skip-memory | --skip-cache] [--copies 5]
+Usage: python -m bench.cache_bench [--runs 3] [--skip-memory | --skip-cache] [--copies 5] [--tiny N,M]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -39,7 +42,7 @@ EMER = str(Path(sys.executable).parent / "emer")
 
 def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
     """One `emer build` as a whole process (no --overwrite: a rebuild of OUT is what is measured)."""
-    started = time.perf_counter()
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([EMER, "build", str(videos), "--out", str(out), "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0, 0]  # RSS, PSS
     while proc.poll() is None:
@@ -48,7 +51,9 @@ def run_once(videos: Path, out: Path, extra: list[str]) -> dict[str, float]:
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"build failed: {stderr[-2000:]}")
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, "summary": stdout.splitlines()[0]}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the build, and the children it waited for (ffmpeg)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": time.perf_counter() - started, "cpu_s": cpu, "peak_rss_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, "summary": stdout.splitlines()[0]}
 
 
 def _config(path: Path, cache: Path | None) -> Path:
@@ -116,20 +121,47 @@ def _copies(src: Path, dest: Path, times: int) -> Path:
     return dest
 
 
-def memory_figures(work: Path, runs: int = 3) -> dict[str, dict[str, float]]:
-    """Peak RSS of the demo corpus against ten copies of it: medians of `runs` interleaved builds
-    (one sample of a peak is noisy: two long clips decoding at once show as a spike)."""
-    demo = demo_corpus()
+def tiny_clips(dest: Path, count: int) -> Path:
+    """`count` distinct 1.5 s clips at 128x96 (H.264 + AAC), cut from the demo corpus played in a loop:
+    one ffmpeg encode with per-frame noise (no two clips share bytes) and a segment muxer."""
+    if dest.is_dir() and len(list(dest.glob("*.mp4"))) == count:
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    demo = sorted(p for p in demo_corpus().iterdir() if p.is_file())
+    inputs = [a for v in demo for a in ("-i", str(v))]
+    parts = "".join(f"[{i}:v]scale=128:96,setsar=1,fps=15,format=yuv420p[v{i}];[{i}:a]aresample=16000,aformat=channel_layouts=mono[a{i}];" for i in range(len(demo)))
+    graph = parts + "".join(f"[v{i}][a{i}]" for i in range(len(demo))) + f"concat=n={len(demo)}:v=1:a=1[cv][ca];[cv]loop=-1:32767:0,noise=alls=12:allf=t[v];[ca]aloop=-1:2e9[a]"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", *inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", f"{count * 1.5}",
+         "-c:v", "libx264", "-preset", "veryfast", "-force_key_frames", "expr:gte(t,n_forced*1.5)", "-c:a", "aac", "-b:a", "32k",
+         "-f", "segment", "-segment_time", "1.5", "-reset_timestamps", "1", str(dest / "tiny_%06d.mp4")],
+        check=True,
+    )
+    return dest
+
+
+def memory_figures(work: Path, runs: int = 3, tiny: tuple[int, int] | None = None) -> dict[str, dict[str, float]]:
+    """Peak RSS of the demo corpus against ten copies of it (or of `tiny` clips, few against many):
+    medians of `runs` interleaved builds (one sample of a peak is noisy: two long clips decoding at
+    once show as a spike)."""
     config = _config(work / "nocache.yaml", None)
-    one = _copies(demo, work / "x1", 1)
-    ten = _copies(demo, work / "x10", 10)
+    if tiny:
+        many = tiny_clips(work / f"tiny{tiny[1]}", tiny[1])
+        corpora = {"x1": _subset(many, work / f"tiny{tiny[0]}", sorted(p.name for p in many.iterdir())[: tiny[0]]), "x10": many}
+    else:
+        demo = demo_corpus()
+        corpora = {"x1": _copies(demo, work / "x1", 1), "x10": _copies(demo, work / "x10", 10)}
     seen: dict[str, list[dict[str, float]]] = {"x1": [], "x10": []}
     for _ in range(runs):
-        for name, videos in (("x1", one), ("x10", ten)):
+        for name, videos in corpora.items():
             shutil.rmtree(work / f"out-{name}", ignore_errors=True)
             seen[name].append(run_once(videos, work / f"out-{name}", ["--config", str(config), "--overwrite"]))
+            print(f"{name}: {seen[name][-1]}", flush=True)
     return {
         name: {
+            "clips": len(list(corpora[name].iterdir())),
+            "cpu_s": statistics.median(x["cpu_s"] for x in got),
             "wall_s": statistics.median(x["wall_s"] for x in got),
             "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in got),
             "peak_pss_mb": statistics.median(x["peak_pss_mb"] for x in got),
@@ -146,11 +178,14 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--copies", type=int, default=1, help="the bench corpus this many times (re-muxed copies)")
     parser.add_argument("--skip-cache", action="store_true", help="the memory figures only")
+    parser.add_argument("--tiny", help="N,M: the memory figures of N against M tiny distinct clips (implies --skip-cache)")
+    parser.add_argument("--work", type=Path, help="keep the corpora here (tiny clips take a while to make), not in a temporary folder")
     args = parser.parse_args()
+    tiny = tuple(int(n) for n in args.tiny.split(",")) if args.tiny else None
     with tempfile.TemporaryDirectory(prefix="emer-cache-bench-") as tmp:
-        work = Path(tmp)
-        if args.skip_cache:
-            _print_memory(memory_figures(work, args.runs))
+        work = args.work or Path(tmp)
+        if args.skip_cache or tiny:
+            _print_memory(memory_figures(work, args.runs, tiny))  # type: ignore[arg-type]
             return
         walls = cache_figures(args.runs, work, args.copies)
         med = {k: statistics.median(v) for k, v in walls.items()}
@@ -164,11 +199,14 @@ def main() -> None:
 
 
 def _print_memory(mem: dict[str, dict[str, float]]) -> None:
-    print("\n| corpus | clips | wall s (median) | peak RSS MB (median) | RSS peaks | peak PSS MB (median) | PSS peaks |")
-    print("|---|---|---|---|---|---|---|")
-    for k, clips in (("x1", 7), ("x10", 70)):
+    print("\n| corpus | clips | wall s (median) | CPU s per clip | peak RSS MB (median) | RSS peaks | peak PSS MB (median) | PSS peaks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in ("x1", "x10"):
         m = mem[k]
-        print(f"| demo {k} | {clips} | {m['wall_s']:.1f} | {m['peak_rss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['peaks'])} | {m['peak_pss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['pss_peaks'])} |")
+        print(
+            f"| {k} | {m['clips']} | {m['wall_s']:.1f} | {m['cpu_s'] / m['clips']:.3f} | {m['peak_rss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['peaks'])} "
+            f"| {m['peak_pss_mb']:.0f} | {', '.join(f'{p:.0f}' for p in m['pss_peaks'])} |"
+        )
     print(f"\npeak RSS x10 / x1: {mem['x10']['peak_rss_mb'] / mem['x1']['peak_rss_mb']:.2f}; peak PSS x10 / x1: {mem['x10']['peak_pss_mb'] / mem['x1']['peak_pss_mb']:.2f}")
 
 

@@ -2,9 +2,11 @@
 rules explainer, an optional LLM endpoint, all feeding `transforms.explanation.explain_clip`.
 
 clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
+      -> Park (the clip written to the staging area: the groupings below move its name, not its fields)
       -> join annotation rows by name (CoGroupByKey: workers see only their clips' rows)
       -> key by a stable batch number; the corpus statistics (one GroupByKey over every clip's
-         measures) go to every batch number; both meet in a CoGroupByKey (no side input)
+         measures) placed for each batch's own clips (a size that grows with the batch, not the
+         corpus); both meet in a CoGroupByKey (no side input)
       -> Explain each batch on a thread pool (LLM requests overlap; the concurrency limit holds)
 """
 
@@ -27,10 +29,12 @@ from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import guarded
 from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time, tally
+from emer_builder.pipelines.scratch import park_envelope, unparked
+from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.annotations import AnnotationExplainer
 from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.explanation import ExplainInput, explain_clip
-from emer_builder.transforms.rules_explainer import CorpusStats, RulesExplainer, measures_of
+from emer_builder.transforms.rules_explainer import CorpusStats, PlacedValues, RulesExplainer, measures_of
 
 STAGE = "explanation"
 KEYFRAME_MAX_SIDE = 512
@@ -79,10 +83,10 @@ def batch_of(key: str, batches: int) -> int:
 class ExplainFn(beam.DoFn):
     """Explain one batch of (clip, annotation name, annotation values) with the corpus statistics."""
 
-    def __init__(self, plan: ExplainPlan, language: str, concurrency: int):
+    def __init__(self, plan: ExplainPlan, language: str, concurrency: int, staging: StagingArea):
         # not the plan itself: its annotation table reaches the workers through the join, row by row
         self.sources, self.wheel, self.llm = plan.sources, plan.wheel, plan.llm
-        self.language, self.concurrency = language, concurrency
+        self.language, self.concurrency, self.staging = language, concurrency, staging
 
     def setup(self) -> None:
         self.loaded = model_load(STAGE)  # counted with the first batch
@@ -98,7 +102,8 @@ class ExplainFn(beam.DoFn):
         cpu, started = cpu_seconds(), time.perf_counter()
 
         def one(joined_item: tuple[Envelope, str, dict[str, Any]]) -> Envelope:
-            item, name, values = joined_item
+            parked, name, values = joined_item
+            item = unparked(parked, self.staging)
             media = item.explain_media or {}
 
             def explain(out: Clip) -> None:
@@ -119,9 +124,15 @@ class ExplainFn(beam.DoFn):
         yield from explained
 
 
-def _corpus_per_batch(_: int, rows: Iterable[dict[str, float]], batches: int = 1) -> list[tuple[int, CorpusStats]]:
-    stats = CorpusStats.from_measures(list(rows))
-    return [(b, stats) for b in range(batches)]
+def _corpus_per_batch(_: int, rows: Iterable[tuple[str, dict[str, float]]], batches: int = 1) -> list[tuple[int, PlacedValues]]:
+    """The corpus statistics, placed for each batch's clips: all of them sent to every batch would
+    grow with corpus x batches."""
+    by_key = sorted(rows, key=lambda row: row[0])  # in key order: a NaN sorts where it arrives, so arrival order must not matter
+    by_batch: dict[int, list[dict[str, float]]] = {b: [] for b in range(batches)}
+    for key, measures in by_key:
+        by_batch[batch_of(key, batches)].append(measures)
+    stats = CorpusStats.from_measures([measures for _, measures in by_key])
+    return [(b, stats.placed(ms)) for b, ms in by_batch.items()]
 
 
 def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Envelope, str, dict[str, Any]]]]:
@@ -133,9 +144,9 @@ class Explain(beam.PTransform):
     """Envelopes -> explained envelopes: annotation rows joined by name, the rules' corpus statistics and the
     clips meet per batch in CoGroupByKeys (no side inputs), then explained on a thread pool."""
 
-    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int):
+    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int, staging: StagingArea):
         super().__init__()
-        self.plan, self.names, self.llm_config, self.language = plan, names, llm_config, language
+        self.plan, self.names, self.llm_config, self.language, self.staging = plan, names, llm_config, language, staging
         self.concurrency = llm_config.concurrency if plan.llm is not None else 1
         self.batches = max(1, -(-inputs // (2 * self.concurrency if plan.llm is not None else 8)))
 
@@ -145,12 +156,13 @@ class Explain(beam.PTransform):
         slimmed = clips | "Slim" >> beam.Map(slim, frames, self.llm_config.send_audio and plan.llm is not None)
         corpus = (
             slimmed
-            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, measures_of(c.clip.fields))])
+            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, (c.key, measures_of(c.clip.fields)))])
             | "AllMeasures" >> beam.GroupByKey()
             | "Corpus" >> beam.FlatMapTuple(_corpus_per_batch, batches=batches)
         )
         rows = clips.pipeline | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
-        by_name = slimmed | "ByName" >> beam.Map(lambda c, names: (names.get(c.key, c.key), c), self.names)
+        parked = slimmed | "Park" >> beam.Map(park_envelope, self.staging)
+        by_name = parked | "ByName" >> beam.Map(lambda c, names: (names.get(c.key, c.key), c), self.names)
         joined = (
             {"clips": by_name, "rows": rows}
             | "JoinAnnotations" >> beam.CoGroupByKey()
@@ -159,5 +171,5 @@ class Explain(beam.PTransform):
         return (
             {"clips": joined, "corpus": corpus}
             | "JoinCorpus" >> beam.CoGroupByKey()
-            | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency))
+            | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency, self.staging))
         )

@@ -30,6 +30,7 @@ from emer_builder.core.failures import FAILURES_FILE, failure_row, retry_faults
 from emer_builder.core.hashing import sha256_file
 from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.progress import ProgressLog, add_up, cpu_seconds, model_load, stage_time, tally
+from emer_builder.pipelines.scratch import park, unpark
 from emer_builder.pipelines.stages import finish_record
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.schemas import RecordSchema
@@ -239,6 +240,22 @@ class MakeRecords(beam.PTransform):
         return clips | "Record" >> beam.ParDo(self.fn)
 
 
+class Ticket(NamedTuple):
+    """An outcome parked in the staging area, as the shard planning moves it (every outcome at once,
+    in an in-memory runner): its key, its group (a split or the failures), its bytes and its file."""
+
+    key: str
+    group: str
+    size: int
+    parked: str
+
+
+def park_outcome(outcome: Outcome, staging: StagingArea) -> Ticket:
+    group, (key, size) = _group_of(outcome)
+    source_path = (outcome.record or outcome.failure or {}).get("source_path", "")
+    return Ticket(key, group, size, park(staging, "outcome", key, source_path, outcome))
+
+
 def _group_of(outcome: Outcome) -> tuple[str, tuple[str, int]]:
     if outcome.failure is not None:
         return FAILURES_SHARD[0], (outcome.key, 0)
@@ -272,9 +289,9 @@ class WriteShardFn(beam.DoFn):
     def __init__(self, staging: StagingArea, schema: RecordSchema, row_group_size: int):
         self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
 
-    def process(self, shard: tuple[tuple[str, int, int], Iterable[Outcome]]) -> Iterable[str]:
-        target, outcomes = shard
-        outcomes = list(outcomes)
+    def process(self, shard: tuple[tuple[str, int, int], Iterable[str]]) -> Iterable[str]:
+        target, parked = shard
+        outcomes: list[Outcome] = [unpark(self.staging, name) for name in parked]
         stats = add_up(o.stats or {} for o in outcomes)
         if tuple(target) == FAILURES_SHARD:
             files = {FAILURES_FILE: self._write(FAILURES_FILE, lambda path: write_failures([o.failure for o in outcomes], path))}
@@ -304,7 +321,8 @@ class WriteShardFn(beam.DoFn):
 
 class WriteShards(beam.PTransform):
     """Outcomes -> shard files: per split, keys in order cut by count and bytes; failures in one table.
-    The plan and the samples meet in a CoGroupByKey (no side input), and this is the graph's one sink."""
+    Each outcome is parked first, so the groupings move tickets, not records and statistics; the plan
+    and the tickets meet in a CoGroupByKey (no side input), and this is the graph's one sink."""
 
     def __init__(self, staging: StagingArea, schema: RecordSchema, shards: Any):
         super().__init__()
@@ -312,13 +330,14 @@ class WriteShards(beam.PTransform):
 
     def expand(self, outcomes: beam.PCollection) -> beam.PCollection:
         sh = self.shards
+        tickets = outcomes | "Park" >> beam.Map(park_outcome, self.staging)
         plan = (
-            outcomes
-            | "Sizes" >> beam.Map(_group_of)
+            tickets
+            | "Sizes" >> beam.Map(lambda t: (t.group, (t.key, t.size)))
             | "ByGroup" >> beam.GroupByKey()
             | "Plan" >> beam.FlatMap(_shard_assignments, sh.max_records, sh.max_bytes)
         )
-        keyed = outcomes | "ByKey" >> beam.Map(lambda o: (o.key, o))
+        keyed = tickets | "ByKey" >> beam.Map(lambda t: (t.key, t.parked))
         return (
             {"plan": plan, "outcomes": keyed}
             | "Join" >> beam.CoGroupByKey()

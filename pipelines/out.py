@@ -15,7 +15,7 @@ from emer_builder.pipelines.summary import BuildSummary, summarise
 from emer_builder.release.manifest import MANIFEST
 
 STAGING_PREFIX = ".emer-staging-"  # OUT/.emer-staging-<...>: a build's workers write here until the commit
-STAGING_FOLDERS = ("data", "media", ".media", ".progress", ".shards")  # made before any worker starts (workers make none)
+STAGING_FOLDERS = ("data", "media", ".media", ".progress", ".shards", ".inputs", ".parked")  # made before any worker starts (workers make none)
 
 
 @dataclass

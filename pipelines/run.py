@@ -34,6 +34,7 @@ from emer_builder.pipelines.graph import SHARD_INFO, ClipStages, MakeRecords, Sp
 from emer_builder.pipelines.out import Staged
 from emer_builder.pipelines.progress import PROGRESS, ProcessClock, Progress, add_up, split_stats
 from emer_builder.pipelines.runners import pipeline_options, tidy_after
+from emer_builder.pipelines.scratch import SCRATCH, read_inputs, stage_inputs
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.release.card import write_card
 from emer_builder.release.manifest import write_manifest
@@ -92,7 +93,7 @@ def produce(job: GraphJob, staged: Staged, workers: int, beam_args: list[str], s
         write_failures([], local / FAILURES_FILE)
     check_complete(local, clips)
     seconds, loads, counts = split_stats(written["stats"])
-    for hidden in (PROGRESS, ".media", SHARD_INFO):  # the workers' scratch: not part of the build
+    for hidden in (PROGRESS, ".media", SHARD_INFO, *SCRATCH):  # the workers' scratch: not part of the build
         area.remove(hidden)
     wall, cpu = round(time.monotonic() - started, 2), clock.account(written["stats"], seconds)  # over the same span
     manifest = _write_records(job, local, written["files"], wall, seconds, loads, counts, cpu)
@@ -149,13 +150,15 @@ def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: l
     config, plan = job.config, job.plan
     e = config.explanation
     need_samples = plan.llm is not None and (e.llm.frames > 0 or e.llm.send_audio)  # the LLM reads frames or audio
+    parts = stage_inputs(staging, job.clips)  # the inputs in parts in the staging area: the pipeline holds their names
     with beam.Pipeline(runner=runner, options=options) as p:
         (
             p
-            | "Inputs" >> beam.Create(job.clips)
+            | "Inputs" >> beam.Create(parts)
+            | "ReadInputs" >> beam.FlatMap(read_inputs, staging)
             | "ClipStages" >> ClipStages(job.stages, cache_root(config), need_samples)
             | "SpillMedia" >> beam.ParDo(SpillMediaFn(staging))
-            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips))
+            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips), staging)
             | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, staging, job.official_splits)
             | "WriteShards" >> WriteShards(staging, job.schema, config.shards)
         )

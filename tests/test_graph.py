@@ -134,7 +134,7 @@ def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
     fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
     clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields))) for k in ("x", "y", "z")]
     with BeamTestPipeline() as p:
-        out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips))
+        out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips), StagingArea(tmp_path))
         summary = out | beam.Map(lambda c: (c.key, c.failure is None, c.clip.fields["explanation"]["lexical_clue"]["source"] if c.failure is None else None))
         assert_that(summary, equal_to([("x", True, "rules:1"), ("y", True, "rules:1"), ("z", True, "rules:1")]))
 
@@ -186,3 +186,59 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
 
 def provenance_stub() -> dict:
     return {"tool": "emer-builder test", "schema_version": "x", "config_hash": "", "whisper_model": None, "face_detector": None, "expression_model": None, "opensmile": None, "explanation_sources": "", "emotion_wheel": None}
+
+
+def _captured_proto(tmp_path: Path, count: int) -> bytes:
+    """The pipeline proto of a build of `count` inputs (the graph built, not run)."""
+    config = config_from_dict({"transcript": {"model": "tiny.en"}})
+    inputs = [VideoInput(f"k{i:05d}", f"/v/k{i:05d}.mp4", f"k{i:05d}.mp4") for i in range(count)]
+    captured = {}
+
+    class Capture(beam.Pipeline):
+        def __exit__(self, *exc):
+            captured["proto"] = self.to_runner_api().SerializeToString()
+
+    import emer_builder.pipelines.run as run_module
+
+    real, run_module.beam.Pipeline = run_module.beam.Pipeline, Capture
+    try:
+        staging = tmp_path / str(count)
+        staging.mkdir()
+        run_pipeline(GraphJob(input_clips(inputs, []), config, record_schema(config), [LoudnessStage()], provenance_stub(), prepare(config), {}), StagingArea(staging), 1, [])
+    finally:
+        run_module.beam.Pipeline = real
+    return captured["proto"]
+
+
+def test_the_pipeline_holds_the_names_of_input_parts_not_the_inputs(tmp_path: Path):
+    """A Create of every input embeds them all in the pipeline (and the runner's copies of it): memory
+    that grows with the corpus. The workers read the inputs in at most PART_COUNT parts instead."""
+    few, many = _captured_proto(tmp_path, 3), _captured_proto(tmp_path, 2000)
+    assert len(many) - len(few) < 20_000, (len(few), len(many))  # 2000 envelopes pickled are far more
+    assert len(list((tmp_path / "2000" / ".inputs").iterdir())) == 250  # PART_COUNT parts of 8 (the last one shorter)
+
+
+def test_clips_are_parked_while_grouped_and_explained_as_with_the_whole_corpus(tmp_path: Path):
+    """What the explanation's groupings move is a name (no fields, statistics or media), and the rules'
+    percentiles, placed per batch, are those of the whole corpus' statistics."""
+    from emer_builder.pipelines.scratch import park_envelope, unparked
+    from emer_builder.transforms.rules_explainer import CorpusStats, measures_of
+
+    config = BuildConfig()
+    staging = StagingArea(tmp_path)
+    prosody = [{"f0_mean_semitone": 80.0 + i % 7, "f0_std_semitone": float("nan") if i == 3 else 2.0 + i % 3, "loudness_mean": 0.5, "speech_rate_wps": 2.0 + i, "voiced_ratio": 0.8} for i in range(20)]
+    fields = [{"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy", "language": "en", "segments": []}, "acoustics": {"prosody": p, "egemaps": {}}} for p in prosody]
+    clips = [Envelope(Clip(f"c{i:02d}", f"/v/c{i:02d}.mp4", f"c{i:02d}.mp4", fields=f), stats={"ran_decode": 1, "cpu_s:decode": 0.5}) for i, f in enumerate(fields)]
+    ticket = park_envelope(clips[0], staging)
+    assert ticket.clip.fields == {} and ticket.stats == {} and ticket.explain_media is None and ticket.parked
+    assert unparked(ticket, staging) == clips[0]
+    corpus = CorpusStats.from_measures([measures_of(c.clip.fields) for c in clips])
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | Explain(prepare(config), {}, config.explanation.llm, "en", len(clips), staging)
+        evidence = out | beam.FlatMap(lambda c: [(e["measure"], e["value"], e["corpus_percentile"]) for e in c.clip.fields["explanation"]["evidence"] if e["corpus_percentile"] is not None])
+        expected = {(m, v, corpus.percentile(m, v)) for c in clips for m, v in measures_of(c.clip.fields).items()}
+        assert_that(evidence | beam.Filter(lambda e: e[1] == e[1]), lambda got: _all_in(got, {e for e in expected if e[1] == e[1]}))
+
+
+def _all_in(got: list, expected: set) -> None:
+    assert got and set(got) <= expected, set(got) - expected

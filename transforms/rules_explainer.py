@@ -112,6 +112,32 @@ class CorpusStats:
     def clips(self, measure: str) -> int:
         return len(self.values.get(measure, ()))
 
+    def placed(self, rows: list[dict[str, float]]) -> PlacedValues:
+        """The answers for the measures of some clips only: what a batch of clips needs, in a size that
+        grows with the batch, where these statistics grow with the corpus."""
+        placed: dict[str, dict[str, float | None]] = {}
+        for row in rows:
+            for measure, value in row.items():
+                placed.setdefault(measure, {})[float.hex(value)] = self.percentile(measure, value)
+        return PlacedValues(placed, {n: len(v) for n, v in self.values.items()})
+
+
+@dataclass(frozen=True)
+class PlacedValues:
+    """Corpus percentiles of given values (keyed by `float.hex`: NaN too) and the corpus' counts: answers
+    the rules explainer's questions about those values as the CorpusStats they came from would."""
+
+    percentiles: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def percentile(self, measure: str, value: float) -> float | None:
+        if not self.counts.get(measure):
+            return None
+        return self.percentiles[measure][float.hex(value)]  # a value not placed is a bug: no silent None
+
+    def clips(self, measure: str) -> int:
+        return self.counts.get(measure, 0)
+
 
 @dataclass
 class _Sentence:
@@ -137,7 +163,7 @@ class RulesExplainer:
 
     source_name = "rules"
 
-    def __init__(self, corpus: CorpusStats, language: str = "en"):
+    def __init__(self, corpus: CorpusStats | PlacedValues, language: str = "en"):
         self.corpus = corpus
         self.language = language  # the rules write English; recorded on every value
 
