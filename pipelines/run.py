@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from emer_builder.core.config import BuildConfig
 from emer_builder.core.errors import UserError
@@ -43,6 +45,8 @@ from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
 from emer_builder.transforms.segment import Segmentation
+
+BATCH_ROWS = 4096  # rows of a Parquet table read at a time by the driver's checks
 
 
 class Produced(NamedTuple):
@@ -171,41 +175,61 @@ def record_cache_use(config: BuildConfig, stages: list[Stage], root: Path, clips
     if where is None:
         return
     digests = chain_digests(stages)
-    windows = {c.key: (c.clip.start_s, c.clip.end_s) for c in clips}
-    addresses = []
-    for path in sorted((root / "data").glob("*.parquet")):
-        table = pq.read_table(path, columns=["key", "media"])
-        for key, media in zip(table.column("key").to_pylist(), table.column("media").to_pylist(), strict=True):
-            identity = input_identity(media["sha256"], *windows.get(key, (None, None)))
-            addresses += [entry_address(identity, d) for d in digests]
-    ClipCache(where).record_use(addresses, label)
+    windows = {c.key: (c.clip.start_s, c.clip.end_s) for c in clips if c.clip.start_s is not None}  # utterances only
+
+    def addresses() -> Iterator[str]:  # streamed into the cache's record, one batch of a table at a time
+        for key, sha256 in table_columns(root, "key", "media.sha256"):
+            identity = input_identity(sha256, *windows.get(key, (None, None)))
+            yield from (entry_address(identity, d) for d in digests)
+
+    ClipCache(where).record_use(addresses(), label)
+
+
+def table_columns(root: Path, *columns: str, failures: bool = False) -> Iterator[tuple[Any, ...]]:
+    """Rows of a few (dotted) columns of every Parquet table of the build, and of its failures with
+    `failures`, read batch by batch: the driver's memory does not grow with the tables."""
+    paths = sorted((root / "data").glob("*.parquet"))
+    if failures and (root / FAILURES_FILE).is_file():
+        paths.append(root / FAILURES_FILE)
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+            yield from zip(*(_leaf(batch, c).to_pylist() for c in columns), strict=True)
+
+
+def _leaf(batch: pa.RecordBatch, column: str) -> pa.Array:
+    """A dotted column of a batch read with nested columns (a null struct gives nulls below it)."""
+    first, *rest = column.split(".")
+    array = batch.column(first)
+    for name in rest:
+        array = pc.struct_field(array, name)
+    return array
 
 
 def _identity(key: str, source_path: str) -> str:
     return f"{source_path} [{key}]"  # utterances share a source path, colliding files share a key
 
 
-def written_inputs(root: Path) -> Counter[str]:
-    """Every input (key and source path) the build wrote, records and failure rows together, with how often."""
-    seen: Counter[str] = Counter()
-    tables = [pq.read_table(path, columns=["key", "source_path"]) for path in sorted((root / "data").glob("*.parquet"))]
-    if (root / FAILURES_FILE).is_file():
-        tables.append(pq.read_table(root / FAILURES_FILE, columns=["key", "source_path"]))
-    for table in tables:
-        seen.update(_identity(k, s) for k, s in zip(table.column("key").to_pylist(), table.column("source_path").to_pylist(), strict=True))
-    return seen
+def written_inputs(root: Path) -> Iterator[str]:
+    """Every input (key and source path) the build wrote, records and failure rows together, one by one."""
+    return (_identity(k, s) for k, s in table_columns(root, "key", "source_path", failures=True))
 
 
 def check_complete(root: Path, clips: list[Envelope]) -> None:
     """Inputs = records + failures, each input exactly once; anything else names the inputs and the
-    build is not committed (a runner that silently drops or repeats elements is caught here)."""
-    expected = [_identity(c.key, c.source_path) for c in clips]
-    seen = written_inputs(root)
-    missing = sorted(set(expected) - set(seen))
-    repeated = sorted(k for k, n in seen.items() if n > 1)
-    extra = sorted(set(seen) - set(expected))
-    if missing or repeated or extra:
-        parts = [f"{label} {len(keys)} ({', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''})" for label, keys in (("missing", missing), ("repeated", repeated), ("unexpected", extra)) if keys]
+    build is not committed (a runner that silently drops or repeats elements is caught here). Memory: one
+    count per input identity (the tables are streamed), plus any unexpected identities."""
+    seen = dict.fromkeys((_identity(c.key, c.source_path) for c in clips), 0)
+    extra: Counter[str] = Counter()
+    for identity in written_inputs(root):
+        if identity in seen:
+            seen[identity] += 1
+        else:
+            extra[identity] += 1
+    missing = sorted(k for k, n in seen.items() if n == 0)
+    repeated = sorted([k for k, n in seen.items() if n > 1] + [k for k, n in extra.items() if n > 1])
+    unexpected = sorted(extra)
+    if missing or repeated or unexpected:
+        parts = [f"{label} {len(keys)} ({', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''})" for label, keys in (("missing", missing), ("repeated", repeated), ("unexpected", unexpected)) if keys]
         raise UserError(f"the runner lost or repeated inputs, so nothing was committed: {'; '.join(parts)}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from emer_builder.schemas import RecordSchema
 MANIFEST = "manifest.json"
 BUILD_OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # what a build writes into OUT; the manifest last: the commit
 TRUNCATION_FIELDS = ("declared_duration_s", "decoded_duration_s", "decoded_fraction")  # media fields each truncated record lists
+BATCH_ROWS = 4096  # rows of a Parquet table read at a time
 PACKAGES = ("apache-beam", "faster-whisper", "ctranslate2", "deepface", "opensmile", "pyarrow", "webdataset", "ffmpeg-python")
 
 
@@ -29,6 +31,58 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+@dataclass
+class RecordCounts:
+    """What the manifest says about the records, counted in one pass over the Parquet tables."""
+
+    splits: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, int] = field(default_factory=dict)
+    languages: Counter[str] = field(default_factory=Counter)
+    clips_with_faces: int = 0
+    audio_seconds: float = 0.0
+    sources: dict[str, Counter[str]] = field(default_factory=dict)  # explanation field -> source -> records
+    keys: dict[str, list[str]] = field(default_factory=dict)  # releases compare them: the one list that grows with the build
+    truncated: list[dict[str, Any]] = field(default_factory=list)  # records cut short (a partial download): kept, flagged, listed for the user
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        self.keys.setdefault(split, []).append(row["key"])
+        media = row["media"]
+        if media.get("truncated"):
+            measured = {k: None if media.get(k) is None else round(media[k], 3) for k in TRUNCATION_FIELDS}  # float32 digits are noise
+            self.truncated.append({"key": row["key"], "split": split, "source_path": row["source_path"], **measured})
+        for name, value in (row.get("explanation") or {}).items():
+            if isinstance(value, dict):
+                self.sources.setdefault(name, Counter())[value["source"] or "null"] += 1
+        self.audio_seconds += media["duration_s"] if media["has_audio"] else 0.0
+        self.clips_with_faces += bool(row["faces"]["crops"])
+        if row["transcript"]["language"]:
+            self.languages[row["transcript"]["language"]] += 1
+
+
+def count_records(root: Path) -> RecordCounts:
+    """Stream the build's tables batch by batch, reading only the columns the manifest counts (of a record's
+    face crops, one number each; of its explanation, each field's source): memory holds the keys, not the rows."""
+    counted = RecordCounts()
+    for path in sorted((root / "data").glob("*.parquet")):
+        split = path.name.split("-")[0]
+        table = pq.ParquetFile(path)
+        counted.splits[split] = counted.splits.get(split, 0) + table.metadata.num_rows
+        counted.shards[split] = counted.shards.get(split, 0) + 1
+        for batch in table.iter_batches(batch_size=BATCH_ROWS, columns=_counted_columns(table)):
+            for row in batch.to_pylist():
+                counted.add(split, row)
+    return counted
+
+
+def _counted_columns(table: pq.ParquetFile) -> list[str]:
+    """The (nested) columns `RecordCounts.add` reads, as Parquet paths."""
+    paths = [table.schema.column(i).path for i in range(table.metadata.num_columns)]
+    crops = next((p for p in paths if p.startswith("faces.crops.")), "faces.crops")  # one leaf tells how many crops
+    sources = [p for p in paths if p.startswith("explanation.") and p.count(".") == 2 and p.endswith(".source")]
+    media = [f"media.{name}" for name in ("truncated", "duration_s", "has_audio", *TRUNCATION_FIELDS)]
+    return ["key", "source_path", *media, "transcript.language", crops, *sources]
 
 
 def write_manifest(
@@ -46,31 +100,11 @@ def write_manifest(
     """Describe the finished build in `root`; no timestamps, so equal builds give equal manifests.
     `known_files`: sha256 and bytes of files the shard writers hashed as they wrote them (not read
     again; on an object store they are not in `root` at all)."""
-    splits: dict[str, int] = {}
-    shards: dict[str, int] = {}
-    languages: Counter[str] = Counter()
-    clips_with_faces = 0
-    audio_seconds = 0.0
-    sources: dict[str, Counter[str]] = {}
-    keys: dict[str, list[str]] = {}
-    truncated: list[dict[str, Any]] = []  # records cut short (a partial download): kept, flagged, listed for the user
-    for path in sorted((root / "data").glob("*.parquet")):
-        split = path.name.split("-")[0]
-        splits[split] = splits.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
-        shards[split] = shards.get(split, 0) + 1
-        for row in pq.read_table(path, columns=["key", "source_path", "media", "transcript", "faces", "explanation"]).to_pylist():
-            keys.setdefault(split, []).append(row["key"])
-            if row["media"].get("truncated"):
-                measured = {k: None if row["media"].get(k) is None else round(row["media"][k], 3) for k in TRUNCATION_FIELDS}  # float32 digits are noise
-                truncated.append({"key": row["key"], "split": split, "source_path": row["source_path"], **measured})
-            for name, value in row["explanation"].items():
-                if isinstance(value, dict):
-                    sources.setdefault(name, Counter())[value["source"] or "null"] += 1
-            audio_seconds += row["media"]["duration_s"] if row["media"]["has_audio"] else 0.0
-            clips_with_faces += bool(row["faces"]["crops"])
-            if row["transcript"]["language"]:
-                languages[row["transcript"]["language"]] += 1
-    failures = pq.read_table(root / FAILURES_FILE, columns=["stage"]).column("stage").to_pylist()
+    counted = count_records(root)
+    splits, shards, languages, truncated = counted.splits, counted.shards, counted.languages, counted.truncated
+    failures: Counter[str] = Counter()
+    for batch in pq.ParquetFile(root / FAILURES_FILE).iter_batches(batch_size=BATCH_ROWS, columns=["stage"]):
+        failures.update(batch.column("stage").to_pylist())
     files = dict(known_files or {})
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
@@ -87,14 +121,14 @@ def write_manifest(
         "config_hash": config.config_hash(),
         "models": prov,
         "packages": package_versions(),
-        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": len(failures), "skipped_files": len(skipped), "truncated": len(truncated)},
-        "failures_by_stage": dict(sorted(Counter(failures).items())),
+        "counts": {"inputs": inputs, "records": sum(splits.values()), "failures": sum(failures.values()), "skipped_files": len(skipped), "truncated": len(truncated)},
+        "failures_by_stage": dict(sorted(failures.items())),
         "stats": {
-            "clips_with_faces": clips_with_faces,
+            "clips_with_faces": counted.clips_with_faces,
             "records_per_language": dict(sorted(languages.items())),
-            "audio_seconds": round(audio_seconds, 3),
+            "audio_seconds": round(counted.audio_seconds, 3),
             # explanation field -> source -> records ("null": no source gave a value)
-            "explanation_sources": {name: dict(sorted(c.items())) for name, c in sources.items()},
+            "explanation_sources": {name: dict(sorted(c.items())) for name, c in counted.sources.items()},
         },
         "annotations": annotations or {"files": [], "names_without_video": [], "videos_without_annotation": []},
         "emotion_wheel": prov.get("emotion_wheel") or f"not used: {wheel_problem}",
@@ -102,7 +136,7 @@ def write_manifest(
         "truncated": sorted(truncated, key=lambda t: t["key"]),
         "languages": sorted(languages),  # for the card's `language` tag
         "splits": splits,
-        "keys": {split: sorted(k) for split, k in sorted(keys.items())},  # releases list added and removed keys
+        "keys": {split: sorted(k) for split, k in sorted(counted.keys.items())},  # releases list added and removed keys
         "shards": shards,
         "files": files,
     }

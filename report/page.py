@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from html import escape
 from typing import Any
 
@@ -18,9 +18,9 @@ from emer_builder.report.collect import EXPLAINED, GROUPS_WITH_REASON, BuildData
 from emer_builder.report.media import SampleMedia
 from emer_builder.report.plots import Plot
 from emer_builder.report.static import CSS, ERRORS, GALLERY
+from emer_builder.report.tally import PATHS_SHOWN
 
 PAGE_SIZE = 24
-PATHS_SHOWN = 10  # paths listed per failure reason in the overview; the gallery lists every failure
 TRUNCATED_SHOWN = 100  # truncated records listed in the overview; manifest.json lists them all
 LABELS_LISTED = 2000  # label suggestions in the filter's list (most frequent first)
 
@@ -74,17 +74,18 @@ def overview_html(data: BuildData, notes: list[str]) -> str:
     m = data.manifest
     counts = m.get("counts", {})
     stats = m.get("stats", {})
-    records = counts.get("records", len(data.records))
-    faces = stats.get("clips_with_faces", sum(bool(r["faces.crops"]) for r in data.records))
+    tally = data.tally  # every record here, counted (the manifest's figures come first: they count the whole build)
+    records = counts.get("records", tally.records)
+    faces = stats.get("clips_with_faces", sum(t.faces for t in tally.splits.values()))
     audio_s = stats.get("audio_seconds")
     if audio_s is None:
-        audio_s = sum(r["media.duration_s"] or 0 for r in data.records if r["media.has_audio"])
-    languages = stats.get("records_per_language") or dict(Counter(r["transcript.language"] for r in data.records if r["transcript.language"]))
+        audio_s = sum(t.audio_s for t in tally.splits.values())
+    languages = stats.get("records_per_language") or dict(tally.languages)
     truncated = truncated_records(data)
     tiles = [
         ("inputs", counts.get("inputs"), "video files found"),
         ("records", records, "clips that became records"),
-        ("failures", counts.get("failures", len(data.failures)), "inputs that became failure rows"),
+        ("failures", counts.get("failures", data.failure_tally.count), "inputs that became failure rows"),
         ("skipped", counts.get("skipped_files"), "entries skipped (not videos, links not followed)"),
         ("truncated", None if truncated is None else len(truncated), "records cut short, decoded in part"),
         ("audio-hours", f"{audio_s / 3600:.3f}", f"hours of audio ({audio_s:.1f} s)"),
@@ -125,40 +126,36 @@ def overview_html(data: BuildData, notes: list[str]) -> str:
 
 def _splits_table(data: BuildData) -> str:
     m = data.manifest
-    present = Counter(r["split"] for r in data.records)
     rows = []
     for split in data.splits:
-        rs = [r for r in data.records if r["split"] == split]
-        faces = sum(bool(r["faces.crops"]) for r in rs)
-        hours = sum(r["media.duration_s"] or 0 for r in rs if r["media.has_audio"]) / 3600
-        expected = m.get("splits", {}).get(split, present[split])
+        t = data.tally.splits.get(split)
+        present, faces, hours = (t.records, t.faces, t.audio_s / 3600) if t else (0, 0, 0.0)
+        expected = m.get("splits", {}).get(split, present)
         rows.append(
             f'<tr><td>{escape(split)}</td><td class="n" data-split-count="{escape(split)}">{expected}</td><td class="n">{m.get("shards", {}).get(split, "")}</td>'
-            f'<td class="n">{present[split]}</td><td class="n">{faces}</td><td class="n">{hours:.3f}</td></tr>'
+            f'<td class="n">{present}</td><td class="n">{faces}</td><td class="n">{hours:.3f}</td></tr>'
         )
     head = '<tr><th>split</th><th class="n">records</th><th class="n">shards</th><th class="n">here</th><th class="n">with face</th><th class="n">audio h</th></tr>'
     return f"<h3>Records per split</h3><table>{head}{''.join(rows)}</table>"
 
 
 def _failures_tables(data: BuildData) -> str:
-    by_stage = data.manifest.get("failures_by_stage") or dict(Counter(f["stage"] for f in data.failures))
+    by_stage = data.manifest.get("failures_by_stage") or dict(data.failure_tally.stages)
     if not by_stage:
         return '<h3>Failures</h3><p data-stat="failures-none">None: every input became a record.</p>'
     rows = "".join(f'<tr><td>{escape(s)}</td><td class="n" data-failure-stage="{escape(s)}">{n}</td></tr>' for s, n in sorted(by_stage.items()))
     parts = [f'<h3>Failures by stage</h3><table><tr><th>stage</th><th class="n">inputs</th></tr>{rows}</table>']
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for f in data.failures:
-        groups[(f["stage"], f["error_class"])].append(f)
+    groups = data.failure_tally.reasons
     if groups:
         parts.append('<h3>Failures by reason</h3><table><tr><th>stage</th><th>reason</th><th class="n">inputs</th><th>paths</th></tr>')
-        for (stage, error), fs in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
-            messages = sorted(Counter(f["message"] for f in fs).items(), key=lambda x: (-x[1], x[0]))[:3]
+        for (stage, error), g in sorted(groups.items(), key=lambda g: (-g[1].count, g[0])):
+            messages = sorted(g.messages.items(), key=lambda x: (-x[1], x[0]))[:3]
             reason = "<br>".join(escape(msg[:300]) for msg, _ in messages)
-            paths = [f["source_path"] for f in fs]
-            more = f"<br>… and {len(paths) - PATHS_SHOWN} more (all in the gallery and failures.parquet)" if len(paths) > PATHS_SHOWN else ""
+            where = "the gallery and failures.parquet" if not data.failure_tally.gallery.sampled else "failures.parquet"
+            more = f"<br>… and {g.count - PATHS_SHOWN} more (all in {where})" if g.count > PATHS_SHOWN else ""
             parts.append(
-                f'<tr><td>{escape(stage)}</td><td><b>{escape(error)}</b><br>{reason}</td><td class="n">{len(fs)}</td>'
-                f'<td class="paths">{"<br>".join(escape(p) for p in paths[:PATHS_SHOWN])}{more}</td></tr>'
+                f'<tr><td>{escape(stage)}</td><td><b>{escape(error)}</b><br>{reason}</td><td class="n">{g.count}</td>'
+                f'<td class="paths">{"<br>".join(escape(p) for _, p in g.first)}{more}</td></tr>'
             )
         parts.append("</table>")
     return "".join(parts)
@@ -170,10 +167,9 @@ def truncated_records(data: BuildData) -> list[dict[str, Any]] | None:
     listed = data.manifest.get("truncated")
     if isinstance(listed, list):
         return [t for t in listed if isinstance(t, dict)]
-    if not data.records or all(r["media.truncated"] is None for r in data.records):
+    if not data.tally.truncation_known:
         return None
-    fields = ("declared_duration_s", "decoded_duration_s", "decoded_fraction")
-    return [{"key": r["key"], "split": r["split"], "source_path": r["source_path"], **{f: r[f"media.{f}"] for f in fields}} for r in data.records if r["media.truncated"]]
+    return sorted(data.tally.truncated, key=lambda t: t["key"])
 
 
 def _truncated_table(truncated: list[dict[str, Any]] | None) -> str:
@@ -242,13 +238,7 @@ def _process_rows(cpu: Any) -> str:
 def _sources_table(data: BuildData) -> str:
     sources = (data.manifest.get("stats") or {}).get("explanation_sources")
     if not sources:
-        sources = {}
-        for r in data.records:
-            for name in ("subtitle", *EXPLAINED, "open_vocab_labels", "discrete_label", "valence"):
-                value = r[f"explanation.{name}"]
-                if isinstance(value, dict):
-                    c = sources.setdefault(name, {})
-                    c[value.get("source") or "null"] = c.get(value.get("source") or "null", 0) + 1
+        sources = data.tally.sources
     if not sources:
         return ""
     columns = sorted({s for c in sources.values() for s in c}, key=lambda s: (s == "null", s))

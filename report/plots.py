@@ -4,14 +4,15 @@ text) so the same build gives byte-identical plots. Figures are made without pyp
 from __future__ import annotations
 
 import io
-import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from emer_builder.core.errors import UserError
+from emer_builder.report.tally import RecordTally, SplitTally
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 FAILURE_COLOUR = "#9a9a9a"
@@ -38,20 +39,22 @@ class Plot:
     file: str | None  # None: no data to draw (the caption says why)
 
 
-def draw_plots(records: list[dict[str, Any]], splits: list[str], failures: int, folder: Path, href: str) -> list[Plot]:
-    """Every plot of the report as `folder/plots/{name}.svg`, linked as `href/plots/{name}.svg`."""
+def draw_plots(tally: RecordTally, splits: list[str], failures: int, folder: Path, href: str) -> list[Plot]:
+    """Every plot of the report as `folder/plots/{name}.svg`, linked as `href/plots/{name}.svg`, from the tally of
+    every record (a build's plots count all its records, whatever the gallery shows)."""
     try:
         import matplotlib
         from matplotlib.figure import Figure
     except ImportError:
         raise UserError("the report needs matplotlib: pip install 'emer-builder[report]'") from None
     colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(splits)}
-    by_split = {s: [r for r in records if r["split"] == s] for s in splits}
+    by_split = {s: tally.splits.get(s) or SplitTally() for s in splits}
+    classes = next((t.classes for t in by_split.values() if t.classes), [])  # the first split's, as its records come
     makers: list[tuple[str, str, Callable[..., str | None]]] = [
         ("splits", "Split sizes", _splits),
         ("durations", "Clip durations", _durations),
         ("faces", "Faces: found rate and main-face size", _faces),
-        ("expressions", "Facial expression (dominant class per clip)", _expressions),
+        ("expressions", "Facial expression (dominant class per clip)", partial(_expressions, classes=classes)),
         ("prosody", "Pitch and loudness", _prosody),
         ("labels", "Open-vocabulary labels", _labels),
         ("wheel", "Labels on the emotion wheel", _wheel),
@@ -72,12 +75,12 @@ def draw_plots(records: list[dict[str, Any]], splits: list[str], failures: int, 
     return plots
 
 
-Groups = dict[str, list[dict[str, Any]]]
+Groups = dict[str, SplitTally]
 
 
 def _splits(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
     names = list(by_split) + (["failures"] if failures else [])
-    counts = [len(v) for v in by_split.values()] + ([failures] if failures else [])
+    counts = [t.records for t in by_split.values()] + ([failures] if failures else [])
     if not any(counts):
         return None
     ax = fig.add_subplot()
@@ -89,7 +92,7 @@ def _splits(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) 
 
 
 def _durations(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    values = {s: [r["media.duration_s"] for r in rows if r["media.duration_s"] is not None] for s, rows in by_split.items()}
+    values = {s: t.durations for s, t in by_split.items()}
     if not any(values.values()):
         return None
     ax = fig.add_subplot()
@@ -101,15 +104,15 @@ def _durations(fig: Any, by_split: Groups, colours: dict[str, str], failures: in
 
 
 def _faces(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    found = {s: sum(bool(r["faces.crops"]) for r in rows) for s, rows in by_split.items()}
-    sizes = {s: [v for r in rows if (v := _face_size(r)) is not None] for s, rows in by_split.items()}
-    if not any(by_split.values()):
+    found = {s: t.faces for s, t in by_split.items()}
+    sizes = {s: t.face_sizes for s, t in by_split.items()}
+    if not any(t.records for t in by_split.values()):
         return None
     left, right = fig.subplots(1, 2)
     names = list(by_split)
-    rates = [100 * found[s] / len(by_split[s]) if by_split[s] else 0 for s in names]
+    rates = [100 * found[s] / by_split[s].records if by_split[s].records else 0 for s in names]
     bars = left.bar(names, rates, color=[colours[s] for s in names])
-    left.bar_label(bars, labels=[f"{found[s]}/{len(by_split[s])}" for s in names], padding=2)
+    left.bar_label(bars, labels=[f"{found[s]}/{by_split[s].records}" for s in names], padding=2)
     left.set_ylim(0, 115)
     left.set_ylabel("clips with a face (%)")
     left.set_title("face found")
@@ -121,9 +124,8 @@ def _faces(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -
     return "Left: share of clips whose main face was found in at least one sampled frame. Right: the main face's box height over the frame height (median over its crops)."
 
 
-def _expressions(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    dominant = {s: Counter(_dominant(r["faces.expression_mean"]) for r in rows if r["faces.expression_mean"]) for s, rows in by_split.items()}
-    classes = _expression_classes([r for rows in by_split.values() for r in rows])
+def _expressions(fig: Any, by_split: Groups, colours: dict[str, str], failures: int, classes: list[str]) -> str | None:
+    dominant = {s: t.dominant for s, t in by_split.items()}
     if not classes or not any(dominant.values()):
         return None
     ax = fig.add_subplot()
@@ -139,8 +141,8 @@ def _expressions(fig: Any, by_split: Groups, colours: dict[str, str], failures: 
 
 
 def _prosody(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    pitch = {s: [v for r in rows if (v := (r["acoustics.prosody"] or {}).get("f0_mean_semitone")) is not None] for s, rows in by_split.items()}
-    loud = {s: [v for r in rows if (v := (r["acoustics.prosody"] or {}).get("loudness_mean")) is not None] for s, rows in by_split.items()}
+    pitch = {s: t.pitch for s, t in by_split.items()}
+    loud = {s: t.loudness for s, t in by_split.items()}
     if not any(pitch.values()) and not any(loud.values()):
         return None
     left, right = fig.subplots(1, 2)
@@ -153,7 +155,7 @@ def _prosody(fig: Any, by_split: Groups, colours: dict[str, str], failures: int)
 
 
 def _labels(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    counts = {s: Counter(label for r in rows for label in set(_labels_of(r))) for s, rows in by_split.items()}
+    counts = {s: t.labels for s, t in by_split.items()}
     total = sum(counts.values(), Counter())
     if not total:
         return None
@@ -166,7 +168,7 @@ def _labels(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) 
 
 
 def _wheel(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -> str | None:
-    counts = {s: Counter(c for r in rows for c in _wheel_level1(r)) for s, rows in by_split.items()}
+    counts = {s: t.wheel for s, t in by_split.items()}
     total = sum(counts.values(), Counter())
     if not total:
         return "labels were not normalised in this build (no emotion-wheel tables): see the overview's emotion wheel entry"
@@ -184,7 +186,7 @@ def _counts_axis(axis: Any) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _stacked_hist(ax: Any, values: dict[str, list[float]], colours: dict[str, str]) -> None:
+def _stacked_hist(ax: Any, values: dict[str, Any], colours: dict[str, str]) -> None:
     import numpy as np
 
     names = [s for s, v in values.items() if v]
@@ -208,34 +210,3 @@ def _stacked_barh(ax: Any, names: list[str], counts: dict[str, Counter[str]], co
     ax.legend()
     fig = ax.figure
     fig.set_figheight(max(2.4, 0.6 + 0.18 * len(names)))
-
-
-def _face_size(r: dict[str, Any]) -> float | None:
-    height = r["media.height"]
-    heights = [c["box"]["h"] for c in r["faces.crops"] or [] if c.get("box") and c["box"].get("h")]
-    if not height or not heights:
-        return None
-    return min(1.0, statistics.median(heights) / height)
-
-
-def _dominant(scores: dict[str, float | None]) -> str:
-    return max(sorted(scores), key=lambda c: scores[c] or 0.0)
-
-
-def _expression_classes(records: list[dict[str, Any]]) -> list[str]:
-    for r in records:
-        if r["faces.expression_mean"]:
-            return list(r["faces.expression_mean"])
-    return []
-
-
-def _labels_of(r: dict[str, Any]) -> list[str]:
-    labels = (r["explanation.open_vocab_labels"] or {}).get("labels") or []
-    return [label.strip().lower() for label in labels if label and label.strip()]
-
-
-def _wheel_level1(r: dict[str, Any]) -> set[str]:
-    for entry in (r["explanation.open_vocab_labels"] or {}).get("wheel") or []:
-        if entry.get("wheel") == "wheel1":
-            return set(entry.get("level1") or [])
-    return set()

@@ -9,7 +9,7 @@ from typing import Any
 
 from emer_builder.core.errors import UserError
 from emer_builder.core.urls import local_copy
-from emer_builder.report.collect import BuildData, flat_row, load_build, samples, shards
+from emer_builder.report.collect import BuildData, load_build, samples, shard_stem, shards
 from emer_builder.report.media import SampleMedia, write_sample
 from emer_builder.report.page import render_page
 from emer_builder.report.plots import draw_plots
@@ -44,7 +44,7 @@ def write_report(
     assets = target.with_suffix("")
     if assets.exists() and not (assets / MARKER).is_file():
         raise UserError(f"{assets} exists and was not written by `emer report`: the report's files would replace it; choose another --to")
-    data = load_build(root, manifest)
+    data = load_build(root, manifest, media_from)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{assets.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -52,7 +52,7 @@ def write_report(
     try:
         (staging / MARKER).write_text(MARKER_TEXT)
         media, notes = _media(data, staging, assets.name, audio, media_from)
-        plots = draw_plots(data.records, data.splits, len(data.failures), staging, assets.name)
+        plots = draw_plots(data.tally, data.splits, data.failure_tally.count, staging, assets.name)
         page = render_page(data, media, plots, notes)
         if assets.exists():
             shutil.rmtree(assets)
@@ -67,44 +67,45 @@ def write_report(
 
 
 def _media(data: BuildData, staging: Path, name: str, audio: bool, media_from: str | None = None) -> tuple[dict[str, SampleMedia], list[str]]:
-    """Strips and audio from every tar shard present; records from the shards' json for splits without Parquet.
-    Returns what each key got and notes on what this folder lacks."""
-    with_table = {r["split"] for r in data.records}
+    """Strips and audio of the gallery's records, from the tar shards that hold them (only those are opened).
+    Returns what each key got and notes on what this folder lacks and what the gallery samples."""
+    wanted: dict[str, set[str]] = {}
+    for key, shard in data.tally.shard_of.items():
+        wanted.setdefault(shard, set()).add(key)
     found = shards(data.root, data.manifest, media_from)
-    with_shards = {split for split, _ in found}
     media: dict[str, SampleMedia] = {}
-    extra = []
     for split, where in found:
+        keys = wanted.get(shard_stem(where))
+        if not keys:
+            continue
         with local_copy(str(where)) as local:
-            path = Path(local)
-            for key, members in samples(split, path, data.manifest):
+            for key, members in samples(split, Path(local), data.manifest, keys=keys, known=data.keys_of(split)):
                 media[key] = write_sample(key, members, staging, name, audio)
-                if split not in with_table and "json" in members:
-                    extra.append(flat_row(_json(members["json"], path, key)))
-    if extra:
-        data.records = sorted(data.records + extra, key=lambda r: r["key"])
+    return media, _notes(data, {split for split, _ in found})
+
+
+def _notes(data: BuildData, with_shards: set[str]) -> list[str]:
     notes = []
     expected = data.manifest.get("splits") or {}
-    present = {s: sum(r["split"] == s for r in data.records) for s in expected}
+    present = {s: data.tally.splits[s].records if s in data.tally.splits else 0 for s in expected}
     for split, n in expected.items():
         if present[split] < n:
             notes.append(f"split {split}: {present[split]} of {n} records present in this folder (a partial download?); the others are not shown")
-        elif split not in with_table:
+        elif split not in data.with_table:
             notes.append(f"split {split}: no Parquet table here; records read from the tar shards' json")
         if split not in with_shards and n:
             notes.append(f"split {split}: no tar shards here, so no face crops or audio in the gallery (`emer download --config media` fetches them)")
-    if (data.manifest.get("counts") or {}).get("failures") and not data.failures:
+    if (data.manifest.get("counts") or {}).get("failures") and not data.failure_tally.count:
         notes.append("failures.parquet is not in this folder: the failures are counted but not listed")
-    return media, notes
-
-
-def _json(raw: bytes, path: Path, key: str) -> dict[str, Any]:
-    import json
-
-    try:
-        record = json.loads(raw)
-    except ValueError as e:
-        raise UserError(f"{path}: {key}.json is not JSON: {e}") from None
-    if not isinstance(record, dict) or record.get("key") != key:
-        raise UserError(f"{path}: {key}.json does not hold the record of {key}")
-    return record
+    for split in data.splits:
+        sample = data.tally.gallery.get(split)
+        if sample is not None and (sample.sampled or data.tally.splits[split].records > sample.offered):
+            chosen, total = data.gallery_shards.get(split, (0, 0))
+            notes.append(
+                f"split {split}: the gallery shows {len(sample.items())} of its {data.tally.splits[split].records} records, chosen by key hash from {chosen} of its {total} shards"
+                " (the same build shows the same ones); the tables and plots count every record"
+            )
+    failures = data.failure_tally
+    if failures.gallery.sampled:
+        notes.append(f"the gallery shows {len(data.failures)} of the {failures.count} failure rows, chosen by key hash; the tables count every row and failures.parquet lists them all")
+    return notes

@@ -205,11 +205,16 @@ class ClipCache:
         return digest
 
     def record_use(self, addresses: Iterable[str], label: str) -> None:
-        """Remember which entries a build used, for `emer cache --prune`."""
+        """Remember which entries a build used, for `emer cache --prune`. The addresses are written as they
+        come (in the order of the build's tables; a repeat is harmless, readers make a set of them), so a
+        build of any size records its use without holding the list."""
         self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"  # sorts in the order builds finished
         with self.fs.open(f"{self.path}/builds/{name}", "w") as f:
-            json.dump({"label": label, "addresses": sorted(set(addresses))}, f)
+            f.write(f'{{"label": {json.dumps(label)}, "addresses": [')
+            for n, address in enumerate(addresses):
+                f.write(f"{', ' if n else ''}{json.dumps(address)}")
+            f.write("]}")
 
     def stats(self, keep_builds: int) -> dict[str, Any]:
         """Entries, bytes, builds recorded, and how many entries the last `keep_builds` builds did not use."""
