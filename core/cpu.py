@@ -58,25 +58,26 @@ class Child(subprocess.Popen):
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self._reap(0.0)
+            self._reap(None, poll=True)
         return self.returncode
 
-    def _reap(self, timeout: float | None) -> None:
-        """Wait for the child (at most `timeout` s: then TimeoutExpired, None: for ever); charge its CPU here."""
+    def _reap(self, timeout: float | None, poll: bool = False) -> None:
+        """Reap the child (for ever, at most `timeout` s: then TimeoutExpired, or only if it has ended
+        with `poll`) and charge its CPU to this thread."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0005
         while True:
             try:
-                pid, status, usage = os.wait4(self.pid, 0 if deadline is None else os.WNOHANG)
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG if poll or deadline is not None else 0)
             except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): nothing to charge
                 self.returncode = 0 if self.returncode is None else self.returncode
                 return
             if pid:
                 break
+            if poll:
+                return
             left = deadline - time.monotonic()  # type: ignore[operator]
             if left <= 0:
-                if timeout == 0.0:
-                    return  # poll: still running
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
