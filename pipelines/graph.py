@@ -251,6 +251,7 @@ class Ticket(NamedTuple):
 
 
 def park_outcome(outcome: Outcome, staging: StagingArea) -> Ticket:
+    """The outcome written to the staging area; its ticket is what the shard planning groups."""
     group, (key, size) = _group_of(outcome)
     source_path = (outcome.record or outcome.failure or {}).get("source_path", "")
     return Ticket(key, group, size, park(staging, "outcome", key, source_path, outcome))

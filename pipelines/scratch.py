@@ -54,6 +54,7 @@ def park(staging: StagingArea, kind: str, key: str, source_path: str, value: Any
 
 
 def unpark(staging: StagingArea, name: str) -> Any:
+    """What `park` wrote under `name` (the file stays: a retried bundle reads it again)."""
     return pickle.loads(staging.read(name))
 
 
