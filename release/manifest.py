@@ -65,19 +65,23 @@ def count_records(root: Path) -> RecordCounts:
     """Stream the build's tables batch by batch, reading only the columns the manifest counts (of a record's
     face crops, one number each; of its explanation, each field's source): memory holds the keys, not the rows."""
     counted = RecordCounts()
+    columns: dict[Any, list[str]] = {}  # arrow schema -> the columns to read (the tables of a build share one)
     for path in sorted((root / "data").glob("*.parquet")):
         split = path.name.split("-")[0]
         table = pq.ParquetFile(path)
         counted.splits[split] = counted.splits.get(split, 0) + table.metadata.num_rows
         counted.shards[split] = counted.shards.get(split, 0) + 1
-        for batch in table.iter_batches(batch_size=BATCH_ROWS, columns=_counted_columns(table)):
+        if table.schema_arrow not in columns:
+            columns[table.schema_arrow] = _counted_columns(table)
+        for batch in table.iter_batches(batch_size=BATCH_ROWS, columns=columns[table.schema_arrow]):
             for row in batch.to_pylist():
                 counted.add(split, row)
     return counted
 
 
 def _counted_columns(table: pq.ParquetFile) -> list[str]:
-    """The (nested) columns `RecordCounts.add` reads, as Parquet paths."""
+    """The (nested) columns `RecordCounts.add` reads, as Parquet paths (reading a table's Parquet schema costs
+    a few MB that the allocator keeps: once per build, not per table)."""
     paths = [table.schema.column(i).path for i in range(table.metadata.num_columns)]
     crops = next((p for p in paths if p.startswith("faces.crops.")), "faces.crops")  # one leaf tells how many crops
     sources = [p for p in paths if p.startswith("explanation.") and p.count(".") == 2 and p.endswith(".source")]
