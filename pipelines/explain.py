@@ -22,7 +22,6 @@ from typing import Any
 
 import apache_beam as beam
 import cv2
-import numpy as np
 import soundfile
 from emer_builder.core.config import LlmConfig
 from emer_builder.pipelines.envelope import Envelope
@@ -32,22 +31,24 @@ from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time,
 from emer_builder.pipelines.scratch import park_envelope, unparked
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.annotations import AnnotationExplainer
-from emer_builder.transforms.clip import Clip
+from emer_builder.transforms.clip import Audio, AudioSource, Clip, Frames, FrameSource
 from emer_builder.transforms.explanation import ExplainInput, explain_clip
 from emer_builder.transforms.rules_explainer import CorpusStats, PlacedValues, RulesExplainer, measures_of
+from emer_builder.transforms.stages.decode import AUDIO_BLOCK
 
 STAGE = "explanation"
 KEYFRAME_MAX_SIDE = 512
 
 
-def keyframes(frames: list[tuple[float, np.ndarray]], count: int) -> list[tuple[float, bytes]]:
-    """`count` frames spread evenly over the clip, as JPEG, for a vision model."""
-    if not frames or count <= 0:
+def keyframes(frames: Frames, count: int) -> list[tuple[float, bytes]]:
+    """`count` frames spread evenly over the clip, as JPEG, for a vision model (a long clip's by seeking
+    to each: the stream is not read again for a few frames)."""
+    if not len(frames) or count <= 0:
         return []
     picks = sorted({round(i * (len(frames) - 1) / max(1, count - 1)) for i in range(count)}) if count > 1 else [len(frames) // 2]
+    chosen = frames.pick(picks) if isinstance(frames, FrameSource) else [frames[i] for i in picks]
     out = []
-    for i in picks:
-        t, frame = frames[i]
+    for t, frame in chosen:
         scale = KEYFRAME_MAX_SIDE / max(frame.shape[:2])
         if scale < 1:
             frame = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
@@ -57,11 +58,17 @@ def keyframes(frames: list[tuple[float, np.ndarray]], count: int) -> list[tuple[
     return out
 
 
-def wav_bytes(audio: np.ndarray | None) -> bytes | None:
+def wav_bytes(audio: Audio | None) -> bytes | None:
+    """The track as 16-bit WAV for an audio-reading model; a long clip's is written block by block from disk."""
     if audio is None:
         return None
     buf = io.BytesIO()
-    soundfile.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+    if not isinstance(audio, AudioSource):
+        soundfile.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+        return buf.getvalue()
+    with soundfile.SoundFile(buf, "w", 16000, 1, "PCM_16", format="WAV") as out:
+        for start in range(0, len(audio), AUDIO_BLOCK):
+            out.write(audio.read(start, start + AUDIO_BLOCK))
     return buf.getvalue()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,7 +14,71 @@ from emer_builder.schemas import FieldGroup
 
 SAMPLE_RATE = 16_000  # the audio every stage reads: 16 kHz mono float32 (Whisper, Silero VAD, openSMILE)
 
-__all__ = ["SAMPLE_RATE", "Clip", "ClipError", "Stage", "setting"]
+__all__ = ["SAMPLE_RATE", "Audio", "AudioSource", "Clip", "ClipError", "FrameSource", "Frames", "Stage", "frame_shape", "setting"]
+
+
+class FrameSource(abc.ABC):
+    """A long clip's sampled frames, read again from the file each time they are iterated instead of
+    held in memory (an hour at 2 fps is 5 GB): one frame at a time, in time order, the same frames a
+    short clip's list holds. `len` is their count; `pick` reads a few by seeking."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]: ...
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of every frame."""
+
+    @abc.abstractmethod
+    def pick(self, indices: list[int]) -> list[tuple[float, np.ndarray]]:
+        """Frames `indices` (of the sampling), without reading the frames between them."""
+
+    def __getitem__(self, index: int) -> tuple[float, np.ndarray]:
+        return self.pick([index])[0]
+
+
+class AudioSource(abc.ABC):
+    """A long clip's 16 kHz mono float32 track on disk instead of in memory (230 MB an hour): `len` is
+    its sample count and `source[a:b]` reads one block, as for an array; `np.asarray(source)` reads it
+    all (what a stage that needs the whole track at once pays)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop), float32."""
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("an audio source is read in blocks: source[start:stop]")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("an audio source is read in contiguous blocks")
+        return self.read(start, max(start, stop))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        samples = self.read(0, len(self))
+        return samples if dtype is None else samples.astype(dtype)
+
+
+Frames = list[tuple[float, np.ndarray]] | FrameSource  # (time_s, BGR uint8) at the sampling rate
+Audio = np.ndarray | AudioSource  # 16 kHz mono float32
+
+
+def frame_shape(frames: Frames) -> tuple[int, int] | None:
+    """(height, width) of the sampled frames; None without frames."""
+    if isinstance(frames, FrameSource):
+        return frames.shape if len(frames) else None
+    return frames[0][1].shape[:2] if frames else None
 
 
 @dataclass
@@ -26,8 +92,10 @@ class Clip:
     start_s: float | None = None  # an utterance of a longer video: its window [start_s, end_s); None: the whole file
     end_s: float | None = None
     fields: dict[str, Any] = field(default_factory=dict)  # field group name -> values
-    audio: np.ndarray | None = None  # 16 kHz mono float32, None without an audio track
-    frames: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time_s, BGR uint8)
+    # 16 kHz mono float32, None without an audio track; an AudioSource (on disk) for a long clip
+    audio: Audio | None = None
+    # (time_s, BGR uint8) at the sampling rate; a FrameSource (streamed from the file) for a long clip
+    frames: Frames = field(default_factory=list)
     media_files: dict[str, bytes] = field(default_factory=dict)  # tar member suffix -> bytes
 
 

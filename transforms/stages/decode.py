@@ -9,6 +9,11 @@ decoding stops at the maximum length whatever the header says, the decoded lengt
 and a file that ended with read errors well before its declared length is flagged or failed.
 Every problem is one `ClipError` line that says what the file is; nothing here can block forever
 (special files are refused before they are opened, and every ffmpeg run has a time limit).
+
+A clip whose samples fit `IN_MEMORY_BYTES` (by its header's length) is held in memory, as it always
+was; a longer one (an unsegmented episode) is measured in one pass that keeps its audio on disk, and
+its frames are decoded again, one at a time, when a stage iterates them (`long_clip`), so memory does
+not grow with the length.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from emer_builder.core.errors import ProcessFault, exit_fault
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.urls import local_copy
 from emer_builder.schemas.v1 import MEDIA
-from emer_builder.transforms.clip import Clip, ClipError, Stage
+from emer_builder.transforms.clip import Audio, AudioSource, Clip, ClipError, Frames, Stage
 from emer_builder.transforms.keys import display_path
 
 SAMPLE_RATE = 16_000
@@ -41,6 +46,10 @@ PROBE_TIMEOUT_S = 60.0  # ffprobe reads headers only; a file that takes longer i
 LIMIT_MARGIN_S = 0.5  # decoding runs this far past the maximum, so a longer file shows that it is longer
 LENGTH_SLACK_S = 0.1  # a clip this little over the maximum (a frame's rounding) still passes
 SCRATCH_PREFIX = "emer-decode-"  # + the worker's pid: a killed worker's scratch folder is found and removed
+# A clip whose sampled frames and audio would take more than this (46 s at 640x360, 2 fps) is not held in
+# memory: its audio stays on disk and its frames are streamed from the file (long_clip).
+IN_MEMORY_BYTES = 64 * 2**20
+AUDIO_BLOCK = 60 * SAMPLE_RATE  # samples a long clip's track is read in (4 MB) where the whole track is not needed at once
 
 # ISO 639-1 codes and the ISO 639-2 tags files carry for them, so `audio_language: zh` finds `chi` or `zho`.
 LANGUAGE_TAGS: dict[str, tuple[str, ...]] = {
@@ -105,8 +114,8 @@ class Probe:
 class Decoded:
     """What one decoding pass gave: samples, sampled frames, and the measured length of each stream."""
 
-    audio: np.ndarray | None  # 16 kHz mono float32; None without an audio stream
-    frames: list[tuple[float, np.ndarray]]  # (time_s, BGR uint8) at the sampling rate
+    audio: Audio | None  # 16 kHz mono float32 (a long clip: on disk); None without an audio stream
+    frames: Frames  # (time_s, BGR uint8) at the sampling rate (a long clip: streamed from the file)
     video_frames: int  # every decoded video frame, not only the sampled ones
     video_end_s: float  # end of the last decoded video frame
     errors: list[str] = field(default_factory=list)  # what ffmpeg reported while reading (read errors, corrupt data)
@@ -118,6 +127,11 @@ class Decoded:
     @property
     def duration_s(self) -> float:
         return max(self.video_end_s, self.audio_s)
+
+    def release(self) -> None:
+        """Remove a long clip's scratch files now (a clip that fails its checks keeps nothing on disk)."""
+        for source in (self.audio, self.frames):
+            getattr(source, "release", lambda: None)()
 
 
 _CONTEXT = re.compile(rb"^\[([^\]@]+?) @ 0x[0-9a-fA-F]+\] ")
@@ -359,12 +373,21 @@ def decode_timeout(limit_s: float | None) -> float:
     return 120.0 + 4.0 * (limit_s if limit_s is not None else 600.0)
 
 
-def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit_s: float | None = None, start_s: float | None = None) -> Decoded:
+class Overflow(Exception):
+    """The clip holds more samples than `decode` was allowed to keep in memory (its header said less)."""
+
+
+def decode(
+    path: str, info: Probe, sample_fps: float, frame_max_side: int, limit_s: float | None = None, start_s: float | None = None, max_bytes: int | None = None
+) -> Decoded:
     """Decode the chosen streams once, reading at most `limit_s` seconds of the file from `start_s` (an
     utterance of a long video: ffmpeg seeks there, so memory depends on the window, not the file):
     16 kHz mono audio, frames sampled at `sample_fps`, and the time stamps of every decoded video frame
-    (relative to the window's start)."""
+    (relative to the window's start). With `max_bytes`, frames or audio beyond it raise Overflow
+    instead of being held (the frames output stops there; the length is still measured)."""
     width, height = frame_size(info.media["width"], info.media["height"], frame_max_side)
+    frame_bytes = width * height * 3
+    cap = ["-frames:v", str(max_bytes // frame_bytes + 1)] if max_bytes is not None else []
     graph = f"[0:{info.video_index}]split=2[s][m];[s]fps=fps={sample_fps!r},scale={width}:{height}[out];[m]scale=2:2:flags=neighbor,format=gray[meas]"
     limit = (["-ss", f"{start_s:.3f}"] if start_s else []) + (["-t", f"{limit_s:.3f}"] if limit_s is not None else [])
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
@@ -372,7 +395,7 @@ def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit
         # one decoding thread and one filter thread: the parallelism is the workers' (as for Whisper and
         # YuNet), and each frame thread would hold its own frame buffers (ffmpeg's default is one per core)
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", *limit, "-i", f"file:{path}", "-filter_complex", graph, "-filter_complex_threads", "1"]
-        args += ["-map", "[out]", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+        args += ["-map", "[out]", *cap, "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
         args += ["-map", "[meas]", "-c:v", "rawvideo", "-f", "framecrc", times_path]
         if info.audio is not None:
             args += ["-map", f"0:{info.audio.index}", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-f", "f32le", pcm_path]
@@ -380,8 +403,10 @@ def decode(path: str, info: Probe, sample_fps: float, frame_max_side: int, limit
             proc = _run(args, decode_timeout(limit_s), "decoding", stderr=err)
         stderr = _tail(err_path)
         video_frames, video_end = _frame_times(times_path)
-        audio = np.fromfile(pcm_path, dtype="<f4") if info.audio is not None and os.path.exists(pcm_path) else None
-    frame_bytes = width * height * 3
+        has_pcm = info.audio is not None and os.path.exists(pcm_path)
+        if max_bytes is not None and ((has_pcm and os.path.getsize(pcm_path) > max_bytes) or len(proc.stdout or b"") > max_bytes):
+            raise Overflow(f"more than {max_bytes} bytes of samples")
+        audio = np.fromfile(pcm_path, dtype="<f4") if has_pcm else None
     raw = proc.stdout or b""
     count = len(raw) // frame_bytes
     array = np.frombuffer(raw[: count * frame_bytes], dtype=np.uint8).reshape(count, height, width, 3)
@@ -469,10 +494,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def flac_bytes(audio: np.ndarray) -> bytes:
-    """FLAC (16-bit) of the 16 kHz mono track: lossless, a third of the PCM size, byte-stable."""
+def flac_bytes(audio: Audio) -> bytes:
+    """FLAC (16-bit) of the 16 kHz mono track: lossless, a third of the PCM size, byte-stable. A long
+    clip's track is encoded block by block from disk (the same bytes as from one array)."""
     buf = io.BytesIO()
-    soundfile.write(buf, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    if not isinstance(audio, AudioSource):
+        soundfile.write(buf, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        return buf.getvalue()
+    with soundfile.SoundFile(buf, "w", SAMPLE_RATE, 1, "PCM_16", format="FLAC") as out:
+        for start in range(0, len(audio), AUDIO_BLOCK):
+            out.write(audio.read(start, start + AUDIO_BLOCK))
     return buf.getvalue()
 
 
@@ -519,13 +550,36 @@ class DecodeStage(Stage):
         info = probe(path, self.audio_stream, self.audio_language)
         if clip.start_s is not None and clip.end_s is not None:  # an utterance: only its window is decoded
             declared = round(clip.end_s - clip.start_s, 6)
-            d = decode(path, info, self.sample_fps, self.frame_max_side, limit_s=declared, start_s=clip.start_s)
+            d = self._samples(path, clip.path, info, declared, clip.start_s, declared)
             limit = declared
         else:
             declared, limit = info.declared_duration_s, self.max_duration_s
             if declared is not None and declared > limit + LENGTH_SLACK_S and runs_past(path, info, limit + LENGTH_SLACK_S):
                 raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s; its header says {declared:.0f} s): cut it into clips")
-            d = decode(path, info, self.sample_fps, self.frame_max_side, limit_s=limit + LIMIT_MARGIN_S)
+            d = self._samples(path, clip.path, info, limit + LIMIT_MARGIN_S, None, declared)
+        try:
+            self._fill(clip, info, d, declared, limit)
+        except BaseException:
+            d.release()
+            raise
+
+    def _samples(self, path: str, location: str, info: Probe, limit_s: float, start_s: float | None, expected_s: float | None) -> Decoded:
+        """Held in memory when the header's length says the samples fit IN_MEMORY_BYTES (and they do:
+        a header that says less than half of what the file holds gets it decoded again), else the
+        long path: audio on disk, frames streamed from the file (long_clip)."""
+        width, height = frame_size(info.media["width"], info.media["height"], self.frame_max_side)
+        per_second = self.sample_fps * width * height * 3 + 4 * SAMPLE_RATE
+        if expected_s is None or expected_s * per_second <= IN_MEMORY_BYTES:
+            try:
+                return decode(path, info, self.sample_fps, self.frame_max_side, limit_s=limit_s, start_s=start_s, max_bytes=2 * IN_MEMORY_BYTES)
+            except Overflow:
+                pass
+        from emer_builder.transforms.stages.long_clip import decode_long  # it builds on this module
+
+        return decode_long(path, location, info, self.sample_fps, self.frame_max_side, limit_s, start_s)
+
+    def _fill(self, clip: Clip, info: Probe, d: Decoded, declared: float | None, limit: float) -> None:
+        """Check what decoding measured against the header and the limits; fill `media` and the samples."""
         decoded = round(d.duration_s, 6)
         if decoded > limit + LENGTH_SLACK_S:
             said = f"; its header says only {declared:g} s" if declared is not None else ""
@@ -553,7 +607,7 @@ class DecodeStage(Stage):
         agrees = declared is not None and abs(declared - decoded) <= length_slack(declared)
         media["duration_s"] = declared if agrees and not info.other_audio else decoded  # the container's length may be an unused stream's
         clip.audio, clip.frames = d.audio, d.frames
-        if clip.audio is not None and clip.audio.size == 0:
+        if clip.audio is not None and len(clip.audio) == 0:
             clip.audio = None
             media["has_audio"] = False  # an audio stream with no decodable samples counts as none
         media["sampled_fps"] = float(self.sample_fps)

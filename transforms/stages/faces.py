@@ -11,14 +11,22 @@ Two detectors (config `faces.detector`):
   DeepFace detects and aligns every face in every frame at the sampled size.
 Both give square boxes in the video's own pixels on the same convention (YuNet's box is widened to
 the square the Haar cascade draws around the same face), so records stay comparable.
+
+A long clip's frames are a stream (`FrameSource`): they are read once, each detection's face is cut
+as it comes and kept in a scratch file (150 KB at 224 px; the main face is only known at the end),
+and the chosen crops are read back from it, so memory holds one frame and the detections' boxes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import logging
 import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +34,8 @@ import cv2
 import numpy as np
 from emer_builder.core.config import FacesConfig
 from emer_builder.schemas.v1 import EXPRESSION_CLASSES, FACES
-from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip import Clip, Frames, FrameSource, Stage, frame_shape
+from emer_builder.transforms.stages.decode import SCRATCH_PREFIX
 from emer_builder.transforms.stages.models import deepface_emotion_weights, fer_tflite_path, yunet_library
 
 JPEG_QUALITY = 90
@@ -47,7 +56,7 @@ class Detection:
     square: tuple[float, float, float] | None = None  # centre x, centre y, side of the crop square, frame pixels
 
 
-def detect_faces(frames: list[tuple[float, np.ndarray]], detector: str = "opencv") -> list[Detection]:
+def detect_faces(frames: Iterable[tuple[float, np.ndarray]], detector: str = "opencv") -> list[Detection]:
     """Every face DeepFace finds in every frame (it reports 'no face' as the whole frame at confidence 0)."""
     from deepface import DeepFace
 
@@ -83,7 +92,7 @@ class YuNetDetector:
         gomp = yunet_library()
         self._omp_threads = ctypes.CDLL(str(gomp)).omp_set_num_threads if gomp else None
 
-    def __call__(self, frames: list[tuple[float, np.ndarray]]) -> list[Detection]:
+    def __call__(self, frames: Iterable[tuple[float, np.ndarray]]) -> list[Detection]:
         if self._omp_threads is not None:
             self._omp_threads(1)  # per calling thread, like every OpenMP setting
         found = []
@@ -250,8 +259,65 @@ def scores_dict(scores: np.ndarray) -> dict[str, float]:
     return {c: round(float(s) / total, 4) for c, s in zip(EXPRESSION_CLASSES, scores, strict=False)}
 
 
+class FaceSpool:
+    """Each detection's face kept in a scratch file while a stream of frames is read once: the aligned
+    face DeepFace gave, or YuNet's aligned square crop; the chosen ones are read back at the end."""
+
+    def __init__(self, folder: str):
+        self.file = open(os.path.join(folder, "faces.raw"), "w+b")  # noqa: SIM115 - closed with the spool
+        self.index: dict[int, tuple[int, tuple[int, ...], bool]] = {}  # id(detection) -> offset, shape, DeepFace's face
+
+    def detect(self, frames: Iterable[tuple[float, np.ndarray]], detect: Callable[[Any], list[Detection]], crop_size: int) -> list[Detection]:
+        """Every face in every frame, one frame in memory at a time."""
+        found = []
+        for i, (t, frame) in enumerate(frames):
+            for d in detect([(t, frame)]):
+                d.frame_index = i
+                face = d.aligned_face if d.aligned_face is not None else aligned_square(frame, d, crop_size)
+                self.index[id(d)] = (self.file.tell(), face.shape, d.aligned_face is not None)
+                self.file.write(np.ascontiguousarray(face, dtype=np.uint8).tobytes())
+                d.aligned_face = None
+                found.append(d)
+        return found
+
+    def face(self, d: Detection) -> tuple[np.ndarray, bool]:
+        """The face kept for `d`, and whether it is DeepFace's aligned face (else the crop itself)."""
+        offset, shape, aligned = self.index[id(d)]
+        self.file.seek(offset)
+        return np.frombuffer(self.file.read(math.prod(shape)), dtype=np.uint8).reshape(shape), aligned
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _crop_of(d: Detection, frames: Frames, spool: FaceSpool | None, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the crop, what the expression model reads) of a chosen detection: DeepFace's aligned face is
+    padded to a square and read as it is; YuNet's square is cut from its frame (or the spool) and read."""
+    if spool is not None:
+        face, aligned = spool.face(d)
+    elif d.aligned_face is not None:
+        face, aligned = d.aligned_face, True
+    else:
+        face, aligned = aligned_square(frames[d.frame_index][1], d, crop_size), False
+    return (square_crop(face, crop_size), face) if aligned else (face, face)
+
+
+@contextlib.contextmanager
+def face_spool(frames: Frames) -> Any:
+    """A FaceSpool in a scratch folder for a stream of frames (removed on the way out, whatever happens); None for a list."""
+    if not isinstance(frames, FrameSource):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as folder:
+        spool = FaceSpool(folder)
+        try:
+            yield spool
+        finally:
+            spool.close()
+
+
 def analyse_faces(
-    frames: list[tuple[float, np.ndarray]],
+    frames: Frames,
     expression: Any,
     detector: Any = "opencv",
     crop_size: int = 224,
@@ -262,27 +328,30 @@ def analyse_faces(
     """The `faces` field group and the JPEG crops of the main face, in crop order.
 
     `detector` is a DeepFace backend name or a callable (frames -> detections, e.g. YuNetDetector);
-    `box_scale` maps sampled-frame pixels back to the video's own pixels (frames may be scaled down)."""
-    detections = detector(frames) if callable(detector) else detect_faces(frames, detector)
-    tracks = track_faces(detections)
-    main = main_track(tracks)
-    if len(main) > max_crops:
-        picks = sorted(set(np.linspace(0, len(main) - 1, max_crops).round().astype(int).tolist()))
-        main = [main[i] for i in picks]
+    `box_scale` maps sampled-frame pixels back to the video's own pixels (frames may be scaled down).
+    A stream of frames (a long clip) is read once, with the same result as its frames in a list."""
+    detect = detector if callable(detector) else lambda fs: detect_faces(fs, detector)
     crops, jpegs = [], []
-    for index, d in enumerate(main):
-        crop = square_crop(d.aligned_face, crop_size) if d.aligned_face is not None else aligned_square(frames[d.frame_index][1], d, crop_size)
-        ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError("JPEG encoding of a face crop failed")
-        jpegs.append(jpeg.tobytes())
-        crops.append({
-            "index": index,
-            "time_s": d.time_s,
-            "box": {name: int(round(v * box_scale)) for name, v in zip("xywh", d.box, strict=True)},
-            "confidence": d.confidence,
-            "expression": scores_dict(expression.scores(d.aligned_face if d.aligned_face is not None else crop)),
-        })
+    with face_spool(frames) as spool:
+        detections = spool.detect(frames, detect, crop_size) if spool is not None else detect(frames)
+        tracks = track_faces(detections)
+        main = main_track(tracks)
+        if len(main) > max_crops:
+            picks = sorted(set(np.linspace(0, len(main) - 1, max_crops).round().astype(int).tolist()))
+            main = [main[i] for i in picks]
+        for index, d in enumerate(main):
+            crop, read = _crop_of(d, frames, spool, crop_size)
+            ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                raise RuntimeError("JPEG encoding of a face crop failed")
+            jpegs.append(jpeg.tobytes())
+            crops.append({
+                "index": index,
+                "time_s": d.time_s,
+                "box": {name: int(round(v * box_scale)) for name, v in zip("xywh", d.box, strict=True)},
+                "confidence": d.confidence,
+                "expression": scores_dict(expression.scores(read)),
+            })
     mean = None
     if crops:
         mean = {c: round(float(np.mean([cr["expression"][c] for cr in crops])), 4) for c in EXPRESSION_CLASSES}
@@ -333,8 +402,8 @@ class FacesStage(Stage):
         return {"face_detector": self.detector_id(), "expression_model": self.model_id()}
 
     def process(self, clip: Clip) -> None:
-        media = clip.fields.get("media")
-        scale = media["width"] / clip.frames[0][1].shape[1] if media and clip.frames else 1.0
+        media, shape = clip.fields.get("media"), frame_shape(clip.frames)
+        scale = media["width"] / shape[1] if media and shape else 1.0
         detect = self._detect if self._detect is not None else self.detector
         fields, jpegs = analyse_faces(clip.frames, self.expression, detect, self.crop_size, self.max_crops, scale, self.detector_id())
         clip.fields[self.name] = fields

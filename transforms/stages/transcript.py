@@ -6,6 +6,11 @@ the clip (its length plus 1 s, in 5 s steps, 10 s at least, 30 s at most) and th
 from the same encoder pass that the transcription uses. On the 24 bench clips (131 s) that took
 Whisper base from 59 to 11 CPU-seconds with the same words on the LibriVox references (WER 2.8%
 both ways); `encoder_window: full` keeps faster-whisper's own behaviour.
+
+A long track (over `BLOCK_S`) reaches Whisper in blocks cut at pauses, their segments shifted to the
+track's time: faster-whisper computes its features of the whole array at once (about 1 GB for an hour),
+and a long clip's track is on disk, read block by block. The first block with speech names the language
+of the blocks after it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ import numpy as np
 from emer_builder.core.config import TranscriptConfig
 from emer_builder.core.cpu import LibraryThreads
 from emer_builder.schemas.v1 import TRANSCRIPT
-from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip import Audio, Clip, Stage
 from emer_builder.transforms.stages.models import one_blas_thread, resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
@@ -33,6 +39,8 @@ MIN_WINDOW_S = 10  # shorter windows cost little less and start to change words 
 WINDOW_STEP_S = 5  # few distinct shapes
 WINDOW_MARGIN_S = 1.0
 ENCODER_WINDOWS = ("fit", "full")
+BLOCK_S = 120  # a longer track reaches Whisper in blocks of at most this
+PAUSE_SEARCH_S = 20  # a block ends at the quietest tenth of a second of its last 20 s: a pause, so no word is cut
 
 
 def count_words(text: str) -> int:
@@ -50,6 +58,26 @@ def window_seconds(samples: int) -> int:
     5 s steps, between 10 and 30 s (longer clips go through 30 s windows one after another)."""
     seconds = samples / SAMPLE_RATE + WINDOW_MARGIN_S
     return int(min(FULL_WINDOW_S, max(MIN_WINDOW_S, math.ceil(seconds / WINDOW_STEP_S) * WINDOW_STEP_S)))
+
+
+def quietest(samples: np.ndarray, window: int = SAMPLE_RATE // 10) -> int:
+    """Where in `samples` the quietest `window` is centred (the least energy)."""
+    count = max(1, len(samples) // window)
+    energy = np.square(samples[: count * window].astype(np.float64)).reshape(count, -1).sum(axis=1)
+    return int(np.argmin(energy)) * window + window // 2
+
+
+def audio_blocks(audio: Audio, block_s: float = BLOCK_S, search_s: float = PAUSE_SEARCH_S) -> Iterator[tuple[int, np.ndarray]]:
+    """(first sample, samples) of consecutive blocks covering the track, each at most `block_s` long and
+    ended at a pause in its last `search_s`; a track no longer than `block_s` is one block."""
+    total, block, search = len(audio), int(block_s * SAMPLE_RATE), int(search_s * SAMPLE_RATE)
+    start = 0
+    while True:  # an empty track is one empty block
+        end = total if total - start <= block else start + block - search + quietest(np.asarray(audio[start + block - search : start + block]))
+        yield start, np.asarray(audio[start:end])
+        if end >= total:
+            return
+        start = end
 
 
 def _fitted_model_class() -> type:
@@ -134,29 +162,17 @@ class Transcriber:
             self.model = cls(path, device=device, compute_type=self.compute_type, cpu_threads=cpu_threads)
         self.language, self.vad_filter, self.beam_size, self.encoder_window = language, vad_filter, beam_size, encoder_window
 
-    def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
-        import ctranslate2
-
-        ctranslate2.set_random_seed(0)  # temperature fallback samples: keep reruns identical
-        fitted = self.encoder_window == "fit"
-        if fitted:
-            self.model.window_frames = window_seconds(len(audio)) * FRAMES_PER_S
-        with self.threads.charged():  # the model's own threads work for this call: their CPU is this thread's stage's
-            try:
-                segments, info = self.model.transcribe(audio, language=self.language, vad_filter=self.vad_filter, beam_size=self.beam_size)
-                segs = [
-                    {
-                        "start_s": round(float(s.start), 3),
-                        "end_s": round(float(s.end), 3),
-                        "text": s.text.strip(),
-                        "avg_logprob": round(float(s.avg_logprob), 4),
-                        "no_speech_prob": round(float(s.no_speech_prob), 4),
-                    }
-                    for s in segments
-                ]
-            finally:
-                if fitted:
-                    self.model.forget()
+    def transcribe(self, audio: Audio) -> dict[str, Any]:
+        """The transcript field group of a 16 kHz track (an array, or a long clip's AudioSource)."""
+        segs: list[dict[str, Any]] = []
+        language, named = self.language, None
+        for offset, block in audio_blocks(audio):
+            found, info = self._segments(block, language, offset / SAMPLE_RATE)
+            segs += found
+            if named is None or (language is None and found):  # the first block with speech names the language
+                named = info
+                language = info.language if found and language is None else language
+        info = named
         text = " ".join(s["text"] for s in segs if s["text"]) if info.language not in ("zh", "ja", "ko") else "".join(s["text"] for s in segs)
         return {
             "reason": None if segs else "no speech detected",
@@ -167,6 +183,32 @@ class Transcriber:
             "word_count": count_words(text),
             "segments": segs,
         }
+
+    def _segments(self, audio: np.ndarray, language: str | None, shift_s: float) -> tuple[list[dict[str, Any]], Any]:
+        """Whisper's segments of one block, times shifted by `shift_s` (where the block starts), and its info."""
+        import ctranslate2
+
+        ctranslate2.set_random_seed(0)  # temperature fallback samples: keep reruns identical
+        fitted = self.encoder_window == "fit"
+        if fitted:
+            self.model.window_frames = window_seconds(len(audio)) * FRAMES_PER_S
+        with self.threads.charged():  # the model's own threads work for this call: their CPU is this thread's stage's
+            try:
+                segments, info = self.model.transcribe(audio, language=language, vad_filter=self.vad_filter, beam_size=self.beam_size)
+                segs = [
+                    {
+                        "start_s": round(float(s.start) + shift_s, 3),
+                        "end_s": round(float(s.end) + shift_s, 3),
+                        "text": s.text.strip(),
+                        "avg_logprob": round(float(s.avg_logprob), 4),
+                        "no_speech_prob": round(float(s.no_speech_prob), 4),
+                    }
+                    for s in segments
+                ]
+            finally:
+                if fitted:
+                    self.model.forget()
+        return segs, info
 
 
 class TranscriptStage(Stage):
