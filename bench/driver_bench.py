@@ -118,6 +118,7 @@ def make_staged(n: int, where: Path) -> None:
     """A staging folder holding `n` inputs as the runner leaves it: 99 % records, 1 % failure rows."""
     from emer_builder.core.errors import ClipError
     from emer_builder.core.failures import failure_row
+    from emer_builder.pipelines import graph
     from emer_builder.pipelines.graph import FAILURES_SHARD, Outcome, WriteShardFn
     from emer_builder.pipelines.out import STAGING_FOLDERS
     from emer_builder.pipelines.staging import StagingArea
@@ -133,6 +134,12 @@ def make_staged(n: int, where: Path) -> None:
         (tmp / sub).mkdir(parents=True)
     area = StagingArea(tmp)
     writer = WriteShardFn(area, schema, config.shards.parquet_row_group_size)
+
+    def write(target: tuple[str, int, int], outcomes: list[Any]) -> None:
+        """One shard, as the graph hands it to the writer: outcomes parked in the staging area (their
+        tickets) where the graph parks them, else the outcomes themselves."""
+        park = getattr(graph, "park_outcome", None)
+        list(writer.process((target, [park(o, area).parked for o in outcomes] if park else outcomes)))
     stats = {"cpu_s:decode": 0.01, "wall_s:decode": 0.01, "cpu_s:faces": 0.05, "wall_s:faces": 0.05, "ran_decode": 1, "ran_faces": 1}
     by_split: dict[str, list[int]] = {}
     failed = []
@@ -151,9 +158,9 @@ def make_staged(n: int, where: Path) -> None:
                 record["provenance"] = prov
                 files = {k: v for k, v in media.items() if (k != "flac" or record["media"]["has_audio"]) and (k == "flac" or has_face)}
                 outcomes.append(Outcome(record["key"], schema.conform(record), files, None, stats=stats))
-            list(writer.process(((split, index, count), outcomes)))
+            write((split, index, count), outcomes)
     rows = [Outcome(f"clip_{i:07d}", None, {}, failure_row(f"clip_{i:07d}", f"videos/{i % 97:02d}/clip_{i:07d}.mp4", "decode", ClipError("no video stream")), stats=stats) for i in failed]
-    list(writer.process((FAILURES_SHARD, rows)))
+    write(FAILURES_SHARD, rows)
     for w in range(PROGRESS_FILES):
         area.write(f".progress/worker{w}", f"{n // PROGRESS_FILES} 0".encode())
     (tmp / "GENERATION").write_text(f"{GENERATION} {n}\n")
