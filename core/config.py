@@ -33,8 +33,8 @@ class DecodeConfig:
     frame_max_side: int = setting(640, lambda v: 32 <= v <= 8192, "between 32 and 8192")  # sampled frames are scaled down so their longer side fits
     # shorter clips become failures: too short for any feature
     min_duration_s: float = setting(0.3, lambda v: 0 <= v <= MAX_LENGTH_S, f"between 0 and {MAX_LENGTH_S:g}")
-    # longer files become failures: sampled frames are held in memory
-    max_duration_s: float = setting(600.0, lambda v: 0 < v <= MAX_LENGTH_S, f"above 0 and at most {MAX_LENGTH_S:g} (a week)")
+    # longer files become failures (4 h); past about 45 s a file is streamed, not held, so memory stays flat
+    max_duration_s: float = setting(14400.0, lambda v: 0 < v <= MAX_LENGTH_S, f"above 0 and at most {MAX_LENGTH_S:g} (a week)")
     # index among the audio streams; None: the default-disposition one, else the first
     audio_stream: int | None = setting(None, lambda v: v is None or v >= 0, "at least 0 or null")
     # ISO 639 code of the audio stream to take (en also finds eng); wins over audio_stream

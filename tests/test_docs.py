@@ -17,7 +17,7 @@ def test_generated_reference_pages_match_the_code():
     proc = subprocess.run([sys.executable, "docs/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     config = (ROOT / "docs/reference/config.md").read_text()
-    assert "| `decode.max_duration_s` | float | `600.0` | above 0 and at most 604800 (a week) |" in config
+    assert "| `decode.max_duration_s` | float | `14400.0` | above 0 and at most 604800 (a week) |" in config
     assert "## `explanation.llm`" in config and "`segment.merge_gap_s`" in config
     cli = (ROOT / "docs/reference/cli.md").read_text()
     assert "## `emer build`" in cli and "--segment-table" in cli and "## `emer evaluate`" in cli

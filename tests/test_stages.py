@@ -22,17 +22,18 @@ from emer_builder.transforms.stages.video import ffmpeg_version
 
 # The config hash (every record's provenance.config_hash) and the manifest's config, computed by the code
 # before stages declared their own sections (issue 20), then with the `video` section added (issue 21, its
-# defaults): a change here changes every record of every build.
+# defaults), then with decode.max_duration_s raised from 600 to 14400 (issue 22: a long file is streamed):
+# a change here changes every record of every build.
 CONFIG_HASHES: list[tuple[dict[str, Any], str, str]] = [
-    ({}, "0aef8d31073894d4b2de9f1c9e54f9f08197397300f4a28aac37c8256e65f6b6", "941d01dddf2226fe7144bd40a0c5d6c9b6a36715cfddaa41d5d02d58ae5cac8e"),
+    ({}, "a3662c733a2c2941fd39a37fc29b3f8b62010c15a1373a1a51625977b17c1e73", "c892ca640cd4c2bf0e759c527415944922fe898106a86df7dd8340ffb2136142"),
     (
         {
             "decode": {"sample_fps": 4, "audio_language": "en", "min_decoded_fraction": 0},
             "transcript": {"model": "tiny.en", "cpu_threads": 2, "language": "fr"},
             "faces": {"max_crops": 4, "detector": "opencv"},
         },
-        "df8c20b03d4733bc8aa2a82e54372d45a54d122fb14c6800a9d65b47f0975db1",
-        "13e0d7c4b378fd1ae695d93cec3c211929203e11deaa9077dc14631bfaf28c23",
+        "e453c30e6a1f6bbd3c9cebb0c593fc3c1e8b7dbb67b025a9815b60e8452e2cb3",
+        "01dd3bdce914b06bd3528ec32d1a750273f7566e93eddc0624f0da2c8c6b0403",
     ),
     (
         {
@@ -50,8 +51,8 @@ CONFIG_HASHES: list[tuple[dict[str, Any], str, str]] = [
             "follow_external_links": True,
             "cache": {"enabled": False},
         },
-        "9e3dfad434381450e9070771ab60f2e45a5febe992d5c730c520f0790e58cc65",
-        "203d37f30bafa09aa36c913c2fdeaf8d4fcf46ee24305ab145afd93e4d992943",
+        "42730d7d9fd34cb655ce22afdcb7be8c689102489c65134d1efc7d4794d11d7e",
+        "261f04041793db4054424259387edc9e61c5f2e87dec3e97efcfccd07f430a2c",
     ),
 ]
 
@@ -85,7 +86,7 @@ def test_stages_are_built_from_their_sections():
         }
     )
     decode, transcript, faces, _, video = build_stages(config)
-    assert (decode.sample_fps, decode.audio_language, decode.max_duration_s) == (4.0, "en", 600.0)
+    assert (decode.sample_fps, decode.audio_language, decode.max_duration_s) == (4.0, "en", 14400.0)
     assert transcript.options == {"model": "tiny.en", "language": "fr", "vad_filter": True, "beam_size": 5, "device": "auto", "cpu_threads": 1, "encoder_window": "fit"}
     assert (faces.detector, faces.max_crops, faces.expression_name, faces.crop_size) == ("opencv", 4, "fer-tflite", 224)
     assert video.config == VideoConfig()

@@ -525,7 +525,7 @@ class DecodeStage(Stage):
         sample_fps: float = 2.0,
         frame_max_side: int = 640,
         min_duration_s: float = 0.3,
-        max_duration_s: float = 600.0,
+        max_duration_s: float = 14400.0,
         audio_stream: int | None = None,
         audio_language: str | None = None,
         min_decoded_fraction: float = 0.5,
