@@ -51,6 +51,10 @@ class Child(subprocess.Popen):
     """A child process whose CPU goes to the thread that waits for it: `wait` (and so `communicate`,
     `with`) reaps it with `os.wait4`, which gives that child's own rusage (Popen's waitpid does not)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._reaping = threading.Lock()  # one reaper at a time (a timer thread may kill and poll while another waits)
+        super().__init__(*args, **kwargs)
+
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             self._reap(timeout)
@@ -65,15 +69,14 @@ class Child(subprocess.Popen):
         """Reap the child (for ever, at most `timeout` s: then TimeoutExpired, or only if it has ended
         with `poll`) and charge its CPU to this thread."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.0005
+        blocking, delay = not poll and deadline is None, 0.0005
         while True:
-            try:
-                pid, status, usage = os.wait4(self.pid, os.WNOHANG if poll or deadline is not None else 0)
-            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): nothing to charge
-                self.returncode = 0 if self.returncode is None else self.returncode
-                return
-            if pid:
-                break
+            if self._reaping.acquire(blocking):
+                try:
+                    if self.returncode is not None or self._reaped(blocking):
+                        return
+                finally:
+                    self._reaping.release()
             if poll:
                 return
             left = deadline - time.monotonic()  # type: ignore[operator]
@@ -81,8 +84,19 @@ class Child(subprocess.Popen):
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
+
+    def _reaped(self, blocking: bool) -> bool:
+        """One os.wait4: whether the child is gone (its exit status and CPU taken)."""
+        try:
+            pid, status, usage = os.wait4(self.pid, 0 if blocking else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): nothing to charge
+            self.returncode = 0
+            return True
+        if not pid:
+            return False
         self.returncode = os.waitstatus_to_exitcode(status)
         _add_owed(usage.ru_utime + usage.ru_stime)
+        return True
 
 
 def run_child(args: list[str], timeout_s: float | None, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE, text: bool = False) -> subprocess.CompletedProcess:
