@@ -88,6 +88,7 @@ def test_the_first_image_request_is_refused_once_and_learned(llama_server: Llama
         client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}], max_tokens=4)
 
 
+@pytest.mark.slow  # two full label generations; the fast set keeps one real-server request (the image refusal)
 @pytest.mark.parametrize(("fmt", "read"), [("json_object", "json_object"), ("text", None)])
 def test_labels_without_a_schema(llama_server: LlamaServer, clip: dict[str, Any], fmt: str, read: str | None) -> None:
     """`json_object` is enforced too; plain text is read strictly, then tolerantly, or the field is null with the reason
@@ -134,6 +135,7 @@ def test_same_request_twice_without_the_cache(clip: dict[str, Any]) -> None:
     assert len(set(answers)) == 1 and json.loads(answers[0])["labels"] is not None
 
 
+@pytest.mark.slow  # four generations
 def test_sentiment_mapping_against_the_real_server(llama_server: LlamaServer, tmp_path: Path) -> None:
     """`emer evaluate`'s open-set -> sentiment mapping: the schema's enum makes every answer one of the three words."""
     mapper = SentimentMapper(llama_server.base_url, MODEL_ID, cache_dir=tmp_path / "cache", timeout_s=60)
