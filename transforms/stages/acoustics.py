@@ -18,6 +18,7 @@ import numpy as np
 from emer_builder.schemas.v1 import ACOUSTICS, EGEMAPS_V02_FUNCTIONALS
 from emer_builder.transforms.clip import Audio, Clip, Stage
 from emer_builder.transforms.stages.decode import SAMPLE_RATE
+from emer_builder.transforms.stages.long_clip import trim_heap
 from emer_builder.transforms.stages.models import one_blas_thread
 
 F0_LLD = "F0semitoneFrom27.5Hz_sma3nz"
@@ -60,6 +61,9 @@ class AcousticFeatures:
             lld = self.lld.process_signal(samples, SAMPLE_RATE)
             f0s.append(lld[F0_LLD].to_numpy())
             loudnesses.append(lld[LOUDNESS_LLD].to_numpy())
+            if count > 1:
+                del func, lld
+                trim_heap()
         names = EGEMAPS_V02_FUNCTIONALS
         values = rows[0] if count == 1 else weighted_mean(np.vstack(rows), np.diff(bounds))
         f0 = f0s[0] if count == 1 else np.concatenate(f0s)

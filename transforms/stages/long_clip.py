@@ -26,6 +26,7 @@ runner, Flink, Dataflow) runs decode through the explanation step on one worker,
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import subprocess
@@ -58,6 +59,15 @@ from emer_builder.transforms.stages.decode import (
 )
 
 COUNT_BYTES = 4  # a sampled frame in the counting output: 2x2 gray
+
+
+def trim_heap() -> None:
+    """Hand the heap's freed pages back to the system between a long clip's blocks: glibc keeps them
+    (measured: Whisper's blocks of a 12-minute track lifted RSS from 423 to 531 MB; with this, flat)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
 
 
 class Scratch:

@@ -27,6 +27,7 @@ from emer_builder.core.config import TranscriptConfig
 from emer_builder.core.cpu import LibraryThreads
 from emer_builder.schemas.v1 import TRANSCRIPT
 from emer_builder.transforms.clip import Audio, Clip, Stage
+from emer_builder.transforms.stages.long_clip import trim_heap
 from emer_builder.transforms.stages.models import one_blas_thread, resolve_whisper
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
@@ -166,9 +167,12 @@ class Transcriber:
         """The transcript field group of a 16 kHz track (an array, or a long clip's AudioSource)."""
         segs: list[dict[str, Any]] = []
         language, named = self.language, None
-        for offset, block in audio_blocks(audio):
+        long = len(audio) > BLOCK_S * SAMPLE_RATE
+        for offset, block in audio_blocks(audio, BLOCK_S, PAUSE_SEARCH_S):
             found, info = self._segments(block, language, offset / SAMPLE_RATE)
             segs += found
+            if long:
+                trim_heap()
             if named is None or (language is None and found):  # the first block with speech names the language
                 named = info
                 language = info.language if found and language is None else language
