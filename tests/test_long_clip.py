@@ -225,3 +225,39 @@ def test_a_build_of_long_path_clips_writes_the_same_shards(demo_videos: Path, tm
         assert (tmp_path / "memory" / rel).read_bytes() == (tmp_path / "long" / rel).read_bytes(), rel
     gc.collect()
     assert scratch(scratch_root) == []
+
+
+@pytest.mark.slow
+def test_dask_builds_a_long_file_as_the_local_runner_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """50 s of the demo episode (72 MB of samples: the long path without lowering the budget) built on a
+    dask.distributed cluster, whose workers pickle what they move: the same bytes, no scratch left."""
+    import subprocess
+    import time
+
+    from emer_builder.core.config import config_from_dict
+    from emer_builder.pipelines.build import build
+
+    from bench.demo_corpus import demo_episode
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(root))  # the cluster's workers start with it
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    cluster = request.getfixturevalue("dask_cluster")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(demo_episode() / "episode.mp4"), "-t", "50", "-c", "copy", str(videos / "talk.mp4")], check=True)
+    config = config_from_dict({"transcript": {"model": "tiny.en"}, "cache": {"enabled": False}})
+    calls = []
+    monkeypatch.setattr(long_clip, "decode_long", lambda *a, **k: calls.append(a[1]) or decode_long(*a, **k))
+    local = build(videos, tmp_path / "local", config, workers=1, show_progress=False)
+    assert len(calls) == 1  # the long path, by the clip's own length
+    dask = build(videos, tmp_path / "dask", config, beam_args=["--runner=DaskRunner", f"--dask_client_address={cluster}", "--dask_partition_size=1"], show_progress=False)
+    assert local.records == dask.records == 1
+    files = sorted(p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*") if p.parts[-2] in ("data", "media"))
+    for rel in files:
+        assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "dask" / rel).read_bytes(), rel
+    deadline = time.monotonic() + 30
+    while scratch(root) and time.monotonic() < deadline:  # the workers release their results when the graph is done
+        time.sleep(0.5)
+    assert scratch(root) == []
