@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= out/demo
 DEMO_ANNOTATIONS := $(foreach t,$(wildcard bench/demo_annotations/*.csv),--annotations $(t))
+# bytecode caches: where the shell turns them off, every test process (and every `emer` a test starts)
+# compiles the package and pytest rewrites every test module again, about 3 s a process
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-public test-fast lint imports docs bench clean
 
@@ -56,8 +59,8 @@ test-public: setup
 	  EMER_SHARED_DATA=$$empty $(BIN)/python -m pytest -q -rs -n 2 -m "not slow" $(SHARED_READERS) && \
 	  EMER_SHARED_DATA=$$empty $(BIN)/python -m pytest -q -rs tests/test_light_install.py
 
-# everything but full builds, whole-corpus model comparisons and fresh installs, on two cores: what a
-# maintainer runs after each change
+# every test under about 1.5 s on two cores (no full build, real server round trip, whole-recording
+# model run or fresh install; those are marked slow): what a maintainer runs after each change, under 60 s
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow" -n 2

@@ -61,7 +61,7 @@ def test_valid_but_empty_inputs_keep_their_reasons(bad_build):
     ("args", "message"),
     [
         (["build", "/nonexistent/videos", "--out", "{tmp}/o"], "input folder not found: /nonexistent/videos"),
-        (["build", "{tmp}/empty", "--out", "{tmp}/o"], "no video files under"),
+        pytest.param(["build", "{tmp}/empty", "--out", "{tmp}/o"], "no video files under", marks=pytest.mark.slow),
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--config", "{tmp}/bad.yaml"], "unknown config key(s) decode.fps"),
         (["build", "{tmp}/empty", "--out", "{tmp}/o", "--workers", "0"], "--workers must be at least 1"),
         (["build", "{tmp}/empty", "--out", "{tmp}/empty/out"], "must not be inside the input folder"),
@@ -69,8 +69,8 @@ def test_valid_but_empty_inputs_keep_their_reasons(bad_build):
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/group.yaml"], "split.group_by 'speaker' names no record field"),
         (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/regex.yaml"], "split.group_pattern '(unclosed' is not a valid regex"),
         (["build", "{tmp}/one", "--out", "/proc/emer-out"], "cannot write to /proc/emer-out"),
-        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/lang.yaml"], "stage transcript cannot start: ValueError: transcript.language 'xx'"),
-        (["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/hub.yaml"], "stage transcript cannot start: "),
+        pytest.param(["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/lang.yaml"], "stage transcript cannot start: ValueError: transcript.language 'xx'", marks=pytest.mark.slow),
+        pytest.param(["build", "{tmp}/one", "--out", "{tmp}/o", "--config", "{tmp}/hub.yaml"], "stage transcript cannot start: ", marks=pytest.mark.slow),
     ],
 )
 def test_user_errors_print_one_line_and_exit_non_zero(tmp_path: Path, args: list[str], message: str):

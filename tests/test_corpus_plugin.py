@@ -128,6 +128,7 @@ def _run(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[
     return subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_installed_adapter_is_listed_and_passes_the_shared_test_case(installed: dict[str, str]) -> None:
     helped = _run(installed, BIN / "emer", "build", "--help")
     assert helped.returncode == 0, helped.stderr

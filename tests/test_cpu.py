@@ -113,6 +113,7 @@ def two_transcribers() -> list[Any]:
     return [Transcriber("base", language="en") for _ in range(2)]
 
 
+@pytest.mark.slow
 def test_whisper_s_own_threads_count_for_its_caller_once(two_transcribers: list[Any], librivox_dir: Path):
     """CTranslate2 runs the model in a thread of its own: the calling thread alone saw a tenth of the CPU.
     Two transcriptions at once on two threads: each gets its model's threads, and both fit in the process's CPU."""

@@ -67,6 +67,7 @@ def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tally, "GALLERY_FAILURES", 5)
 
 
+@pytest.mark.slow
 def test_the_gallery_is_a_bounded_sample_from_the_shards_that_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_bounds: None):
     """A build larger than the bound: each split's gallery holds at most the bound, chosen by key hash from a few
     shards; only the tar shards holding a gallery record are opened; the tables, tiles and plots count every record."""

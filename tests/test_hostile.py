@@ -50,6 +50,7 @@ def _outcome_problems(name: str, expect: Expect, outcome: str, message: str | No
     return []
 
 
+@pytest.mark.slow
 def test_corpus_covers_every_hostile_kind(hostile: HostileCorpus):
     assert hostile.kinds() == {
         "bad-input corpus",
@@ -74,6 +75,7 @@ def test_corpus_covers_every_hostile_kind(hostile: HostileCorpus):
     }
 
 
+@pytest.mark.slow
 def test_matching_accounts_for_every_entry(hostile: HostileCorpus):
     inputs, collisions, skipped = match_videos(hostile.videos)
     found = [i.source_path for i in inputs] + [c.source_path for c in collisions]
@@ -93,6 +95,7 @@ def test_matching_accounts_for_every_entry(hostile: HostileCorpus):
         assert want.outcome == "match" and want.message in f"collides with {', '.join(c.others)}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)  # a FIFO or /dev/zero must never make it hang
 def test_decode_stage_on_each_hostile_file(hostile: HostileCorpus):
     stage = DecodeStage(max_duration_s=MAX_DURATION_S)

@@ -171,6 +171,7 @@ def test_an_unreadable_folder_is_listed_not_lost():
     assert proc.stdout.strip() == "['ok.mp4'] ['locked/ (folder not readable: Permission denied)']"
 
 
+@pytest.mark.slow
 def test_a_folder_of_links_leaving_it_is_one_line_naming_the_setting(tmp_path: Path):
     """Only links to clips elsewhere (a symlink farm): `emer build` says why nothing was found and what to set."""
     (tmp_path / "elsewhere").mkdir()

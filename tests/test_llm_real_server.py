@@ -73,6 +73,7 @@ def test_a_text_only_model_gives_every_field_of_a_clip(llama_server: LlamaServer
     assert llama_server.metrics()["tokens_predicted_total"] == after  # the server generated nothing
 
 
+@pytest.mark.slow
 def test_the_first_image_request_is_refused_once_and_learned(llama_server: LlamaServer, clip: dict[str, Any]) -> None:
     """Without check(), the first request with frames meets llama.cpp's HTTP 500 "image input is not supported":
     not retried, learned for the process, and the clue comes from the measurements."""

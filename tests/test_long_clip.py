@@ -66,6 +66,7 @@ def stages() -> list:
     return made
 
 
+@pytest.mark.slow
 def test_the_long_path_gives_the_in_memory_fields(demo_videos: Path, stages: list, scratch_root: Path, monkeypatch: pytest.MonkeyPatch):
     clips = {}
     for long in (False, True):

@@ -78,6 +78,7 @@ def test_input_errors_are_not_retried():
     assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_guarded_step_keeps_input_errors_as_rows_and_raises_persistent_faults(monkeypatch):
     monkeypatch.setattr("emer_builder.core.failures.FAULT_BACKOFF_S", 0.0)
     clip = Envelope(Clip(key="k", path="/x/k.mp4", source_path="k.mp4"))
@@ -120,6 +121,7 @@ def test_killed_decoder_is_retried_and_the_clip_decodes(demo_videos: Path, tmp_p
     assert runs(bin_dir) >= 2  # the first ffmpeg was killed, a later one decoded
 
 
+@pytest.mark.slow
 def test_decoder_killed_every_time_is_a_build_fault_not_a_failure_row(demo_videos: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr("emer_builder.core.failures.FAULT_BACKOFF_S", 0.0)
     bin_dir = killing_ffmpeg(tmp_path / "bin", kills=1000)

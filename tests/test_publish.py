@@ -64,6 +64,7 @@ def edited_copy(out: Path, where: Path, edit) -> Path:
     return where
 
 
+@pytest.mark.slow
 def test_two_versions_on_the_hub(hub: HubLoopback, release_builds, capsys, caplog, tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG)
     v1, v2 = release_builds

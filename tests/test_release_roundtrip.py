@@ -27,6 +27,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "README.md" and ".cache" not in p.parts}
 
 
+@pytest.mark.slow
 def test_publish_two_versions_and_download_the_first(release_builds, monkeypatch, tmp_path, capsys):
     v1, v2 = release_builds
     outputs = []

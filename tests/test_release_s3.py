@@ -48,7 +48,8 @@ BUILD_FILES = (
     "media/validation-00000-of-00001.tar",
     "manifest.json",
 )
-pytestmark = pytest.mark.skipif(not MOTO_SERVER.exists(), reason=f"{MOTO_SERVER} not installed (pip install -e '.[dev]')")
+# a real S3 server and real builds: `make test` and CI run these, `make test-fast` leaves them out
+pytestmark = [pytest.mark.skipif(not MOTO_SERVER.exists(), reason=f"{MOTO_SERVER} not installed (pip install -e '.[dev]')"), pytest.mark.slow]
 
 
 def free_port() -> int:

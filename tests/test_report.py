@@ -502,6 +502,7 @@ def test_hostile_text_stays_text(small_build, chromium: str, tmp_path: Path):
     assert [n.tag for n in card.walk() if n.tag in ("script", "b")] == []
 
 
+@pytest.mark.slow
 def test_report_is_byte_identical_for_the_same_build(small_build, tmp_path: Path):
     out, _ = small_build
     copy = tmp_path / "copy"
@@ -578,6 +579,7 @@ def test_folders_it_does_not_own_are_never_replaced(tmp_path: Path):
     assert (out / "report" / "README.txt").is_file()
 
 
+@pytest.mark.slow
 def test_cli_report_and_the_light_install(small_build, tmp_path: Path):
     """`emer report OUT --to FILE` in a fresh interpreter, which must not import Beam or any model package."""
     out, _ = small_build

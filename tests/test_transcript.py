@@ -42,6 +42,7 @@ def _corpus_wer(transcriber: Transcriber, clips: dict[str, tuple[np.ndarray, str
     return errors / words
 
 
+@pytest.mark.slow
 def test_librivox_transcripts_match_references(whisper_base: Transcriber, demo_videos: Path, librivox_dir: Path):
     total_errors = total_words = 0
     for utt, (audio, reference) in _librivox(demo_videos, librivox_dir).items():
@@ -65,6 +66,7 @@ def test_fitted_window_keeps_the_word_error_rate(whisper_base: Transcriber, whis
     assert fitted <= full + 0.01, (fitted, full)
 
 
+@pytest.mark.slow
 def test_one_encoder_pass_per_window(whisper_base: Transcriber, whisper_base_full: Transcriber, demo_videos: Path, librivox_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """A short clip with the language detected: the fitted path encodes once, a clip-sized window;
     faster-whisper's own path encodes the full 30 s window twice (language, then transcript)."""

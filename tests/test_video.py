@@ -77,7 +77,7 @@ def _run(stage: VideoStage, path: Path, start: float | None = None, end: float |
     return clip
 
 
-@pytest.mark.parametrize("start, end", [(2.0, 5.5), (2.013, 5.521), (1.019, 1.981), (0.0, RAMP_S), (7.6, RAMP_S)])
+@pytest.mark.parametrize("start, end", [pytest.param(2.0, 5.5, marks=pytest.mark.slow), (2.013, 5.521), (1.019, 1.981), pytest.param(0.0, RAMP_S, marks=pytest.mark.slow), (7.6, RAMP_S)])
 def test_clip_is_the_window_cut_at_its_frames_and_the_same_bytes_again(ramp: Path, tmp_path: Path, start: float, end: float):
     stage = VideoStage(VideoConfig(mode="clip", max_side=160))
     clip = _run(stage, ramp, start, end)
@@ -104,6 +104,7 @@ def _write(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_whole_clips_of_every_container_become_mp4s_of_their_length(demo_videos: Path, tmp_path: Path):
     stage = VideoStage()  # the defaults: clip, 480 px, crf 28
     for name in CONTAINERS:
