@@ -21,7 +21,8 @@ from emer_builder.transforms.clip import Clip
 from emer_builder.transforms.clip_cache import decode_entry, encode_entry
 from emer_builder.transforms.shards import write_tar
 from emer_builder.transforms.stages.decode import DecodeStage
-from emer_builder.transforms.stages.video import MP4, VideoStage, frame_member, mp4_facts, sample_frames
+from emer_builder.transforms.stages.mp4_boxes import mp4_box_facts
+from emer_builder.transforms.stages.video import MP4, VideoStage, encode_clip, ffprobe_mp4_facts, frame_member, mp4_facts, sample_frames
 
 from tests.segment_media import FIRST_SPEECH, SECOND_SPEECH, make_episode, write_srt
 
@@ -77,7 +78,10 @@ def _run(stage: VideoStage, path: Path, start: float | None = None, end: float |
     return clip
 
 
-@pytest.mark.parametrize("start, end", [pytest.param(2.0, 5.5, marks=pytest.mark.slow), (2.013, 5.521), (1.019, 1.981), pytest.param(0.0, RAMP_S, marks=pytest.mark.slow), (7.6, RAMP_S)])
+@pytest.mark.parametrize(
+    "start, end",
+    [pytest.param(2.0, 5.5, marks=pytest.mark.slow), (2.013, 5.521), (1.019, 1.981), pytest.param(0.0, RAMP_S, marks=pytest.mark.slow), (7.6, RAMP_S)],
+)
 def test_clip_is_the_window_cut_at_its_frames_and_the_same_bytes_again(ramp: Path, tmp_path: Path, start: float, end: float):
     stage = VideoStage(VideoConfig(mode="clip", max_side=160))
     clip = _run(stage, ramp, start, end)
@@ -114,6 +118,33 @@ def test_whole_clips_of_every_container_become_mp4s_of_their_length(demo_videos:
         assert abs(mp4_facts(data)["duration_s"] - media["duration_s"]) <= 1 / media["fps"], name
         assert max(video["width"], video["height"]) == min(480, max(media["width"], media["height"])) and video["width"] % 2 == 0, name
         assert _streams(data, tmp_path) == {"video": "h264", "audio": "aac"} and video["has_audio"], name
+
+
+@pytest.mark.parametrize(
+    "start, end, size, audio",
+    [(0.0, RAMP_S, (320, 240), 0), (2.013, 5.521, (160, 120), 0), (1.019, 1.981, (96, 72), None), (7.6, RAMP_S, (160, 120), 0), (3.0, 3.1, (64, 48), 0)],
+)
+def test_mp4_facts_read_in_process_are_what_ffprobe_reports(ramp: Path, start: float, end: float, size: tuple[int, int], audio: int | None):
+    data = encode_clip(str(ramp), start, end, size, audio, 28, 64)  # the video stage's own MP4s: windows, sizes, with and without audio
+    assert mp4_box_facts(data) == ffprobe_mp4_facts(data)  # field by field, the values ffprobe gave the records before
+    assert mp4_box_facts(data)["has_audio"] is (audio is not None)
+
+
+@pytest.mark.slow
+def test_mp4_facts_of_every_demo_container_are_what_ffprobe_reports(demo_videos: Path):
+    for name in CONTAINERS:
+        clip = _run(VideoStage(), demo_videos / name)
+        data = clip.media_files[MP4]
+        assert mp4_box_facts(data) == ffprobe_mp4_facts(data) == {k: clip.fields["video"][k] for k in ffprobe_mp4_facts(data)}, name
+
+
+def test_mp4_facts_of_an_unusual_file_come_from_ffprobe(ramp: Path, tmp_path: Path):
+    fragmented = tmp_path / "fragmented.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(ramp), "-t", "2", "-c", "copy", "-movflags", "frag_keyframe+empty_moov", str(fragmented)], check=True)
+    no_frame = encode_clip(str(ramp), 0.5, 0.54, (64, 48), 0, 28, 64)  # a window shorter than a frame: no video track
+    for data in (fragmented.read_bytes(), no_frame):
+        assert mp4_box_facts(data) is None and mp4_facts(data) == ffprobe_mp4_facts(data)
+    assert mp4_facts(no_frame)["video_frames"] == 0 and mp4_box_facts(no_frame[:100]) is None and mp4_box_facts(b"not an mp4") is None
 
 
 def test_frames_are_spread_over_the_window_in_time_order(ramp: Path):
