@@ -1,3 +1,4 @@
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import soundfile
 from emer_builder.schemas.v1 import EGEMAPS_V02_FUNCTIONALS
 from emer_builder.transforms.clip import Clip
-from emer_builder.transforms.stages.acoustics import AcousticFeatures, AcousticsStage, speech_rate
+from emer_builder.transforms.stages.acoustics import AcousticFeatures, AcousticsStage, SmilePass, speech_rate
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,31 @@ def test_silence_has_no_pitch(features: AcousticFeatures):
     result = features.extract(np.zeros(16_000 * 2, dtype=np.float32), None)
     assert result["prosody"]["voiced_ratio"] == 0.0 and result["prosody"]["f0_mean_semitone"] is None
     assert result["prosody"]["speech_rate_wps"] is None
+
+
+def test_one_smile_pass_gives_what_process_signal_gives(features: AcousticFeatures, librivox_dir: Path):
+    """Issue 22: the graph set up once and both sinks read in one run hold opensmile's own numbers, bit
+    for bit, clip after clip (a run leaves nothing behind for the next), and a block too short for a
+    frame is a row of NaN, as process_signal fills it."""
+    import opensmile
+
+    speech, _ = soundfile.read(librivox_dir / "sense_and_sensibility_01_austen_64kb-0870.wav", dtype="float32")
+    noise = np.random.default_rng(0).uniform(-1, 1, 16_000).astype(np.float32)
+    signals = [speech, speech[:24_000], np.zeros(16_000, np.float32), noise, np.zeros(100, np.float32), np.ones(3_000, np.float32), speech[5_000:30_001]]
+    levels = (opensmile.FeatureLevel.Functionals, opensmile.FeatureLevel.LowLevelDescriptors)
+    smiles = [opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=level) for level in levels]
+    one = SmilePass()
+    for samples in signals + signals[::-1]:
+        with pytest.warns(UserWarning) if len(samples) < 1_000 else contextlib.nullcontext():  # "Segment too short, filling with NaN."
+            expected = [smile.process_signal(samples, 16_000).to_numpy() for smile in smiles]
+        func, lld = one(samples)
+        assert np.array_equal(func.astype(np.float64), expected[0][0].astype(np.float64), equal_nan=True) and func.shape == expected[0][0].shape
+        assert (
+            np.array_equal(lld.astype(np.float64), expected[1].astype(np.float64), equal_nan=True)
+            and lld.shape == expected[1].shape
+            and lld.dtype == expected[1].dtype
+        )
+    assert one.names == tuple(smiles[0].feature_names) and one.lld_names == tuple(smiles[1].feature_names)
 
 
 def test_no_audio_track_is_a_null_group_with_reason():
