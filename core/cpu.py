@@ -130,16 +130,18 @@ def _tid_cpu(tid: int) -> float | None:
 
 _claimed: set[int] = set()  # threads owned by some LibraryThreads: each by one owner only
 _claiming = threading.Lock()
+_loading = threading.RLock()  # one load window at a time: a model loading on another thread cannot take this one's threads
 
 
 class LibraryThreads:
     """The threads a library starts for one model (CTranslate2 starts its workers when the model
     loads), and their CPU charged to whichever thread calls that model.
 
-    Exact as long as each thread's CPU is charged once: a thread is claimed by one owner only (two
-    models loading at once on two threads cannot both claim the same new thread), and the owner's
-    calls never overlap (`charged` holds a lock), so a window of the library threads' CPU belongs to
-    one call. A thread another part of the program started during the load is claimed too: its CPU
+    Exact as long as each thread's CPU is charged once: a thread is claimed by one owner only, loads on
+    two threads take turns (two models loading at once would each see the other's new threads, and the
+    first to finish would own both: the other's calls charged nothing, their CPU left outside every
+    stage), and the owner's calls never overlap (`charged` holds a lock), so a window of the library
+    threads' CPU belongs to one call. A thread another part of the program started during the load is claimed too: its CPU
     is then charged to this model's calls while they run (misplaced, never counted twice)."""
 
     def __init__(self) -> None:
@@ -148,16 +150,18 @@ class LibraryThreads:
 
     @contextmanager
     def started(self) -> Iterator[None]:
-        """Around the model's load: the threads that appear meanwhile become this model's."""
-        before = _tids()
-        try:
-            yield
-        finally:
-            python = {t.native_id for t in threading.enumerate()}  # Python threads (the runner's) are never a library's
-            with _claiming:
-                new = _tids() - before - python - _claimed
-                _claimed.update(new)
-            self.tids = self.tids | frozenset(new)
+        """Around the model's load: the threads that appear meanwhile become this model's. Loads on
+        other threads wait meanwhile (the same thread may nest windows)."""
+        with _loading:
+            before = _tids()
+            try:
+                yield
+            finally:
+                python = {t.native_id for t in threading.enumerate()}  # Python threads (the runner's) are never a library's
+                with _claiming:
+                    new = _tids() - before - python - _claimed
+                    _claimed.update(new)
+                self.tids = self.tids | frozenset(new)
 
     @contextmanager
     def charged(self) -> Iterator[None]:

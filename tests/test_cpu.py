@@ -106,6 +106,31 @@ def test_a_new_thread_is_owned_by_one_model_only(monkeypatch: pytest.MonkeyPatch
     assert (second.tids, first.tids) == (frozenset({3, 4}), frozenset())
 
 
+def test_models_loading_on_two_threads_each_own_their_threads(monkeypatch: pytest.MonkeyPatch):
+    # two workers load their models at once: the second load waits, so neither claims the other's new thread
+    # (before, the first to finish owned both, and the other's calls were charged nothing)
+    tids = {1, 2}
+    monkeypatch.setattr(cpu, "_tids", lambda: set(tids))
+    monkeypatch.setattr(cpu, "_claimed", set())
+    first, second = LibraryThreads(), LibraryThreads()
+    inside, second_in = threading.Event(), threading.Event()
+
+    def load_second() -> None:
+        inside.wait()
+        with second.started():
+            second_in.set()
+            tids.add(4)
+
+    other = threading.Thread(target=load_second)
+    other.start()
+    with first.started():
+        inside.set()
+        assert not second_in.wait(0.2)  # still loading here: the other waits
+        tids.add(3)
+    other.join(5)
+    assert (first.tids, second.tids) == (frozenset({3}), frozenset({4}))
+
+
 @pytest.fixture(scope="module")
 def two_transcribers() -> list[Any]:
     from emer_builder.transforms.stages.transcript import Transcriber
