@@ -61,6 +61,19 @@ class RecordSchema:
     version: str
     top_fields: list[Field]
     groups: list[FieldGroup] = field(default_factory=list)
+    # what all_fields / column_names / arrow_schema derive, kept for the fields it was derived from
+    # (each record is validated and conformed: rebuilding every group's Arrow struct each time was most of validate's own work)
+    _derived: tuple[tuple[Any, ...], list[Field], list[str], pa.Schema] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _fields(self) -> tuple[list[Field], list[str], pa.Schema]:
+        """(all fields, column names, Arrow schema), derived again only when the version or a field or group is another."""
+        key = (self.version, *self.top_fields, None, *self.groups)
+        kept = self._derived
+        if kept is None or len(kept[0]) != len(key) or any(a is not b for a, b in zip(kept[0], key, strict=True)):
+            fields = [*self.top_fields, *(g.as_field() for g in self.groups)]
+            arrow = pa.schema([f.arrow() for f in fields], metadata={"emer_schema_version": self.version})
+            kept = self._derived = (key, fields, [f.name for f in fields], arrow)
+        return kept[1], kept[2], kept[3]
 
     def with_group(self, group: FieldGroup) -> RecordSchema:
         """A copy with one more field group: how plug-in stages extend records without core edits."""
@@ -69,13 +82,13 @@ class RecordSchema:
         return RecordSchema(self.version, list(self.top_fields), [*self.groups, group])
 
     def all_fields(self) -> list[Field]:
-        return [*self.top_fields, *(g.as_field() for g in self.groups)]
+        return list(self._fields()[0])
 
     def column_names(self) -> list[str]:
-        return [f.name for f in self.all_fields()]
+        return list(self._fields()[1])
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([f.arrow() for f in self.all_fields()], metadata={"emer_schema_version": self.version})
+        return self._fields()[2]
 
     def features(self) -> Any:
         """The `datasets.Features` of the Parquet rows."""
@@ -85,11 +98,12 @@ class RecordSchema:
 
     def validate(self, record: dict[str, Any]) -> None:
         """Raise `SchemaError` naming the first field that does not fit the schema."""
-        missing = set(self.column_names()) - set(record)
-        extra = set(record) - set(self.column_names())
+        fields, names, _ = self._fields()
+        missing = set(names) - set(record)
+        extra = set(record) - set(names)
         if missing or extra:
             raise SchemaError(f"record columns differ from schema {self.version}: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for f in self.all_fields():
+        for f in fields:
             _check(f.name, f.type, f.nullable, record[f.name])
 
     def conform(self, record: dict[str, Any]) -> dict[str, Any]:

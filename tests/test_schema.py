@@ -54,6 +54,27 @@ def test_plugin_group_extends_without_core_edits():
         extended.with_group(group)
 
 
+def test_derived_layouts_are_built_once_and_follow_the_fields(monkeypatch: pytest.MonkeyPatch):
+    # validate and conform run once per record: the Arrow structs of every group are built once, not per call
+    schema = copy.deepcopy(SCHEMA)
+    fresh = pa.schema([f.arrow() for f in [*schema.top_fields, *(g.as_field() for g in schema.groups)]], metadata={"emer_schema_version": schema.version})
+    assert schema.arrow_schema() == fresh and schema.arrow_schema().metadata == fresh.metadata
+    built = []
+    original = FieldGroup.as_field
+    monkeypatch.setattr(FieldGroup, "as_field", lambda g: built.append(g.name) or original(g))
+    for _ in range(3):
+        schema.all_fields(), schema.column_names(), schema.arrow_schema()
+    assert built == []
+    group = FieldGroup("brightness", "mean frame brightness", (Field("mean", pa.float32(), "mean luma 0-255"),))
+    schema.groups.append(group)  # a list changed in place is seen too
+    assert schema.column_names()[-1] == "brightness" and schema.arrow_schema().names[-1] == "brightness"
+    schema.version = "9.9.9"
+    assert schema.arrow_schema().metadata[b"emer_schema_version"] == b"9.9.9"
+    names = schema.column_names()
+    names.append("mine")  # callers get their own lists
+    assert "mine" not in schema.column_names()
+
+
 def test_validate_names_the_bad_field(demo_build):
     import pyarrow.parquet as pq
 
