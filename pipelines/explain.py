@@ -120,8 +120,11 @@ class ExplainFn(beam.DoFn):
 
             return dataclasses.replace(guarded(item, STAGE, explain), explain_media=None)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
-            explained = list(pool.map(one, batch))
+        if self.concurrency > 1 and len(batch) > 1:  # LLM requests overlap
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
+                explained = list(pool.map(one, batch))
+        else:  # one at a time (the rules, annotations): on this thread, whose clock is the stage's
+            explained = [one(j) for j in batch]
         if explained:  # the batch's statistics travel with its first clip
             stats = {**self.loaded, **stage_time(STAGE, cpu_seconds() - cpu, time.perf_counter() - started)}
             if self.llm is not None:

@@ -139,6 +139,34 @@ def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
         assert_that(summary, equal_to([("x", True, "rules:1"), ("y", True, "rules:1"), ("z", True, "rules:1")]))
 
 
+def test_rules_explain_a_batch_on_the_calling_thread_whose_clock_is_the_stage_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Without an LLM the clips are explained one at a time on the worker's own thread: no thread pool
+    per batch, and the explanation's CPU lands in its stage's seconds (a pool thread's was counted nowhere)."""
+    import threading
+    import time
+
+    from emer_builder.pipelines import explain
+
+    ran_on = set()
+
+    def busy(*args, **kwargs):
+        ran_on.add(threading.get_ident())
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+        return {"source": "test"}
+
+    monkeypatch.setattr(explain, "explain_clip", busy)
+    staging = StagingArea(tmp_path)
+    clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields={"media": {}})) for k in ("x", "y", "z")]
+    fn = explain.ExplainFn(prepare(BuildConfig()), "en", 1, staging)
+    fn.setup()
+    out = list(fn.process((0, {"clips": [(c, c.key, {}) for c in clips], "corpus": []})))
+    assert [o.clip.fields["explanation"] for o in out] == [{"source": "test"}] * 3
+    assert ran_on == {threading.get_ident()}
+    assert out[0].stats["cpu_s:explanation"] >= 0.06
+
+
 FORBIDDEN = ("BatchElements", "Reshuffle", "GroupIntoBatches")
 
 
