@@ -15,6 +15,8 @@ every file its own encode) or `demo` (the 7 demo clips linked until `--minutes` 
 Variants:
 - `plain`: bench/plain_script.py, the yardstick (same libraries and models, one clip after another).
 - `default`: `emer build` as shipped (2 workers).
+- `samework`: the default without the record's own video (`video.mode: none`): the plain script's
+  work, which makes no video; the like-for-like speed ratio.
 - `workers1`, `workers2`: `--workers 1` / `--workers 2`.
 - `old`: the path before issue 11, still selectable by config: DeepFace's opencv detector on every
   frame at 640 px, Whisper on full 30 s windows; 2 workers.
@@ -56,6 +58,7 @@ OLD_PATH = "faces:\n  detector: opencv\ntranscript:\n  encoder_window: full\n"
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"plain": True},
     "default": {"args": []},
+    "samework": {"args": [], "config": "video:\n  mode: none\n"},
     "workers1": {"args": ["--workers", "1"]},
     "workers2": {"args": ["--workers", "2"]},
     "old": {"args": ["--workers", "2"], "config": OLD_PATH},
