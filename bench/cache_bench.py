@@ -14,7 +14,7 @@ interleaved builds. `--tiny 1000,10000`: instead, that many tiny distinct clips 
 from the demo corpus by one ffmpeg encode with per-frame noise, so no two share bytes), with wall and
 CPU seconds (the build and its children) per clip: what a corpus of many short utterances costs.
 
-Usage: python -m bench.cache_bench [--runs 3] [--skip-memory | --skip-cache] [--copies 5] [--tiny N,M]
+Usage: python -m bench.cache_bench [--runs 3] [--skip-memory | --skip-cache] [--copies 5] [--tiny N,M [--light]]
 """
 
 from __future__ import annotations
@@ -141,11 +141,18 @@ def tiny_clips(dest: Path, count: int) -> Path:
     return dest
 
 
-def memory_figures(work: Path, runs: int = 3, tiny: tuple[int, int] | None = None) -> dict[str, dict[str, float]]:
+# --light: the two largest fixed costs per clip turned down (bench/RESULTS.md, "fixed CPU per tiny clip"),
+# so 10,000 tiny clips build in about half an hour on 2 cores; what the graph holds per clip is the same
+LIGHT = "transcript: {model: tiny.en}\nvideo: {mode: none}\n"
+
+
+def memory_figures(work: Path, runs: int = 3, tiny: tuple[int, int] | None = None, light: bool = False) -> dict[str, dict[str, float]]:
     """Peak RSS of the demo corpus against ten copies of it (or of `tiny` clips, few against many):
     medians of `runs` interleaved builds (one sample of a peak is noisy: two long clips decoding at
     once show as a spike)."""
     config = _config(work / "nocache.yaml", None)
+    if light:
+        config.write_text(config.read_text() + LIGHT)
     if tiny:
         many = tiny_clips(work / f"tiny{tiny[1]}", tiny[1])
         corpora = {"x1": _subset(many, work / f"tiny{tiny[0]}", sorted(p.name for p in many.iterdir())[: tiny[0]]), "x10": many}
@@ -179,13 +186,14 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1, help="the bench corpus this many times (re-muxed copies)")
     parser.add_argument("--skip-cache", action="store_true", help="the memory figures only")
     parser.add_argument("--tiny", help="N,M: the memory figures of N against M tiny distinct clips (implies --skip-cache)")
+    parser.add_argument("--light", action="store_true", help="with --tiny: Whisper tiny.en and no record video (the fixed cost per clip down, what the graph holds the same)")
     parser.add_argument("--work", type=Path, help="keep the corpora here (tiny clips take a while to make), not in a temporary folder")
     args = parser.parse_args()
     tiny = tuple(int(n) for n in args.tiny.split(",")) if args.tiny else None
     with tempfile.TemporaryDirectory(prefix="emer-cache-bench-") as tmp:
         work = args.work or Path(tmp)
         if args.skip_cache or tiny:
-            _print_memory(memory_figures(work, args.runs, tiny))  # type: ignore[arg-type]
+            _print_memory(memory_figures(work, args.runs, tiny, args.light))  # type: ignore[arg-type]
             return
         walls = cache_figures(args.runs, work, args.copies)
         med = {k: statistics.median(v) for k, v in walls.items()}
