@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import subprocess
@@ -61,13 +62,20 @@ from emer_builder.transforms.stages.decode import (
 COUNT_BYTES = 4  # a sampled frame in the counting output: 2x2 gray
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        return None
+
+
 def trim_heap() -> None:
     """Hand the heap's freed pages back to the system between a long clip's blocks: glibc keeps them
     (measured: Whisper's blocks of a 12-minute track lifted RSS from 423 to 531 MB; with this, flat)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator decides
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Scratch:
