@@ -37,7 +37,7 @@ from emer_builder.schemas import RecordSchema
 from emer_builder.schemas.v1 import FAILURE_SCHEMA
 from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, decode_entry, encode_entry, entry_address, input_identity
-from emer_builder.transforms.shards import media_bytes, plan_shards, sample_bytes, shard_name, write_parquet, write_tar
+from emer_builder.transforms.shards import ShardWriter, media_bytes, plan_shards, sample_bytes, shard_name
 from emer_builder.transforms.split import SplitAssigner
 
 RECORDS_MADE = beam.metrics.Metrics.counter("emer", "records")  # live in runners that show metrics (Dataflow, Flink)
@@ -285,39 +285,47 @@ class WriteShardFn(beam.DoFn):
     """Write one Parquet file and one tar with the same keys, named `{split}-{i}-of-{n}`; or, for the
     failures group, failures.parquet. Beside them goes `.shards/<name>.json`: each file's sha256 and
     size (the manifest needs not read the shards again) and the run statistics of the shard's clips.
-    Yields the name written."""
+    A shard's samples are read back one at a time in key order and written as they come: what a
+    writer holds is one Parquet row group, not the shard. Yields the name written."""
 
     def __init__(self, staging: StagingArea, schema: RecordSchema, row_group_size: int):
         self.staging, self.schema, self.row_group_size = staging, schema, row_group_size
 
-    def process(self, shard: tuple[tuple[str, int, int], Iterable[str]]) -> Iterable[str]:
-        target, parked = shard
-        outcomes: list[Outcome] = [unpark(self.staging, name) for name in parked]
-        stats = add_up(o.stats or {} for o in outcomes)
+    def process(self, shard: tuple[tuple[str, int, int], Iterable[tuple[str, str]]]) -> Iterable[str]:
+        target, keyed = shard
+        parked = [name for _, name in sorted(keyed)]
         if tuple(target) == FAILURES_SHARD:
+            outcomes: list[Outcome] = [unpark(self.staging, name) for name in parked]  # failure rows: small
             files = {FAILURES_FILE: self._write(FAILURES_FILE, lambda path: write_failures([o.failure for o in outcomes], path))}
-            self._info(FAILURES_SHARD[0], files, stats, 0, len(outcomes))
+            self._info(FAILURES_SHARD[0], files, add_up(o.stats or {} for o in outcomes), 0, len(outcomes))
             yield FAILURES_FILE
             return
-        split, index, count = target
-        samples = sorted(((o.record, {**o.media_files, **spilled_media(self.staging, o.media_spill)}) for o in outcomes), key=lambda s: s[0]["key"])
-        name = shard_name(split, index, count)
+        name = shard_name(*target)
         table, tar = f"data/{name}.parquet", f"media/{name}.tar"
-        files = {
-            table: self._write(table, lambda path: write_parquet(path, [r for r, _ in samples], self.schema.arrow_schema(), self.row_group_size)),
-            tar: self._write(tar, lambda path: write_tar(path, samples)),
-        }
-        self._info(name, files, stats, len(samples), 0)
+        stats: list[dict[str, float]] = []
+        with self.staging.writing(table) as table_path, self.staging.writing(tar) as tar_path:
+            writer = ShardWriter(table_path, tar_path, self.schema.arrow_schema(), self.row_group_size)
+            for rel in parked:
+                outcome: Outcome = unpark(self.staging, rel)
+                writer.add(outcome.record, {**outcome.media_files, **spilled_media(self.staging, outcome.media_spill)})
+                stats.append(outcome.stats or {})
+            writer.close()
+            files = {table: _file_facts(table_path), tar: _file_facts(tar_path)}
+        self._info(name, files, add_up(stats), len(parked), 0)
         yield name
 
     def _write(self, rel: str, write: Callable[[str], None]) -> dict[str, Any]:
         with self.staging.writing(rel) as path:
             write(path)
-            return {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+            return _file_facts(path)
 
     def _info(self, name: str, files: dict[str, Any], stats: dict[str, float], records: int, failures: int) -> None:
         info = {"files": files, "stats": stats, "records": records, "failures": failures}
         self.staging.write(f"{SHARD_INFO}/{name}.json", json.dumps(info, sort_keys=True).encode())
+
+
+def _file_facts(path: str) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
 
 
 class WriteShards(beam.PTransform):
@@ -342,7 +350,7 @@ class WriteShards(beam.PTransform):
         return (
             {"plan": plan, "outcomes": keyed}
             | "Join" >> beam.CoGroupByKey()
-            | "ToShard" >> beam.FlatMapTuple(lambda key, g: [(tuple(g["plan"][0]), o) for o in g["outcomes"]])
+            | "ToShard" >> beam.FlatMapTuple(lambda key, g: [(tuple(g["plan"][0]), (key, o)) for o in g["outcomes"]])
             | "ByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(WriteShardFn(self.staging, self.schema, sh.parquet_row_group_size))
         )

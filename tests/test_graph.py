@@ -4,6 +4,8 @@ and a guard that keeps constructs some runners execute wrongly out of the graph.
 from __future__ import annotations
 
 import dataclasses
+import tarfile
+import tracemalloc
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,13 +22,15 @@ from emer_builder.pipelines.build import input_clips
 from emer_builder.pipelines.envelope import Envelope, failed_early
 from emer_builder.pipelines.explain import Explain
 from emer_builder.pipelines.explain_setup import prepare
-from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShards, guarded
+from emer_builder.pipelines.graph import ClipStages, MakeRecords, Outcome, WriteShardFn, WriteShards, guarded
 from emer_builder.pipelines.progress import count_marks
 from emer_builder.pipelines.run import GraphJob, run_pipeline
+from emer_builder.pipelines.scratch import park
 from emer_builder.pipelines.stages import record_schema
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.schemas import Field, FieldGroup
 from emer_builder.transforms.clip import Clip, Stage
+from emer_builder.transforms.clip_cache import encode_entry
 from emer_builder.transforms.keys import VideoInput
 
 LOUDNESS = FieldGroup("loudness", "test group", (Field("rms", pa.float32(), "root mean square of the samples"),))
@@ -73,14 +77,22 @@ def test_guarded_copies_and_never_mutates_its_input():
 def test_clip_stages_pass_failures_through_and_keep_the_first(tmp_path: Path):
     with BeamTestPipeline() as p:
         out = p | beam.Create(_clips()) | ClipStages([LoudnessStage(), Broken()])
-        summary = out | beam.Map(lambda c: (c.key, c.failure and (c.failure["stage"], c.failure["message"]), sorted(k for k in c.stats if not k.startswith(("cpu_s", "wall_s", "load")))))
+        summary = out | beam.Map(
+            lambda c: (
+                c.key,
+                c.failure and (c.failure["stage"], c.failure["message"]),
+                sorted(k for k in c.stats if not k.startswith(("cpu_s", "wall_s", "load"))),
+            )
+        )
         assert_that(
             summary,
-            equal_to([
-                ("a", ("broken", "RuntimeError: library exploded"), ["ran_broken", "ran_loudness"]),  # the statistics travel with the clip
-                ("b", ("loudness", "no audio to measure"), ["ran_loudness"]),
-                ("c", ("match", "collides"), []),
-            ]),
+            equal_to(
+                [
+                    ("a", ("broken", "RuntimeError: library exploded"), ["ran_broken", "ran_loudness"]),  # the statistics travel with the clip
+                    ("b", ("loudness", "no audio to measure"), ["ran_loudness"]),
+                    ("c", ("match", "collides"), []),
+                ]
+            ),
         )
 
 
@@ -109,7 +121,9 @@ def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
     for key in ("k3", "k1", "k2", "k4", "k5"):
         record = {g.name: None for g in schema.groups} | {"key": key, "split": "train", "source_path": f"{key}.mp4", "loudness": {"rms": 0.25}}
         records.append(Outcome(key, schema.conform(record), {"flac": key.encode()}, None, stats={"ran_loudness": 1, "cpu_s:loudness": 0.25}))
-    failure = Outcome("bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"}, stats={"ran_decode": 1})
+    failure = Outcome(
+        "bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"}, stats={"ran_decode": 1}
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "media").mkdir()
     with BeamTestPipeline() as p:
@@ -128,10 +142,53 @@ def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
     assert all(written["files"][rel] == {"sha256": sha256_file(tmp_path / rel), "bytes": (tmp_path / rel).stat().st_size} for rel in on_disk)
 
 
+def test_a_shard_is_written_a_sample_at_a_time_not_held_whole(tmp_path: Path):
+    """Issue 22: the shard writer reads a shard's parked outcomes and spilled media back one by one in key
+    order, so its memory is a sample and a row group, not the shard (300 samples of 100 KB: 30 MB if held);
+    the table is the one pyarrow writes from the whole shard at once."""
+    _, schema, _ = _record_inputs()
+    staging = StagingArea(tmp_path)
+    for folder in ("data", "media", ".parked", ".media", ".shards"):
+        (tmp_path / folder).mkdir()
+    keyed, rows = [], []
+    for i in range(300):
+        key = f"k{(i * 7919) % 300:04d}"  # not in key order
+        record = schema.conform(
+            {g.name: None for g in schema.groups} | {"key": key, "split": "train", "source_path": f"{key}.mp4", "loudness": {"rms": i / 300}}
+        )
+        spill = f".media/{key}.tar"
+        staging.write(spill, encode_entry(None, {"flac": np.random.default_rng(i).bytes(100_000)}))
+        keyed.append((key, park(staging, "outcome", key, f"{key}.mp4", Outcome(key, record, {}, None, spill, 101_024, {"ran_loudness": 1}))))
+        rows.append(record)
+    fn = WriteShardFn(staging, schema, row_group_size=10)
+    tracemalloc.start()
+    try:
+        assert list(fn.process((("train", 0, 1), keyed))) == ["train-00000-of-00001"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3_000_000, f"the writer held {peak / 1e6:.1f} MB at once"
+    pq.write_table(
+        pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=schema.arrow_schema()),
+        tmp_path / "whole.parquet",
+        row_group_size=10,
+        compression="zstd",
+    )
+    assert (tmp_path / "data/train-00000-of-00001.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    with tarfile.open(tmp_path / "media/train-00000-of-00001.tar") as tar:
+        names = tar.getnames()
+    assert names == [f"k{i:04d}.{suffix}" for i in range(300) for suffix in ("flac", "json")]
+
+
 def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
     config = BuildConfig()
     plan = prepare(config)
-    fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
+    fields = {
+        "media": {"duration_s": 2.0, "has_audio": True},
+        "transcript": {"text": "I am so happy today", "language": "en", "segments": []},
+        "faces": {"crops": [], "expression_timeline": []},
+        "acoustics": None,
+    }
     clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields))) for k in ("x", "y", "z")]
     with BeamTestPipeline() as p:
         out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips), StagingArea(tmp_path))
@@ -192,7 +249,9 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
     real = run_module.beam.Pipeline
     run_module.beam.Pipeline = Capture
     try:
-        run_pipeline(GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), StagingArea(tmp_path), 1, [])
+        run_pipeline(
+            GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), StagingArea(tmp_path), 1, []
+        )
     finally:
         run_module.beam.Pipeline = real
     proto = captured["pipeline"].to_runner_api()
@@ -213,7 +272,17 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
 
 
 def provenance_stub() -> dict:
-    return {"tool": "emer-builder test", "schema_version": "x", "config_hash": "", "whisper_model": None, "face_detector": None, "expression_model": None, "opensmile": None, "explanation_sources": "", "emotion_wheel": None}
+    return {
+        "tool": "emer-builder test",
+        "schema_version": "x",
+        "config_hash": "",
+        "whisper_model": None,
+        "face_detector": None,
+        "expression_model": None,
+        "opensmile": None,
+        "explanation_sources": "",
+        "emotion_wheel": None,
+    }
 
 
 def _captured_proto(tmp_path: Path, count: int) -> bytes:
@@ -232,7 +301,12 @@ def _captured_proto(tmp_path: Path, count: int) -> bytes:
     try:
         staging = tmp_path / str(count)
         staging.mkdir()
-        run_pipeline(GraphJob(input_clips(inputs, []), config, record_schema(config), [LoudnessStage()], provenance_stub(), prepare(config), {}), StagingArea(staging), 1, [])
+        run_pipeline(
+            GraphJob(input_clips(inputs, []), config, record_schema(config), [LoudnessStage()], provenance_stub(), prepare(config), {}),
+            StagingArea(staging),
+            1,
+            [],
+        )
     finally:
         run_module.beam.Pipeline = real
     return captured["proto"]
@@ -254,16 +328,38 @@ def test_clips_are_parked_while_grouped_and_explained_as_with_the_whole_corpus(t
 
     config = BuildConfig()
     staging = StagingArea(tmp_path)
-    prosody = [{"f0_mean_semitone": 80.0 + i % 7, "f0_std_semitone": float("nan") if i == 3 else 2.0 + i % 3, "loudness_mean": 0.5, "speech_rate_wps": 2.0 + i, "voiced_ratio": 0.8} for i in range(20)]
-    fields = [{"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy", "language": "en", "segments": []}, "acoustics": {"prosody": p, "egemaps": {}}} for p in prosody]
-    clips = [Envelope(Clip(f"c{i:02d}", f"/v/c{i:02d}.mp4", f"c{i:02d}.mp4", fields=f), stats={"ran_decode": 1, "cpu_s:decode": 0.5}) for i, f in enumerate(fields)]
+    prosody = [
+        {
+            "f0_mean_semitone": 80.0 + i % 7,
+            "f0_std_semitone": float("nan") if i == 3 else 2.0 + i % 3,
+            "loudness_mean": 0.5,
+            "speech_rate_wps": 2.0 + i,
+            "voiced_ratio": 0.8,
+        }
+        for i in range(20)
+    ]
+    fields = [
+        {
+            "media": {"duration_s": 2.0, "has_audio": True},
+            "transcript": {"text": "I am so happy", "language": "en", "segments": []},
+            "acoustics": {"prosody": p, "egemaps": {}},
+        }
+        for p in prosody
+    ]
+    clips = [
+        Envelope(Clip(f"c{i:02d}", f"/v/c{i:02d}.mp4", f"c{i:02d}.mp4", fields=f), stats={"ran_decode": 1, "cpu_s:decode": 0.5}) for i, f in enumerate(fields)
+    ]
     ticket = park_envelope(clips[0], staging)
     assert ticket.clip.fields == {} and ticket.stats == {} and ticket.explain_media is None and ticket.parked
     assert unparked(ticket, staging) == clips[0]
     corpus = CorpusStats.from_measures([measures_of(c.clip.fields) for c in clips])
     with BeamTestPipeline() as p:
         out = p | beam.Create(clips) | Explain(prepare(config), {}, config.explanation.llm, "en", len(clips), staging)
-        evidence = out | beam.FlatMap(lambda c: [(e["measure"], e["value"], e["corpus_percentile"]) for e in c.clip.fields["explanation"]["evidence"] if e["corpus_percentile"] is not None])
+        evidence = out | beam.FlatMap(
+            lambda c: [
+                (e["measure"], e["value"], e["corpus_percentile"]) for e in c.clip.fields["explanation"]["evidence"] if e["corpus_percentile"] is not None
+            ]
+        )
         expected = {(m, v, corpus.percentile(m, v)) for c in clips for m, v in measures_of(c.clip.fields).items()}
         assert_that(evidence | beam.Filter(lambda e: e[1] == e[1]), lambda got: _all_in(got, {e for e in expected if e[1] == e[1]}))
 

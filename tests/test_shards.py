@@ -1,11 +1,12 @@
 import tarfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from emer_builder.schemas import SCHEMA
-from emer_builder.transforms.shards import plan_shards, sample_members, write_parquet, write_tar
+from emer_builder.transforms.shards import ShardWriter, plan_shards, sample_members, write_parquet, write_tar
 
 
 def test_plan_is_bounded_by_count_and_bytes_and_ignores_input_order():
@@ -52,3 +53,29 @@ def test_parquet_is_sorted_by_key_and_deterministic(demo_build, tmp_path: Path):
     meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
     assert meta.num_rows == len(rows) and meta.num_row_groups == (len(rows) + 1) // 2
     assert pq.read_table(tmp_path / "a.parquet").column("key").to_pylist() == sorted(r["key"] for r in rows)
+
+
+@pytest.mark.parametrize(("count", "row_group_size"), [(0, 3), (1, 3), (3, 3), (7, 3), (7, 100)])
+def test_a_streamed_shard_is_the_table_written_at_once(demo_build, tmp_path: Path, count: int, row_group_size: int):
+    """ShardWriter writes a row group at a time; the bytes are those of pyarrow's one-shot write of the whole
+    table (an empty shard too), so streaming changed no shard."""
+    out, _ = demo_build
+    rows = sorted(pq.read_table(next((out / "data").glob("train-*.parquet"))).to_pylist(), key=lambda r: r["key"])
+    rows = (rows * 3)[:count]
+    rows = [{**r, "key": f"{i:03d}_{r['key']}"} for i, r in enumerate(rows)]
+    schema = SCHEMA.arrow_schema()
+    writer = ShardWriter(tmp_path / "s.parquet", tmp_path / "s.tar", schema, row_group_size)
+    for r in rows:
+        writer.add(r, {"flac": r["key"].encode()})
+    writer.close()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "whole.parquet", row_group_size=row_group_size, compression="zstd")
+    assert (tmp_path / "s.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        assert [m.name for m in tar.getmembers()] == [f"{r['key']}.{s}" for r in rows for s in ("flac", "json")]
+
+
+def test_a_streamed_shard_refuses_samples_out_of_key_order(tmp_path: Path):
+    writer = ShardWriter(tmp_path / "s.parquet", tmp_path / "s.tar", SCHEMA.arrow_schema(), 10)
+    writer.add(SCHEMA.conform({"key": "b", "split": "train", "source_path": "b.mp4"}), {})
+    with pytest.raises(ValueError, match="out of key order"):
+        writer.add(SCHEMA.conform({"key": "a", "split": "train", "source_path": "a.mp4"}), {})

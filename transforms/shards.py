@@ -62,19 +62,79 @@ def sample_bytes(record: dict[str, Any], media_files: dict[str, bytes], spilled_
     return media_bytes(media_files) + spilled_bytes + len(record_json(record)) + 1024
 
 
+class TarShard:
+    """A WebDataset shard written a sample at a time, in key order: members sorted, owner/time/mode pinned."""
+
+    def __init__(self, path: str | Path):
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+
+    def add(self, record: dict[str, Any], media_files: dict[str, bytes]) -> None:
+        for name, data in sample_members(record, media_files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
+        self.file.close()
+
+
+class ParquetShard:
+    """A Parquet table written a row group at a time from records in key order: what it holds is one
+    row group, not the shard (the bytes are those of the whole table written at once)."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, row_group_size: int):
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.schema, self.row_group_size, self.rows, self.empty = schema, row_group_size, [], True
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.rows.append(record)
+        if len(self.rows) == self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), row_group_size=self.row_group_size)
+        self.rows, self.empty = [], False
+
+    def close(self) -> None:
+        if self.rows or self.empty:  # an empty table is one empty row group, as pyarrow writes it at once
+            self._flush()
+        self.writer.close()
+
+
+class ShardWriter:
+    """One shard's Parquet table and tar, written together from samples given in key order (checked:
+    the order is what makes the bytes deterministic; a repeated key is left to the completeness check)."""
+
+    def __init__(self, parquet_path: str | Path, tar_path: str | Path, schema: pa.Schema, row_group_size: int):
+        self.table, self.tar, self.last_key = ParquetShard(parquet_path, schema, row_group_size), TarShard(tar_path), None
+
+    def add(self, record: dict[str, Any], media_files: dict[str, bytes]) -> None:
+        if self.last_key is not None and record["key"] < self.last_key:
+            raise ValueError(f"shard samples out of key order: {record['key']!r} after {self.last_key!r}")
+        self.last_key = record["key"]
+        self.table.add(record)
+        self.tar.add(record, media_files)
+
+    def close(self) -> None:
+        self.table.close()
+        self.tar.close()
+
+
 def write_tar(path: str | Path, samples: list[tuple[dict[str, Any], dict[str, bytes]]]) -> None:
-    """A WebDataset shard: samples in key order, members sorted, owner/time/mode pinned."""
-    with open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for record, media_files in sorted(samples, key=lambda s: s[0]["key"]):
-            for name, data in sample_members(record, media_files):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
+    """A WebDataset shard of `samples` (in any order)."""
+    tar = TarShard(path)
+    for record, media_files in sorted(samples, key=lambda s: s[0]["key"]):
+        tar.add(record, media_files)
+    tar.close()
 
 
 def write_parquet(path: str | Path, records: list[dict[str, Any]], schema: pa.Schema, row_group_size: int) -> None:
-    rows = sorted(records, key=lambda r: r["key"])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, path, row_group_size=row_group_size, compression="zstd")
+    """A Parquet table of `records` (in any order)."""
+    table = ParquetShard(path, schema, row_group_size)
+    for record in sorted(records, key=lambda r: r["key"]):
+        table.add(record)
+    table.close()

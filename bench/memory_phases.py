@@ -1,0 +1,101 @@
+"""Where a build's peak memory is reached: one `emer build` in this process (the local runner's workers
+are threads of it), its resident set sampled every 20 ms and charged to the step running at that
+moment: the driver before the run, each fused stage of the Beam graph, and each of the driver's steps
+after it (shard statistics, completeness check, manifest, report, cache record).
+
+Run it on a small and a large corpus and compare the steps' peaks: the step whose peak grows with the
+corpus is what holds something per clip.
+
+Usage: python -m bench.memory_phases VIDEOS_DIR --out OUT [--config CONFIG] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PhaseMemory:
+    """The largest resident set seen while each named step ran (the first time it was seen, in order)."""
+
+    def __init__(self, every_s: float = 0.02):
+        self.every_s, self.current, self.peaks = every_s, "driver: before the run", {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.wait(self.every_s):
+            self.note(self.current)
+
+    def note(self, phase: str) -> None:
+        self.peaks[phase] = max(self.peaks.get(phase, 0.0), resident_mb())
+
+    def enter(self, phase: str) -> None:
+        self.note(self.current)
+        self.current = phase
+        self.note(phase)
+
+    def wrap(self, owner: Any, name: str, phase: Callable[..., str] | str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self.enter(phase(*args, **kwargs) if callable(phase) else phase)
+            return original(*args, **kwargs)
+
+        setattr(owner, name, wrapped)
+
+
+def stage_label(name: str) -> str:
+    """A fused stage's name, from its first transform to its last (Beam's names run to a paragraph)."""
+    parts = re.findall(r"ref_AppliedPTransform_([A-Za-z-]+?)(?:-lambda[^_]*)?_\d+|([A-Za-z]+(?:/[A-Za-z]+)*/(?:Read|Write))\b", name)
+    steps = [a or b for a, b in parts]
+    return "graph: " + (f"{steps[0]} .. {steps[-1]}" if len(steps) > 1 else steps[0] if steps else name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("videos")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--json", type=Path, help="write the peaks here as JSON too")
+    args = parser.parse_args()
+
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from emer_builder.cli.main import main as emer
+    from emer_builder.pipelines import run
+
+    mem = PhaseMemory()
+    mem.wrap(fn_runner.FnApiRunner, "_execute_bundle", lambda _self, _ctx, bundle, _input: stage_label(bundle.stage.name))
+    for step in ("shards_written", "check_complete", "_write_records", "write_report", "record_cache_use"):
+        mem.wrap(run, step, "driver: " + step)
+    mem.thread.start()
+    started = time.perf_counter()
+    code = emer(["build", args.videos, "--out", args.out, "--overwrite", "--quiet", *(["--config", args.config] if args.config else [])])
+    mem.enter("driver: after the build")
+    mem.done.set()
+    peaks = {phase: round(mb, 1) for phase, mb in mem.peaks.items()}
+    for phase, mb in peaks.items():
+        print(f"{mb:8.1f} MB  {phase}")
+    print(f"exit {code}, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(peaks, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
