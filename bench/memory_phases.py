@@ -31,10 +31,11 @@ def resident_mb() -> float:
 
 
 class PhaseMemory:
-    """The largest resident set seen while each named step ran (the first time it was seen, in order)."""
+    """The resident set when each named step first started and the largest seen while it ran (in the
+    order first seen): a step whose peak is far above its start is one that holds something itself."""
 
     def __init__(self, every_s: float = 0.02):
-        self.every_s, self.current, self.peaks = every_s, "driver: before the run", {}
+        self.every_s, self.current, self.peaks, self.starts = every_s, "driver: before the run", {}, {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -48,6 +49,7 @@ class PhaseMemory:
     def enter(self, phase: str) -> None:
         self.note(self.current)
         self.current = phase
+        self.starts.setdefault(phase, resident_mb())
         self.note(phase)
 
     def wrap(self, owner: Any, name: str, phase: Callable[..., str] | str) -> None:
@@ -89,9 +91,10 @@ def main() -> None:
     code = emer(["build", args.videos, "--out", args.out, "--overwrite", "--quiet", *(["--config", args.config] if args.config else [])])
     mem.enter("driver: after the build")
     mem.done.set()
-    peaks = {phase: round(mb, 1) for phase, mb in mem.peaks.items()}
+    peaks = {phase: {"start_mb": round(mem.starts.get(phase, 0.0), 1), "peak_mb": round(mb, 1)} for phase, mb in mem.peaks.items()}
+    print("   start     peak  step")
     for phase, mb in peaks.items():
-        print(f"{mb:8.1f} MB  {phase}")
+        print(f"{mb['start_mb']:8.1f} {mb['peak_mb']:8.1f}  {phase}")
     print(f"exit {code}, {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(peaks, indent=1) + "\n")
