@@ -21,7 +21,6 @@ class Envelope:
     media_spill: str | None = None  # the clip's media files, written to the staging area while records are grouped
     media_bytes: int = 0  # tar bytes of the spilled media files (for shard planning)
     stats: dict[str, float] = field(default_factory=dict)  # run statistics (stage seconds, model loads, counts) on their way to the summary
-    parked: str | None = None  # the whole envelope, written to the staging area while the explanation's groupings move it (pipelines.scratch)
 
     @property
     def key(self) -> str:

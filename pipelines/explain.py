@@ -28,7 +28,7 @@ from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import guarded
 from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time, tally
-from emer_builder.pipelines.scratch import park_envelope, unparked
+from emer_builder.pipelines.scratch import ParkedClip, park_envelope, unparked
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.annotations import AnnotationExplainer
 from emer_builder.transforms.clip import Audio, AudioSource, Clip, Frames, FrameSource
@@ -108,7 +108,7 @@ class ExplainFn(beam.DoFn):
         llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
-        def one(joined_item: tuple[Envelope, str, dict[str, Any]]) -> Envelope:
+        def one(joined_item: tuple[Envelope | ParkedClip, str, dict[str, Any]]) -> Envelope:
             parked, name, values = joined_item
             item = unparked(parked, self.staging)
             media = item.explain_media or {}
@@ -145,7 +145,7 @@ def _corpus_per_batch(_: int, rows: Iterable[tuple[str, dict[str, float]]], batc
     return [(b, stats.placed(ms)) for b, ms in by_batch.items()]
 
 
-def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Envelope, str, dict[str, Any]]]]:
+def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Envelope | ParkedClip, str, dict[str, Any]]]]:
     values = joined["rows"][0] if joined["rows"] else {}
     return [(batch_of(c.key, batches), (c, name, values)) for c in joined["clips"]]
 

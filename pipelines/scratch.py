@@ -8,14 +8,12 @@ Parked files are written whole and named by the clip, so a retried bundle writes
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import pickle
-from typing import Any
+from typing import Any, NamedTuple
 
 from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.staging import StagingArea
-from emer_builder.transforms.clip import Clip
 
 INPUTS, PARKED = ".inputs", ".parked"
 SCRATCH = (INPUTS, PARKED)
@@ -58,14 +56,23 @@ def unpark(staging: StagingArea, name: str) -> Any:
     return pickle.loads(staging.read(name))
 
 
-def park_envelope(item: Envelope, staging: StagingArea) -> Envelope:
-    """A clip that has not failed, parked whole (fields, statistics, explanation media); what travels
-    on is its key, source path and the parked file's name. A failed clip travels as it is (its row is small)."""
+class ParkedClip(NamedTuple):
+    """A clip parked whole, as the explanation's groupings move it: three strings. An in-memory runner
+    holds every element of a grouping at once, decoded; an Envelope in its place is ten times the size."""
+
+    key: str
+    source_path: str
+    parked: str  # the file the envelope was written to
+
+
+def park_envelope(item: Envelope, staging: StagingArea) -> Envelope | ParkedClip:
+    """A clip that has not failed, parked whole (fields, statistics, explanation media). A failed clip
+    travels as it is (its row is small)."""
     if item.failure is not None:
         return item
-    return Envelope(Clip(item.key, "", item.source_path), parked=park(staging, "clip", item.key, item.source_path, item))
+    return ParkedClip(item.key, item.source_path, park(staging, "clip", item.key, item.source_path, item))
 
 
-def unparked(item: Envelope, staging: StagingArea) -> Envelope:
+def unparked(item: Envelope | ParkedClip, staging: StagingArea) -> Envelope:
     """The envelope `park_envelope` wrote (itself when it was not parked)."""
-    return item if item.parked is None else dataclasses.replace(unpark(staging, item.parked), parked=None)
+    return item if isinstance(item, Envelope) else unpark(staging, item.parked)

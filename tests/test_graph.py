@@ -77,22 +77,14 @@ def test_guarded_copies_and_never_mutates_its_input():
 def test_clip_stages_pass_failures_through_and_keep_the_first(tmp_path: Path):
     with BeamTestPipeline() as p:
         out = p | beam.Create(_clips()) | ClipStages([LoudnessStage(), Broken()])
-        summary = out | beam.Map(
-            lambda c: (
-                c.key,
-                c.failure and (c.failure["stage"], c.failure["message"]),
-                sorted(k for k in c.stats if not k.startswith(("cpu_s", "wall_s", "load"))),
-            )
-        )
+        summary = out | beam.Map(lambda c: (c.key, c.failure and (c.failure["stage"], c.failure["message"]), sorted(k for k in c.stats if not k.startswith(("cpu_s", "wall_s", "load")))))
         assert_that(
             summary,
-            equal_to(
-                [
-                    ("a", ("broken", "RuntimeError: library exploded"), ["ran_broken", "ran_loudness"]),  # the statistics travel with the clip
-                    ("b", ("loudness", "no audio to measure"), ["ran_loudness"]),
-                    ("c", ("match", "collides"), []),
-                ]
-            ),
+            equal_to([
+                ("a", ("broken", "RuntimeError: library exploded"), ["ran_broken", "ran_loudness"]),  # the statistics travel with the clip
+                ("b", ("loudness", "no audio to measure"), ["ran_loudness"]),
+                ("c", ("match", "collides"), []),
+            ]),
         )
 
 
@@ -121,9 +113,7 @@ def test_write_shards_writes_every_outcome_once_in_key_order(tmp_path: Path):
     for key in ("k3", "k1", "k2", "k4", "k5"):
         record = {g.name: None for g in schema.groups} | {"key": key, "split": "train", "source_path": f"{key}.mp4", "loudness": {"rms": 0.25}}
         records.append(Outcome(key, schema.conform(record), {"flac": key.encode()}, None, stats={"ran_loudness": 1, "cpu_s:loudness": 0.25}))
-    failure = Outcome(
-        "bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"}, stats={"ran_decode": 1}
-    )
+    failure = Outcome("bad", None, {}, {"key": "bad", "source_path": "bad.mp4", "stage": "decode", "error_class": "ClipError", "message": "empty"}, stats={"ran_decode": 1})
     (tmp_path / "data").mkdir()
     (tmp_path / "media").mkdir()
     with BeamTestPipeline() as p:
@@ -183,12 +173,7 @@ def test_a_shard_is_written_a_sample_at_a_time_not_held_whole(tmp_path: Path):
 def test_explain_joins_rows_and_corpus_without_side_inputs(tmp_path: Path):
     config = BuildConfig()
     plan = prepare(config)
-    fields = {
-        "media": {"duration_s": 2.0, "has_audio": True},
-        "transcript": {"text": "I am so happy today", "language": "en", "segments": []},
-        "faces": {"crops": [], "expression_timeline": []},
-        "acoustics": None,
-    }
+    fields = {"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy today", "language": "en", "segments": []}, "faces": {"crops": [], "expression_timeline": []}, "acoustics": None}
     clips = [Envelope(Clip(k, f"/v/{k}.mp4", f"{k}.mp4", fields=dict(fields))) for k in ("x", "y", "z")]
     with BeamTestPipeline() as p:
         out = p | beam.Create(clips) | Explain(plan, {c.key: c.key for c in clips}, config.explanation.llm, "en", len(clips), StagingArea(tmp_path))
@@ -249,9 +234,7 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
     real = run_module.beam.Pipeline
     run_module.beam.Pipeline = Capture
     try:
-        run_pipeline(
-            GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), StagingArea(tmp_path), 1, []
-        )
+        run_pipeline(GraphJob(input_clips(inputs, []), config, schema, [LoudnessStage()], provenance_stub(), plan, {"a": "a", "b": "b"}), StagingArea(tmp_path), 1, [])
     finally:
         run_module.beam.Pipeline = real
     proto = captured["pipeline"].to_runner_api()
@@ -272,17 +255,7 @@ def test_the_graph_keeps_to_what_every_runner_executes(tmp_path: Path):
 
 
 def provenance_stub() -> dict:
-    return {
-        "tool": "emer-builder test",
-        "schema_version": "x",
-        "config_hash": "",
-        "whisper_model": None,
-        "face_detector": None,
-        "expression_model": None,
-        "opensmile": None,
-        "explanation_sources": "",
-        "emotion_wheel": None,
-    }
+    return {"tool": "emer-builder test", "schema_version": "x", "config_hash": "", "whisper_model": None, "face_detector": None, "expression_model": None, "opensmile": None, "explanation_sources": "", "emotion_wheel": None}
 
 
 def _captured_proto(tmp_path: Path, count: int) -> bytes:
@@ -301,12 +274,7 @@ def _captured_proto(tmp_path: Path, count: int) -> bytes:
     try:
         staging = tmp_path / str(count)
         staging.mkdir()
-        run_pipeline(
-            GraphJob(input_clips(inputs, []), config, record_schema(config), [LoudnessStage()], provenance_stub(), prepare(config), {}),
-            StagingArea(staging),
-            1,
-            [],
-        )
+        run_pipeline(GraphJob(input_clips(inputs, []), config, record_schema(config), [LoudnessStage()], provenance_stub(), prepare(config), {}), StagingArea(staging), 1, [])
     finally:
         run_module.beam.Pipeline = real
     return captured["proto"]
@@ -323,43 +291,21 @@ def test_the_pipeline_holds_the_names_of_input_parts_not_the_inputs(tmp_path: Pa
 def test_clips_are_parked_while_grouped_and_explained_as_with_the_whole_corpus(tmp_path: Path):
     """What the explanation's groupings move is a name (no fields, statistics or media), and the rules'
     percentiles, placed per batch, are those of the whole corpus' statistics."""
-    from emer_builder.pipelines.scratch import park_envelope, unparked
+    from emer_builder.pipelines.scratch import ParkedClip, park_envelope, unparked
     from emer_builder.transforms.rules_explainer import CorpusStats, measures_of
 
     config = BuildConfig()
     staging = StagingArea(tmp_path)
-    prosody = [
-        {
-            "f0_mean_semitone": 80.0 + i % 7,
-            "f0_std_semitone": float("nan") if i == 3 else 2.0 + i % 3,
-            "loudness_mean": 0.5,
-            "speech_rate_wps": 2.0 + i,
-            "voiced_ratio": 0.8,
-        }
-        for i in range(20)
-    ]
-    fields = [
-        {
-            "media": {"duration_s": 2.0, "has_audio": True},
-            "transcript": {"text": "I am so happy", "language": "en", "segments": []},
-            "acoustics": {"prosody": p, "egemaps": {}},
-        }
-        for p in prosody
-    ]
-    clips = [
-        Envelope(Clip(f"c{i:02d}", f"/v/c{i:02d}.mp4", f"c{i:02d}.mp4", fields=f), stats={"ran_decode": 1, "cpu_s:decode": 0.5}) for i, f in enumerate(fields)
-    ]
+    prosody = [{"f0_mean_semitone": 80.0 + i % 7, "f0_std_semitone": float("nan") if i == 3 else 2.0 + i % 3, "loudness_mean": 0.5, "speech_rate_wps": 2.0 + i, "voiced_ratio": 0.8} for i in range(20)]
+    fields = [{"media": {"duration_s": 2.0, "has_audio": True}, "transcript": {"text": "I am so happy", "language": "en", "segments": []}, "acoustics": {"prosody": p, "egemaps": {}}} for p in prosody]
+    clips = [Envelope(Clip(f"c{i:02d}", f"/v/c{i:02d}.mp4", f"c{i:02d}.mp4", fields=f), stats={"ran_decode": 1, "cpu_s:decode": 0.5}) for i, f in enumerate(fields)]
     ticket = park_envelope(clips[0], staging)
-    assert ticket.clip.fields == {} and ticket.stats == {} and ticket.explain_media is None and ticket.parked
+    assert ticket == ParkedClip("c00", "c00.mp4", ticket.parked) and (tmp_path / ticket.parked).is_file()
     assert unparked(ticket, staging) == clips[0]
     corpus = CorpusStats.from_measures([measures_of(c.clip.fields) for c in clips])
     with BeamTestPipeline() as p:
         out = p | beam.Create(clips) | Explain(prepare(config), {}, config.explanation.llm, "en", len(clips), staging)
-        evidence = out | beam.FlatMap(
-            lambda c: [
-                (e["measure"], e["value"], e["corpus_percentile"]) for e in c.clip.fields["explanation"]["evidence"] if e["corpus_percentile"] is not None
-            ]
-        )
+        evidence = out | beam.FlatMap(lambda c: [(e["measure"], e["value"], e["corpus_percentile"]) for e in c.clip.fields["explanation"]["evidence"] if e["corpus_percentile"] is not None])
         expected = {(m, v, corpus.percentile(m, v)) for c in clips for m, v in measures_of(c.clip.fields).items()}
         assert_that(evidence | beam.Filter(lambda e: e[1] == e[1]), lambda got: _all_in(got, {e for e in expected if e[1] == e[1]}))
 
