@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.run_bench import tree_memory
 
 
 def resident_mb() -> float:
@@ -36,12 +38,16 @@ class PhaseMemory:
 
     def __init__(self, every_s: float = 0.02):
         self.every_s, self.current, self.peaks, self.starts = every_s, "driver: before the run", {}, {}
+        self.tree_peak_mb, self.ticks = 0.0, 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self.done.wait(self.every_s):
             self.note(self.current)
+            self.ticks += 1
+            if self.ticks % 5 == 0:  # the whole process tree (ffmpeg children too), as bench.cache_bench reads it
+                self.tree_peak_mb = max(self.tree_peak_mb, tree_memory(os.getpid())[0] / 2**20)
 
     def note(self, phase: str) -> None:
         self.peaks[phase] = max(self.peaks.get(phase, 0.0), resident_mb())
@@ -95,9 +101,9 @@ def main() -> None:
     print("   start     peak  step")
     for phase, mb in peaks.items():
         print(f"{mb['start_mb']:8.1f} {mb['peak_mb']:8.1f}  {phase}")
-    print(f"exit {code}, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"peak RSS of the process tree {mem.tree_peak_mb:.1f} MB; exit {code}, {time.perf_counter() - started:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps(peaks, indent=1) + "\n")
+        args.json.write_text(json.dumps({"steps": peaks, "tree_peak_mb": round(mem.tree_peak_mb, 1)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
