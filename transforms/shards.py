@@ -66,8 +66,7 @@ class TarShard:
     """A WebDataset shard written a sample at a time, in key order: members sorted, owner/time/mode pinned."""
 
     def __init__(self, path: str | Path):
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+        self.tar = tarfile.open(path, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, record: dict[str, Any], media_files: dict[str, bytes]) -> None:
         for name, data in sample_members(record, media_files):
@@ -79,7 +78,6 @@ class TarShard:
 
     def close(self) -> None:
         self.tar.close()
-        self.file.close()
 
 
 class ParquetShard:
