@@ -33,7 +33,7 @@ from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.annotations import AnnotationExplainer
 from emer_builder.transforms.clip import Audio, AudioSource, Clip, Frames, FrameSource
 from emer_builder.transforms.explanation import ExplainInput, explain_clip
-from emer_builder.transforms.rules_explainer import CorpusStats, PlacedValues, RulesExplainer, measures_of
+from emer_builder.transforms.rules_explainer import CorpusStats, MeasureRow, PlacedValues, RulesExplainer, measure_row
 from emer_builder.transforms.stages.decode import AUDIO_BLOCK
 
 STAGE = "explanation"
@@ -134,14 +134,14 @@ class ExplainFn(beam.DoFn):
         yield from explained
 
 
-def _corpus_per_batch(_: int, rows: Iterable[tuple[str, dict[str, float]]], batches: int = 1) -> list[tuple[int, PlacedValues]]:
+def _corpus_per_batch(_: int, rows: Iterable[tuple[str, MeasureRow]], batches: int = 1) -> list[tuple[int, PlacedValues]]:
     """The corpus statistics, placed for each batch's clips: all of them sent to every batch would
     grow with corpus x batches."""
     by_key = sorted(rows, key=lambda row: row[0])  # in key order: a NaN sorts where it arrives, so arrival order must not matter
-    by_batch: dict[int, list[dict[str, float]]] = {b: [] for b in range(batches)}
+    by_batch: dict[int, list[MeasureRow]] = {b: [] for b in range(batches)}
     for key, measures in by_key:
         by_batch[batch_of(key, batches)].append(measures)
-    stats = CorpusStats.from_measures([measures for _, measures in by_key])
+    stats = CorpusStats.from_rows([measures for _, measures in by_key])
     return [(b, stats.placed(ms)) for b, ms in by_batch.items()]
 
 
@@ -166,7 +166,7 @@ class Explain(beam.PTransform):
         slimmed = clips | "Slim" >> beam.Map(slim, frames, self.llm_config.send_audio and plan.llm is not None)
         corpus = (
             slimmed
-            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, (c.key, measures_of(c.clip.fields)))])
+            | "Measures" >> beam.FlatMap(lambda c: [] if c.failure is not None else [(0, (c.key, measure_row(c.clip.fields)))])
             | "AllMeasures" >> beam.GroupByKey()
             | "Corpus" >> beam.FlatMapTuple(_corpus_per_batch, batches=batches)
         )

@@ -9,7 +9,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 from emer_builder.transforms.explanation import ExplainInput, FieldValue, Unavailable
-from emer_builder.transforms.rules_explainer import CorpusStats, RulesExplainer, _tokens, measures_of
+from emer_builder.transforms.rules_explainer import CORPUS_MEASURES, CorpusStats, RulesExplainer, _tokens, measure_row, measures_of
 
 
 def test_midrank_percentile_is_order_free():
@@ -20,6 +20,29 @@ def test_midrank_percentile_is_order_free():
     assert stats.percentile("m", 3.0) == 87.5
     assert CorpusStats.from_measures([{"m": 7.0}]).percentile("m", 7.0) == 50.0  # a lone clip is typical
     assert stats.percentile("unknown", 1.0) is None
+
+
+def test_statistics_from_compact_rows_answer_as_from_dicts():
+    """The corpus grouping moves a row of floats per clip and each batch gets its values' percentiles in
+    arrays: the answers are those of the whole corpus' statistics, NaN, -0.0 and absent measures too."""
+    pitch, spread = list(CORPUS_MEASURES)[:2]  # both under acoustics.prosody
+    odd = [{pitch: 1.5, spread: float("nan")}, {pitch: 0.0}, {pitch: -0.0, spread: 2.0}, {}, {spread: 2.0}, {pitch: 3.25, spread: -1.0}]
+    fields = [{"acoustics": {"prosody": {k.split(".")[-1]: v for k, v in m.items()}}} for m in odd]
+    rows = [measure_row(f) for f in fields]
+    assert [measures_of(f) for f in fields] == odd and rows[3] == (None,) * len(CORPUS_MEASURES)
+    whole = CorpusStats.from_measures(odd)
+    assert CorpusStats.from_rows(rows).values.keys() == whole.values.keys() and all(
+        repr(CorpusStats.from_rows(rows).values[n]) == repr(whole.values[n]) for n in whole.values
+    )  # repr: NaN in place
+    batch = whole.placed(rows[:3])
+    for m in odd[:3]:
+        for name, value in m.items():
+            assert batch.percentile(name, value) == whole.percentile(name, value), (name, value)
+            assert batch.clips(name) == whole.clips(name) == {pitch: 4, spread: 4}[name]
+    assert batch.percentile(pitch, -0.0) == batch.percentile(pitch, 0.0) == 25.0  # two ties of four, none below
+    with pytest.raises(KeyError):
+        batch.percentile(pitch, 3.25)  # not one of the batch's: a bug, never a silent None
+    assert batch.percentile("acoustics.egemaps.HNRdBACF_sma3nz_amean", 1.0) is None  # no clip has it
 
 
 def test_tokens_leave_out_names_and_keep_compounds():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,16 @@ def measures_of(fields: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+MeasureRow = tuple[float | None, ...]  # one clip's CORPUS_MEASURES in their order, None where absent
+
+
+def measure_row(fields: dict[str, Any]) -> MeasureRow:
+    """`measures_of` as a few floats: what a grouping over every clip of a corpus holds per clip (a
+    dict would repeat the seven names in each)."""
+    found = measures_of(fields)
+    return tuple(found.get(name) for name in CORPUS_MEASURES)
+
+
 @dataclass(frozen=True)
 class CorpusStats:
     """Sorted values of each measure over the build's clips: percentiles independent of clip order."""
@@ -99,6 +110,12 @@ class CorpusStats:
     def from_measures(cls, rows: list[dict[str, float]]) -> CorpusStats:
         names = sorted({n for r in rows for n in r})
         return cls({n: tuple(sorted(r[n] for r in rows if n in r)) for n in names})
+
+    @classmethod
+    def from_rows(cls, rows: list[MeasureRow]) -> CorpusStats:
+        """From `measure_row`s: the same statistics as `from_measures` of the same clips in the same order."""
+        columns = {name: [row[i] for row in rows if row[i] is not None] for i, name in enumerate(CORPUS_MEASURES)}
+        return cls({n: tuple(sorted(v)) for n, v in sorted(columns.items()) if v})  # type: ignore[type-var]
 
     def percentile(self, measure: str, value: float) -> float | None:
         """Midrank percentile: the share of clips below, counting ties as half (a lone clip is 50)."""
@@ -112,28 +129,44 @@ class CorpusStats:
     def clips(self, measure: str) -> int:
         return len(self.values.get(measure, ()))
 
-    def placed(self, rows: list[dict[str, float]]) -> PlacedValues:
+    def placed(self, rows: list[MeasureRow]) -> PlacedValues:
         """The answers for the measures of some clips only: what a batch of clips needs, in a size that
         grows with the batch, where these statistics grow with the corpus."""
-        placed: dict[str, dict[str, float | None]] = {}
-        for row in rows:
-            for measure, value in row.items():
-                placed.setdefault(measure, {})[float.hex(value)] = self.percentile(measure, value)
-        return PlacedValues(placed, {n: len(v) for n, v in self.values.items()})
+        values: dict[str, array[float]] = {}
+        percentiles: dict[str, array[float]] = {}
+        nan: dict[str, float | None] = {}
+        for i, measure in enumerate(CORPUS_MEASURES):
+            given = [row[i] for row in rows if row[i] is not None]
+            if any(v != v for v in given):
+                nan[measure] = self.percentile(measure, float("nan"))
+            ordered = sorted({v for v in given if v == v})  # 0.0 and -0.0 are one: a percentile does not tell them apart
+            if ordered:
+                values[measure] = array("d", ordered)
+                percentiles[measure] = array("d", [self.percentile(measure, v) for v in ordered])  # type: ignore[misc]
+        return PlacedValues(values, percentiles, nan, {n: len(v) for n, v in self.values.items()})
 
 
 @dataclass(frozen=True)
 class PlacedValues:
-    """Corpus percentiles of given values (keyed by `float.hex`: NaN too) and the corpus' counts: answers
-    the rules explainer's questions about those values as the CorpusStats they came from would."""
+    """Corpus percentiles of given values and the corpus' counts, in arrays (a batch's share of a
+    corpus-wide grouping): answers the rules explainer's questions about those values as the
+    CorpusStats they came from would."""
 
-    percentiles: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    values: dict[str, array[float]] = field(default_factory=dict)  # per measure: the values placed, sorted (NaN apart)
+    percentiles: dict[str, array[float]] = field(default_factory=dict)  # their corpus percentiles, in that order
+    nan: dict[str, float | None] = field(default_factory=dict)  # a NaN's percentile, where one was placed
     counts: dict[str, int] = field(default_factory=dict)
 
     def percentile(self, measure: str, value: float) -> float | None:
         if not self.counts.get(measure):
             return None
-        return self.percentiles[measure][float.hex(value)]  # a value not placed is a bug: no silent None
+        if value != value:
+            return self.nan[measure]  # a value not placed is a bug: no silent None
+        ordered = self.values[measure]
+        at = bisect.bisect_left(ordered, value)
+        if at == len(ordered) or ordered[at] != value:
+            raise KeyError(f"{measure}={value!r} was not placed")
+        return self.percentiles[measure][at]
 
     def clips(self, measure: str) -> int:
         return self.counts.get(measure, 0)
