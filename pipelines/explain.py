@@ -2,11 +2,11 @@
 rules explainer, an optional LLM endpoint, all feeding `transforms.explanation.explain_clip`.
 
 clips -> Slim (keep the few frames an LLM needs, drop decoded samples)
-      -> Park (the clip written to the staging area: the groupings below move its name, not its fields)
-      -> join annotation rows by name (CoGroupByKey: workers see only their clips' rows)
+      -> Park (the clip written to the staging area: the grouping below moves its key, not its fields)
       -> key by a stable batch number; the corpus statistics (one GroupByKey over every clip's
          measures) placed for each batch's own clips (a size that grows with the batch, not the
-         corpus); both meet in a CoGroupByKey (no side input)
+         corpus), and the annotation rows each batch's clips are named by (found by the driver, which
+         knows every key): the three meet in one CoGroupByKey (no side input)
       -> Explain each batch on a thread pool (LLM requests overlap; the concurrency limit holds)
 """
 
@@ -28,7 +28,7 @@ from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain_setup import ExplainPlan
 from emer_builder.pipelines.graph import guarded
 from emer_builder.pipelines.progress import cpu_seconds, model_load, stage_time, tally
-from emer_builder.pipelines.scratch import ParkedClip, park_envelope, unparked
+from emer_builder.pipelines.scratch import park_envelope, unparked
 from emer_builder.pipelines.staging import StagingArea
 from emer_builder.transforms.annotations import AnnotationExplainer
 from emer_builder.transforms.clip import Audio, AudioSource, Clip, Frames, FrameSource
@@ -88,7 +88,8 @@ def batch_of(key: str, batches: int) -> int:
 
 
 class ExplainFn(beam.DoFn):
-    """Explain one batch of (clip, annotation name, annotation values) with the corpus statistics."""
+    """Explain one batch of parked clips (key, source path, annotation name) with the batch's annotation
+    rows and the corpus statistics."""
 
     def __init__(self, plan: ExplainPlan, language: str, concurrency: int, staging: StagingArea):
         # not the plan itself: its annotation table reaches the workers through the join, row by row
@@ -103,15 +104,17 @@ class ExplainFn(beam.DoFn):
     def process(self, element: tuple[int, dict[str, list[Any]]]) -> Iterable[Envelope]:
         _, joined = element
         corpus = joined["corpus"][0] if joined["corpus"] else CorpusStats()
-        batch = sorted(joined["clips"], key=lambda j: j[0].key)
+        rows = dict(joined["rows"])  # annotation name -> values, for this batch's clips
+        batch = sorted(joined["clips"])
         rules = RulesExplainer(corpus)
         llm_before = self.llm.stats() if self.llm is not None else {}
         cpu, started = cpu_seconds(), time.perf_counter()
 
-        def one(joined_item: tuple[Envelope | ParkedClip, str, dict[str, Any]]) -> Envelope:
-            parked, name, values = joined_item
-            item = unparked(parked, self.staging)
+        def one(joined_item: tuple[str, str, str]) -> Envelope:
+            key, source_path, name = joined_item
+            item = unparked((key, source_path), self.staging)
             media = item.explain_media or {}
+            values = rows.get(name, {})
 
             def explain(out: Clip) -> None:
                 given = ExplainInput(out.key, name, out.fields, media.get("keyframes") or [], media.get("audio_wav"))
@@ -145,20 +148,25 @@ def _corpus_per_batch(_: int, rows: Iterable[tuple[str, MeasureRow]], batches: i
     return [(b, stats.placed(ms)) for b, ms in by_batch.items()]
 
 
-def _clips_by_batch(name: str, joined: dict[str, list[Any]], batches: int = 1) -> list[tuple[int, tuple[Envelope | ParkedClip, str, dict[str, Any]]]]:
-    values = joined["rows"][0] if joined["rows"] else {}
-    return [(batch_of(c.key, batches), (c, name, values)) for c in joined["clips"]]
+def rows_by_batch(keys: Iterable[str], names: dict[str, str], rows: dict[str, Any], batches: int) -> list[tuple[int, tuple[str, Any]]]:
+    """The annotation rows each batch's clips are named by (a row once per batch that needs it; a row
+    no clip names is not sent): the driver knows every key, so the rows join the clips by batch, in the
+    one grouping that also brings the corpus statistics."""
+    wanted = {(batch_of(key, batches), names.get(key, key)) for key in keys}
+    return sorted((batch, (name, rows[name])) for batch, name in wanted if name in rows)
 
 
 class Explain(beam.PTransform):
-    """Envelopes -> explained envelopes: annotation rows joined by name, the rules' corpus statistics and the
-    clips meet per batch in CoGroupByKeys (no side inputs), then explained on a thread pool."""
+    """Envelopes -> explained envelopes: the parked clips, the annotation rows they are named by and the
+    rules' corpus statistics meet per batch in one CoGroupByKey (no side inputs), then explained on a
+    thread pool. `keys`: every input's key."""
 
-    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, inputs: int, staging: StagingArea):
+    def __init__(self, plan: ExplainPlan, names: dict[str, str], llm_config: LlmConfig, language: str, keys: list[str], staging: StagingArea):
         super().__init__()
         self.plan, self.names, self.llm_config, self.language, self.staging = plan, names, llm_config, language, staging
         self.concurrency = llm_config.concurrency if plan.llm is not None else 1
-        self.batches = max(1, -(-inputs // (2 * self.concurrency if plan.llm is not None else 8)))
+        self.batches = max(1, -(-len(keys) // (2 * self.concurrency if plan.llm is not None else 8)))
+        self.rows = rows_by_batch(keys, names, plan.annotations.rows(), self.batches)
 
     def expand(self, clips: beam.PCollection) -> beam.PCollection:
         plan, batches = self.plan, self.batches
@@ -170,16 +178,14 @@ class Explain(beam.PTransform):
             | "AllMeasures" >> beam.GroupByKey()
             | "Corpus" >> beam.FlatMapTuple(_corpus_per_batch, batches=batches)
         )
-        rows = clips.pipeline | "AnnotationRows" >> beam.Create(sorted(plan.annotations.rows().items()))
-        parked = slimmed | "Park" >> beam.Map(park_envelope, self.staging)
-        by_name = parked | "ByName" >> beam.Map(lambda c, names: (names.get(c.key, c.key), c), self.names)
-        joined = (
-            {"clips": by_name, "rows": rows}
-            | "JoinAnnotations" >> beam.CoGroupByKey()
-            | "ByBatch" >> beam.FlatMapTuple(_clips_by_batch, batches=batches)
+        parked = (
+            slimmed
+            | "Park" >> beam.Map(park_envelope, self.staging)
+            | "ByBatch" >> beam.Map(lambda c, names: (batch_of(c[0], batches), (*c, names.get(c[0], c[0]))), self.names)
         )
+        rows = clips.pipeline | "AnnotationRows" >> beam.Create(self.rows)
         return (
-            {"clips": joined, "corpus": corpus}
-            | "JoinCorpus" >> beam.CoGroupByKey()
+            {"clips": parked, "rows": rows, "corpus": corpus}
+            | "Join" >> beam.CoGroupByKey()
             | "Explain" >> beam.ParDo(ExplainFn(plan, self.language, self.concurrency, self.staging))
         )

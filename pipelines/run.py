@@ -162,7 +162,7 @@ def run_pipeline(job: GraphJob, staging: StagingArea, workers: int, beam_args: l
             | "ReadInputs" >> beam.FlatMap(read_inputs, staging)
             | "ClipStages" >> ClipStages(job.stages, cache_root(config), need_samples)
             | "SpillMedia" >> beam.ParDo(SpillMediaFn(staging))
-            | "Explain" >> Explain(plan, job.names, e.llm, e.language, len(job.clips), staging)
+            | "Explain" >> Explain(plan, job.names, e.llm, e.language, [c.key for c in job.clips], staging)
             | "MakeRecords" >> MakeRecords(job.schema, job.prov, config.split, staging, job.official_splits)
             | "WriteShards" >> WriteShards(staging, job.schema, config.shards)
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from typing import Any, NamedTuple
+from typing import Any
 
 from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.staging import StagingArea
@@ -56,23 +56,20 @@ def unpark(staging: StagingArea, name: str) -> Any:
     return pickle.loads(staging.read(name))
 
 
-class ParkedClip(NamedTuple):
-    """A clip parked whole, as the explanation's groupings move it: three strings. An in-memory runner
-    holds every element of a grouping at once, decoded; an Envelope in its place is ten times the size."""
-
-    key: str
-    source_path: str
-    parked: str  # the file the envelope was written to
+ParkedClip = tuple[str, str]
+"""A clip parked whole, as the explanation's grouping moves it: (key, source path), the parked file's
+name follows from them. A plain tuple of strings on purpose: Beam's coder writes it as two strings,
+where a NamedTuple or dataclass falls back to pickle, and an in-memory runner's grouping then holds
+about 4 KB per clip instead of 1 (measured at 10,000 clips)."""
 
 
-def park_envelope(item: Envelope, staging: StagingArea) -> Envelope | ParkedClip:
-    """A clip that has not failed, parked whole (fields, statistics, explanation media). A failed clip
-    travels as it is (its row is small)."""
-    if item.failure is not None:
-        return item
-    return ParkedClip(item.key, item.source_path, park(staging, "clip", item.key, item.source_path, item))
+def park_envelope(item: Envelope, staging: StagingArea) -> ParkedClip:
+    """The clip written to the staging area whole (fields, statistics, explanation media; a failed
+    clip's failure row)."""
+    park(staging, "clip", item.key, item.source_path, item)
+    return item.key, item.source_path
 
 
-def unparked(item: Envelope | ParkedClip, staging: StagingArea) -> Envelope:
-    """The envelope `park_envelope` wrote (itself when it was not parked)."""
-    return item if isinstance(item, Envelope) else unpark(staging, item.parked)
+def unparked(parked: ParkedClip, staging: StagingArea) -> Envelope:
+    """The envelope `park_envelope` wrote."""
+    return unpark(staging, _name("clip", *parked))
