@@ -115,7 +115,7 @@ class CorpusStats:
     def from_rows(cls, rows: list[MeasureRow]) -> CorpusStats:
         """From `measure_row`s: the same statistics as `from_measures` of the same clips in the same order."""
         columns = {name: [row[i] for row in rows if row[i] is not None] for i, name in enumerate(CORPUS_MEASURES)}
-        return cls({n: tuple(sorted(v)) for n, v in sorted(columns.items()) if v})  # type: ignore[type-var]
+        return cls({n: tuple(sorted(v)) for n, v in sorted(columns.items()) if v})
 
     def percentile(self, measure: str, value: float) -> float | None:
         """Midrank percentile: the share of clips below, counting ties as half (a lone clip is 50)."""
@@ -142,7 +142,7 @@ class CorpusStats:
             ordered = sorted({v for v in given if v == v})  # 0.0 and -0.0 are one: a percentile does not tell them apart
             if ordered:
                 values[measure] = array("d", ordered)
-                percentiles[measure] = array("d", [self.percentile(measure, v) for v in ordered])  # type: ignore[misc]
+                percentiles[measure] = array("d", [self.percentile(measure, v) for v in ordered])
         return PlacedValues(values, percentiles, nan, {n: len(v) for n, v in self.values.items()})
 
 
