@@ -52,13 +52,11 @@ class SmilePass:
         from opensmile.core.config import config
         from opensmile.core.lib import OpenSMILE
 
+        # The graph and its options are those `opensmile.Smile` builds for eGeMAPSv02 (its config root,
+        # config file, log level 2, no log file); a Smile itself is not built: its construction lists every
+        # installed distribution (audobject's class key, 0.2-0.55 s of CPU per process, issue 22).
         level = opensmile.FeatureLevel
-        func = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=level.Functionals)
-        lld = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=level.LowLevelDescriptors)
-        self.names, self.lld_names = tuple(func.feature_names), tuple(lld.feature_names)
-        if self.names != EGEMAPS_V02_FUNCTIONALS:
-            raise RuntimeError("openSMILE's eGeMAPSv02 functional names differ from schema v1")
-        root = func.default_config_root
+        root = os.path.join(os.path.dirname(os.path.realpath(opensmile.core.smile.__file__)), config.CONFIG_ROOT)
         options = {
             "source": os.path.join(root, config.EXTERNAL_INPUT_CONFIG),
             "sampleRate": SAMPLE_RATE,
@@ -70,7 +68,11 @@ class SmilePass:
             "frameModeFunctionalsConf": os.path.join(root, "shared/FrameModeFunctionals.conf.inc"),
         }
         self.smile = OpenSMILE()
-        self.smile.initialize(config_file=func.config_path, options=options, loglevel=func.loglevel, log_file=func.logfile, debug=func.verbose)
+        config_file = os.path.join(root, opensmile.FeatureSet.eGeMAPSv02.value + config.CONFIG_EXT)
+        self.smile.initialize(config_file=config_file, options=options, loglevel=2, log_file=None, debug=False)
+        self.names, self.lld_names = self._sink_names("extsinkfunc"), self._sink_names("extsinklld")
+        if self.names != EGEMAPS_V02_FUNCTIONALS:
+            raise RuntimeError("openSMILE's eGeMAPSv02 functional names differ from schema v1")
         self._source, self._lock = config.EXTERNAL_SOURCE_COMPONENT, threading.Lock()
 
     def __call__(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +92,9 @@ class SmilePass:
             smile.run()
             smile.reset()
         return self._rows(func, self.names)[0], self._rows(lld, self.lld_names)
+
+    def _sink_names(self, sink: str) -> tuple[str, ...]:
+        return tuple(self.smile.external_sink_get_element_name(sink, i) for i in range(self.smile.external_sink_get_num_elements(sink)))
 
     @staticmethod
     def _rows(rows: list[np.ndarray], names: tuple[str, ...]) -> np.ndarray:
