@@ -6,7 +6,9 @@ this thread's own CPU, plus the children it reaped (ffmpeg, ffprobe) and the lib
 worked for its calls (CTranslate2's), so it is CPU time, not wall time, and holds while other
 processes load the machine. The figure is the median over the clips.
 
-Usage: python -m bench.stage_cost [--clips 20] [--work /tmp/emer-stage-cost]
+With `--light`, the config of `cache_bench --light` (Whisper tiny.en, no record video).
+
+Usage: python -m bench.stage_cost [--clips 20] [--work /tmp/emer-stage-cost] [--light]
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from emer_builder.core.config import BuildConfig
+import yaml
+from emer_builder.core.config import BuildConfig, config_from_dict
 from emer_builder.core.cpu import thread_cpu
 from emer_builder.pipelines.stages import build_stages
 from emer_builder.transforms.clip import Clip, Stage
 
-from bench.cache_bench import tiny_clips
+from bench.cache_bench import LIGHT, tiny_clips
 
 
 def run_clip(stages: list[Stage], path: Path) -> dict[str, float]:
@@ -36,9 +39,9 @@ def run_clip(stages: list[Stage], path: Path) -> dict[str, float]:
     return spent
 
 
-def stage_costs(clips: list[Path]) -> dict[str, list[float]]:
+def stage_costs(clips: list[Path], config: BuildConfig | None = None) -> dict[str, list[float]]:
     """Per stage, its CPU seconds on each clip after the first (the warm-up: first calls, lazy imports)."""
-    stages = build_stages(BuildConfig())
+    stages = build_stages(config or BuildConfig())
     for stage in stages:
         stage.setup()
     run_clip(stages, clips[0])
@@ -63,9 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=20, help="measured clips (one more is made for the warm-up)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/emer-stage-cost"), help="where the tiny clips are kept between runs")
+    parser.add_argument("--light", action="store_true", help="Whisper tiny.en and no record video, as `cache_bench --light`")
     args = parser.parse_args()
     clips = sorted(tiny_clips(args.work / f"tiny{args.clips + 1}", args.clips + 1).glob("*.mp4"))
-    seen = stage_costs(clips)
+    seen = stage_costs(clips, config_from_dict(yaml.safe_load(LIGHT)) if args.light else None)
     print(f"`{shlex.join(['python', '-m', 'bench.stage_cost', *sys.argv[1:]])}` ({args.clips} clips after a warm-up, one thread, no Beam)\n")
     print(table(seen))
 
