@@ -140,11 +140,12 @@ class ExplainFn(beam.DoFn):
 def _corpus_per_batch(_: int, rows: Iterable[tuple[str, MeasureRow]], batches: int = 1) -> list[tuple[int, PlacedValues]]:
     """The corpus statistics, placed for each batch's clips: all of them sent to every batch would
     grow with corpus x batches."""
-    by_key = sorted(rows, key=lambda row: row[0])  # in key order: a NaN sorts where it arrives, so arrival order must not matter
+    every: list[MeasureRow] = []  # arrival order does not matter: the statistics sort, a batch's values are a set
     by_batch: dict[int, list[MeasureRow]] = {b: [] for b in range(batches)}
-    for key, measures in by_key:
+    for key, measures in rows:
         by_batch[batch_of(key, batches)].append(measures)
-    stats = CorpusStats.from_rows([measures for _, measures in by_key])
+        every.append(measures)
+    stats = CorpusStats.from_rows(every)
     return [(b, stats.placed(ms)) for b, ms in by_batch.items()]
 
 

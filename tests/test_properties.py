@@ -6,6 +6,8 @@
 - splits: a record's split does not change when other inputs are added or removed, and a group
   never straddles two splits.
 - annotation and split tables: any text gives rows or one clear UserError, never a traceback.
+- the explanation's grouping: the statistics a batch is sent answer as the whole corpus' (NaN, signed
+  zeros, absent measures), and each clip finds its annotation row in its own batch.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import tempfile
 from pathlib import Path
 
 from emer_builder.core.errors import UserError
+from emer_builder.pipelines.explain import batch_of, rows_by_batch
 from emer_builder.transforms.annotations import detect_language, load_annotations, split_chinese_clues, split_english_clues
 from emer_builder.transforms.keys import MAX_KEY_BYTES, VIDEO_EXTENSIONS, display_path, key_for, match_videos
+from emer_builder.transforms.rules_explainer import CORPUS_MEASURES, CorpusStats
 from emer_builder.transforms.split import SplitAssigner, load_split_table
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -193,3 +197,42 @@ def test_explanation_text_parsers_never_crash(text: str):
     for parse in (split_chinese_clues, split_english_clues):
         clues = parse(text)
         assert clues is None or (isinstance(clues, dict) and all(isinstance(v, str) for v in clues.values()))
+
+
+MEASURES = list(CORPUS_MEASURES)
+measure = st.one_of(st.none(), st.just(float("nan")), st.just(0.0), st.just(-0.0), st.sampled_from([2.0, -1.5, 1e300, float("inf"), float("-inf")]), st.floats(-5, 5))
+
+
+@CHEAP
+@given(st.lists(st.tuples(*[measure] * len(MEASURES)), max_size=30), st.data())
+def test_a_batch_is_placed_as_the_whole_corpus(rows, data):
+    """The corpus statistics a batch of clips is sent answer every question about its clips' values as
+    the whole corpus' statistics do, in any order of the clips; from rows as from dicts."""
+    dicts = [{n: v for n, v in zip(MEASURES, r, strict=True) if v is not None} for r in rows]
+    whole = CorpusStats.from_measures(dicts)
+    assert CorpusStats.from_rows(rows) == whole
+    shuffled = data.draw(st.permutations(rows))
+    picked = data.draw(st.lists(st.sampled_from(range(len(rows))), unique=True) if rows else st.just([]))
+    placed = CorpusStats.from_rows(shuffled).placed([rows[i] for i in picked])
+    for name in MEASURES:
+        assert placed.clips(name) == whole.clips(name)
+    for i in picked:
+        for name, value in dicts[i].items():
+            assert placed.percentile(name, value) == whole.percentile(name, value) == placed.percentile(name, -value if value == 0 else value)
+
+
+@CHEAP
+@given(
+    st.lists(st.text(min_size=1, max_size=4), max_size=40),
+    st.dictionaries(st.text(min_size=1, max_size=4), st.text(min_size=1, max_size=4), max_size=20),
+    st.sets(st.text(min_size=1, max_size=4), max_size=20),
+    st.integers(1, 9),
+)
+def test_each_clip_finds_its_annotation_row_in_its_batch(keys, names, annotated, batches):
+    """The rows the driver sends each batch: every clip's row (by the name its adapter gives, else its
+    key) once in the clip's batch, and no row that no clip of the batch names."""
+    rows = {n: {"label": {None: n}} for n in annotated}
+    sent = rows_by_batch(keys, names, rows, batches)
+    assert len(set((b, n) for b, (n, _) in sent)) == len(sent)
+    assert {(b, n) for b, (n, _) in sent} == {(batch_of(k, batches), names.get(k, k)) for k in keys if names.get(k, k) in rows}
+    assert all(values == rows[n] for _, (n, values) in sent)

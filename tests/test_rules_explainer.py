@@ -24,25 +24,39 @@ def test_midrank_percentile_is_order_free():
 
 def test_statistics_from_compact_rows_answer_as_from_dicts():
     """The corpus grouping moves a row of floats per clip and each batch gets its values' percentiles in
-    arrays: the answers are those of the whole corpus' statistics, NaN, -0.0 and absent measures too."""
+    arrays: the answers are those of the whole corpus' statistics, -0.0 and absent measures too; a NaN
+    is no measurement, as an absent one."""
     pitch, spread = list(CORPUS_MEASURES)[:2]  # both under acoustics.prosody
     odd = [{pitch: 1.5, spread: float("nan")}, {pitch: 0.0}, {pitch: -0.0, spread: 2.0}, {}, {spread: 2.0}, {pitch: 3.25, spread: -1.0}]
     fields = [{"acoustics": {"prosody": {k.split(".")[-1]: v for k, v in m.items()}}} for m in odd]
     rows = [measure_row(f) for f in fields]
-    assert [measures_of(f) for f in fields] == odd and rows[3] == (None,) * len(CORPUS_MEASURES)
+    measured = [{k: v for k, v in m.items() if v == v} for m in odd]  # the NaN left out
+    assert [measures_of(f) for f in fields] == measured and rows[3] == (None,) * len(CORPUS_MEASURES) and rows[0][1] is None
     whole = CorpusStats.from_measures(odd)
-    assert CorpusStats.from_rows(rows).values.keys() == whole.values.keys() and all(
-        repr(CorpusStats.from_rows(rows).values[n]) == repr(whole.values[n]) for n in whole.values
-    )  # repr: NaN in place
+    assert whole == CorpusStats.from_measures(measured) == CorpusStats.from_rows(rows)
     batch = whole.placed(rows[:3])
-    for m in odd[:3]:
+    for m in measured[:3]:
         for name, value in m.items():
             assert batch.percentile(name, value) == whole.percentile(name, value), (name, value)
-            assert batch.clips(name) == whole.clips(name) == {pitch: 4, spread: 4}[name]
+            assert batch.clips(name) == whole.clips(name) == {pitch: 4, spread: 3}[name]
     assert batch.percentile(pitch, -0.0) == batch.percentile(pitch, 0.0) == 25.0  # two ties of four, none below
+    assert batch.percentile(spread, float("nan")) is None is whole.percentile(spread, float("nan"))
     with pytest.raises(KeyError):
         batch.percentile(pitch, 3.25)  # not one of the batch's: a bug, never a silent None
     assert batch.percentile("acoustics.egemaps.HNRdBACF_sma3nz_amean", 1.0) is None  # no clip has it
+
+
+def test_a_nan_measure_does_not_move_the_other_clips():
+    """A NaN among the values once left them unsorted (NaN compares false with everything), so the other
+    clips' percentiles depended on where it arrived (the highest of four got 100 and the lowest 37.5)."""
+    pitch = next(iter(CORPUS_MEASURES))
+    rows = [{pitch: 3.0}, {pitch: float("nan")}, {pitch: 1.0}, {pitch: 2.0}]
+    expected = {1.0: 50 / 3, 2.0: 50.0, 3.0: 250 / 3}  # midranks among the three measured clips
+    for order in (rows, rows[::-1], rows[1:] + rows[:1]):
+        stats = CorpusStats.from_rows([measure_row({"acoustics": {"prosody": {"f0_mean_semitone": r[pitch]}}}) for r in order])
+        assert stats.clips(pitch) == 3
+        assert {v: stats.percentile(pitch, v) for v in expected} == {v: round(p, 1) for v, p in expected.items()}
+        assert CorpusStats.from_measures(order) == stats
 
 
 def test_tokens_leave_out_names_and_keep_compounds():

@@ -79,13 +79,14 @@ NOUNS = {
 
 
 def measures_of(fields: dict[str, Any]) -> dict[str, float]:
-    """The corpus measures present in one clip's field groups."""
+    """The corpus measures present in one clip's field groups. NaN is no measurement (as None): it has
+    no place among the corpus' values, and a NaN in a sort leaves the values around it unsorted."""
     found = {}
     for name, path in CORPUS_MEASURES.items():
         value: Any = fields
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and value == value:
             found[name] = float(value)
     return found
 
@@ -108,19 +109,21 @@ class CorpusStats:
 
     @classmethod
     def from_measures(cls, rows: list[dict[str, float]]) -> CorpusStats:
-        names = sorted({n for r in rows for n in r})
-        return cls({n: tuple(sorted(r[n] for r in rows if n in r)) for n in names})
+        """From `measures_of` dicts (a NaN given here is left out, as `measures_of` leaves it out)."""
+        names = sorted({n for r in rows for n, v in r.items() if v == v})
+        return cls({n: tuple(sorted(r[n] for r in rows if n in r and r[n] == r[n])) for n in names})
 
     @classmethod
     def from_rows(cls, rows: list[MeasureRow]) -> CorpusStats:
-        """From `measure_row`s: the same statistics as `from_measures` of the same clips in the same order."""
-        columns = {name: [row[i] for row in rows if row[i] is not None] for i, name in enumerate(CORPUS_MEASURES)}
+        """From `measure_row`s: the same statistics as `from_measures` of the same clips."""
+        columns = {name: [v for row in rows if (v := row[i]) is not None and v == v] for i, name in enumerate(CORPUS_MEASURES)}
         return cls({n: tuple(sorted(v)) for n, v in sorted(columns.items()) if v})
 
     def percentile(self, measure: str, value: float) -> float | None:
-        """Midrank percentile: the share of clips below, counting ties as half (a lone clip is 50)."""
+        """Midrank percentile: the share of clips below, counting ties as half (a lone clip is 50);
+        None for a NaN, which is no measurement."""
         ordered = self.values.get(measure, ())
-        if not ordered:
+        if not ordered or value != value:
             return None
         below = bisect.bisect_left(ordered, value)
         ties = bisect.bisect_right(ordered, value) - below
@@ -134,16 +137,13 @@ class CorpusStats:
         grows with the batch, where these statistics grow with the corpus."""
         values: dict[str, array[float]] = {}
         percentiles: dict[str, array[float]] = {}
-        nan: dict[str, float | None] = {}
         for i, measure in enumerate(CORPUS_MEASURES):
-            given = [row[i] for row in rows if row[i] is not None]
-            if any(v != v for v in given):
-                nan[measure] = self.percentile(measure, float("nan"))
-            ordered = sorted({v for v in given if v == v})  # 0.0 and -0.0 are one: a percentile does not tell them apart
+            # 0.0 and -0.0 are one: a percentile does not tell them apart
+            ordered = sorted({v for row in rows if (v := row[i]) is not None and v == v})
             if ordered:
                 values[measure] = array("d", ordered)
                 percentiles[measure] = array("d", [self.percentile(measure, v) for v in ordered])
-        return PlacedValues(values, percentiles, nan, {n: len(v) for n, v in self.values.items()})
+        return PlacedValues(values, percentiles, {n: len(v) for n, v in self.values.items()})
 
 
 @dataclass(frozen=True)
@@ -152,17 +152,14 @@ class PlacedValues:
     corpus-wide grouping): answers the rules explainer's questions about those values as the
     CorpusStats they came from would."""
 
-    values: dict[str, array[float]] = field(default_factory=dict)  # per measure: the values placed, sorted (NaN apart)
+    values: dict[str, array[float]] = field(default_factory=dict)  # per measure: the values placed, sorted
     percentiles: dict[str, array[float]] = field(default_factory=dict)  # their corpus percentiles, in that order
-    nan: dict[str, float | None] = field(default_factory=dict)  # a NaN's percentile, where one was placed
     counts: dict[str, int] = field(default_factory=dict)
 
     def percentile(self, measure: str, value: float) -> float | None:
-        if not self.counts.get(measure):
-            return None
-        if value != value:
-            return self.nan[measure]  # a value not placed is a bug: no silent None
-        ordered = self.values[measure]
+        if not self.counts.get(measure) or value != value:
+            return None  # no clip has the measure, or a NaN (no measurement)
+        ordered = self.values[measure]  # a value not placed is a bug: no silent None
         at = bisect.bisect_left(ordered, value)
         if at == len(ordered) or ordered[at] != value:
             raise KeyError(f"{measure}={value!r} was not placed")
