@@ -8,8 +8,13 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
 import weakref
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import numpy as np
 import opensmile
 import pytest
 import soundfile
+from emer_builder.core.errors import ProcessFault
 from emer_builder.pipelines.envelope import Envelope
 from emer_builder.pipelines.explain import keyframes, wav_bytes
 from emer_builder.pipelines.graph import guarded
@@ -51,11 +57,20 @@ def scratch(root: Path) -> list[str]:
     return sorted(n for n in os.listdir(root) if n.startswith(SCRATCH_PREFIX))
 
 
-def decoded(path: Path, long: bool, monkeypatch: pytest.MonkeyPatch) -> Clip:
+def decoded(path: Path, long: bool, monkeypatch: pytest.MonkeyPatch, start_s: float | None = None, end_s: float | None = None) -> Clip:
     monkeypatch.setattr(decode_module, "IN_MEMORY_BYTES", 1 if long else 64 * 2**20)
-    clip = Clip("k", str(path), path.name)
+    clip = Clip("k", str(path), path.name, start_s=start_s, end_s=end_s)
     DecodeStage().process(clip)
     return clip
+
+
+def made(path: Path, *args: str) -> Path:
+    """A small file from ffmpeg's own test sources."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(path)], check=True)
+    return path
+
+
+TESTSRC = ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=3", "-f", "lavfi", "-i", "sine=duration=3.5"]
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +277,72 @@ def test_dask_builds_a_long_file_as_the_local_runner_does(tmp_path: Path, monkey
     while scratch(root) and time.monotonic() < deadline:  # the workers release their results when the graph is done
         time.sleep(0.5)
     assert scratch(root) == []
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("late_video.ts", ["-itsoffset", "0.3", *TESTSRC, "-map", "0", "-map", "1", "-pix_fmt", "yuv420p", "-c:v", "libx264"]),
+        ("mpeg2.mpg", [*TESTSRC, "-pix_fmt", "yuv420p"]),  # ffmpeg's defaults: MPEG-PS, the audio 11 ms first
+    ],
+)
+def test_mpeg_ts_and_ps_stream_the_in_memory_frames(name: str, options: list[str], tmp_path: Path, scratch_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """Broadcast and camcorder files (.ts, .mts, .mpg) whose audio starts before the video: the second
+    pass read the video alone, and ffmpeg 5.1 timed it from another start, so the sampling kept other
+    frames (every other one differed) or fewer (the clip failed on the long path only)."""
+    path = made(tmp_path / name, *options)
+    short, long = decoded(path, False, monkeypatch), decoded(path, True, monkeypatch)
+    assert isinstance(long.frames, FrameStream) and long.fields["media"] == short.fields["media"]
+    streamed = [(t, f.copy()) for t, f in long.frames]
+    assert [t for t, _ in streamed] == [t for t, _ in short.frames] and len(streamed) >= 6
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(streamed, short.frames, strict=True))
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_window_of_a_low_frame_rate_video_is_not_too_long(long: bool, tmp_path: Path, scratch_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """At 5 fps the window's last frame ends up to 0.2 s past the window: that is not a file longer than
+    decode.max_duration_s (every such window failed so)."""
+    path = made(tmp_path / "fps5.mp4", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=5", "-f", "lavfi", "-i", "sine", "-t", "8", "-pix_fmt", "yuv420p")
+    clip = decoded(path, long, monkeypatch, 1.0, 3.03)
+    media = clip.fields["media"]
+    assert media["duration_s"] == media["declared_duration_s"] == 2.03 and not media["truncated"]
+    assert media["frames_sampled"] == 4 and media["decoded_duration_s"] == pytest.approx(2.2)
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_full_scratch_disk_is_a_process_fault_not_a_truncated_file(long: bool, tmp_path: Path, scratch_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """ffmpeg's writes to the scratch folder fail (EFBIG here, as ENOSPC would): the decode ended early and
+    the clip became a record flagged as a truncated file. Now it is a ProcessFault: retried, never a
+    failure row, and its line says where to free space."""
+    path = made(tmp_path / "ten.mp4", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi", "-i", "sine", "-t", "10", "-pix_fmt", "yuv420p")
+    real = decode_module.run_child
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))  # 6.25 s of the 10 s track
+
+    def full_disk(args, timeout_s, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if "f32le" not in args:  # the decoding pass only
+            return real(args, timeout_s, **kwargs)
+        return subprocess.run(args, timeout=timeout_s, stdin=subprocess.DEVNULL, preexec_fn=small_files, **kwargs)
+
+    monkeypatch.setattr(decode_module, "run_child", full_disk)
+    with pytest.raises(ProcessFault, match="could not write its scratch files in .*File too large"):
+        decoded(path, long, monkeypatch)
+    assert scratch(scratch_root) == []
+
+
+def test_a_frame_stream_left_half_read_does_not_hold_the_process(tmp_path: Path):
+    """A plug-in or script that stops iterating a long clip's frames and keeps the iterator: the stream's
+    time limit was a non-daemon timer (hours for a long clip), so the interpreter waited for it at exit."""
+    path = made(tmp_path / "six.mp4", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "6", "-pix_fmt", "yuv420p")
+    script = textwrap.dedent(f"""
+        from emer_builder.transforms.clip import Clip
+        from emer_builder.transforms.stages import decode
+        decode.IN_MEMORY_BYTES = 1
+        clip = Clip("k", {str(path)!r}, "six.mp4")
+        decode.DecodeStage().process(clip)
+        held = iter(clip.frames)
+        next(held)
+    """)
+    subprocess.run([sys.executable, "-c", script], timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)}, check=True)

@@ -164,6 +164,18 @@ def cut_short(lines: list[str]) -> bool:
     return any(m in ln.lower() for ln in lines for m in _CUT_SHORT)
 
 
+# What ffmpeg says when it cannot write its own output (ENOSPC, EDQUOT, EFBIG): a full scratch disk, not a
+# damaged input; the decode would otherwise end early and read as a truncated file.
+WRITE_FAULTS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def check_scratch_written(errors: list[str], scratch: str) -> None:
+    """Raise ProcessFault (retried, never a failure row) when ffmpeg could not write to `scratch`."""
+    said = next((line for line in errors if any(w in line for w in WRITE_FAULTS)), None)
+    if said is not None:
+        raise ProcessFault(f"ffmpeg could not write its scratch files in {os.path.dirname(scratch)} ({said}): free space there or set TMPDIR")
+
+
 def _reason(stderr: bytes, path: str) -> str:
     """ffmpeg's telling message line, without the file name it starts with (the failure row names the file)."""
     line = cause(_lines(stderr))
@@ -402,6 +414,7 @@ def decode(
         with open(err_path, "wb") as err:
             proc = _run(args, decode_timeout(limit_s), "decoding", stderr=err)
         stderr = _tail(err_path)
+        check_scratch_written(_lines(stderr), tmp)
         video_frames, video_end = _frame_times(times_path)
         has_pcm = info.audio is not None and os.path.exists(pcm_path)
         if max_bytes is not None and ((has_pcm and os.path.getsize(pcm_path) > max_bytes) or len(proc.stdout or b"") > max_bytes):
@@ -581,7 +594,9 @@ class DecodeStage(Stage):
     def _fill(self, clip: Clip, info: Probe, d: Decoded, declared: float | None, limit: float) -> None:
         """Check what decoding measured against the header and the limits; fill `media` and the samples."""
         decoded = round(d.duration_s, 6)
-        if decoded > limit + LENGTH_SLACK_S:
+        # a window's decoding stops at its end (-t): it is longer only by its last frame's duration, a
+        # whole frame (0.2 s at 5 fps), which is not a file longer than the maximum
+        if clip.start_s is None and decoded > limit + LENGTH_SLACK_S:
             said = f"; its header says only {declared:g} s" if declared is not None else ""
             raise ClipError(f"clip is longer than the maximum of {limit:g} s (decode.max_duration_s): decoding stopped there{said}; cut it into clips")
         fraction = round(decoded / declared, 4) if declared else None

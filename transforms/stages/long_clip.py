@@ -55,6 +55,7 @@ from emer_builder.transforms.stages.decode import (
     _run,
     _tail,
     cause,
+    check_scratch_written,
     decode_timeout,
     frame_size,
 )
@@ -159,9 +160,19 @@ class FrameStream(_Owned, FrameSource):
     """The sampled frames, decoded from the input each time they are iterated (the same filter as
     `decode.decode`, so the same frames), one frame in memory at a time."""
 
-    def __init__(self, origin: Origin, kept: str | None, video_index: int, sample_fps: float, size: tuple[int, int], count: int, scratch: Scratch | None):
-        self.origin, self.kept, self.video_index, self.sample_fps = origin, kept, video_index, sample_fps
-        self.size, self.count, self._scratch = size, count, scratch
+    def __init__(
+        self,
+        origin: Origin,
+        kept: str | None,
+        video_index: int,
+        audio_index: int | None,
+        sample_fps: float,
+        size: tuple[int, int],
+        count: int,
+        scratch: Scratch | None,
+    ):
+        self.origin, self.kept, self.video_index, self.audio_index = origin, kept, video_index, audio_index
+        self.sample_fps, self.size, self.count, self._scratch = sample_fps, size, count, scratch
 
     def __len__(self) -> int:
         return self.count
@@ -179,10 +190,15 @@ class FrameStream(_Owned, FrameSource):
         graph = f"[0:{self.video_index}]fps=fps={self.sample_fps!r},scale={width}:{height}[out]"
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", *self.origin.seek_args(), "-i", f"file:{path}"]
         args += ["-filter_complex", graph, "-filter_complex_threads", "1", "-map", "[out]", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+        if self.audio_index is not None:
+            # the audio read as in the first pass: with the video alone, ffmpeg 5.1 times an MPEG-TS or -PS
+            # video from another start, and the sampling filter keeps other frames (or fewer)
+            args += ["-map", f"0:{self.audio_index}", "-f", "null", "-"]
         frame_bytes, count, late = width * height * 3, 0, []
         limit_s = decode_timeout(self.origin.limit_s)  # the consumer's time counts too: a generous bound, not a pace
         with tempfile.TemporaryFile() as err, Child(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err) as proc:
             timer = threading.Timer(limit_s, lambda: (late.append(True), proc.kill()))
+            timer.daemon = True  # a stream left half read must not hold the interpreter open at exit
             timer.start()
             try:
                 assert proc.stdout is not None
@@ -255,6 +271,7 @@ def decode_long(path: str, location: str, info: Probe, sample_fps: float, frame_
         with open(err_path, "wb") as err:
             proc = _run(args, decode_timeout(limit_s), "decoding", stdout=subprocess.DEVNULL, stderr=err)
         errors = _lines(_tail(err_path))
+        check_scratch_written(errors, scratch.path)
         if proc.returncode != 0 and not errors:
             errors = [f"ffmpeg exited with status {proc.returncode}"]
         video_frames, video_end = _frame_times(times_path)
@@ -265,7 +282,8 @@ def decode_long(path: str, location: str, info: Probe, sample_fps: float, frame_
         frames: Any = []
         if sampled:
             kept = None if path == location else _keep_input(path, scratch)
-            frames = FrameStream(origin, kept, info.video_index, sample_fps, (width, height), sampled, scratch)
+            audio_index = info.audio.index if info.audio is not None else None
+            frames = FrameStream(origin, kept, info.video_index, audio_index, sample_fps, (width, height), sampled, scratch)
         elif video_frames:
             frames = _first_frame(path, info, width, height)  # too few frames for the sampling rate (one still frame)
         return Decoded(audio, frames, video_frames, video_end, errors)
