@@ -25,7 +25,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from emer_builder.core.errors import UserError
+from emer_builder.core.errors import UserError, one_line
 from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.paths import emer_home
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 CONFIGS = ("default", "media")
 ROOT_FILES = (FAILURES_FILE,)  # the build's root outputs a manifest lists (README.md and manifest.json it never does)
 PICKLED_SUFFIXES = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})  # webdataset's default decoders would unpickle these
+# readers decompress these and decode by the suffix inside (`x.pth.gz` reaches torch.load); the builder writes none
+COMPRESSED_SUFFIXES = frozenset({"gz", "bz2", "xz", "zst", "lz4", "z"})
 KEY = re.compile(r"[\w-]+")  # what transforms.keys.key_for makes: no dots, slashes or `..`
 UNSAFE_PATH_CHARS = re.compile(r"[\\\x00-\x1f*?\[\]:]")  # separators of other systems, control and glob characters
 
@@ -123,11 +125,25 @@ def load_split(
         cache = str(root / ".cache" / "datasets")  # next to the release it was made from, deleted with it
     files = [str(root / p) for p in _select(manifest, [split], config)]
     if config == "default":
-        return datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
+        return _loaded(root, split, lambda: datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache))
     keys = set(manifest["keys"].get(split, []))
     for path in files:
         check_shard(path, keys)
-    return datasets.load_dataset("webdataset", data_files=files, split="train", features=_media_features(root), cache_dir=cache)
+    features = _media_features(root)
+    return _loaded(root, split, lambda: datasets.load_dataset("webdataset", data_files=files, split="train", features=features, cache_dir=cache))
+
+
+def _loaded(root: Path, split: str, load: Any) -> datasets.Dataset:
+    """`load()`, with what its readers say of files that are not this release's tables as one line (the files
+    match the manifest's sha256: the publisher's own files, not a damaged transfer)."""
+    import pyarrow as pa
+    from datasets.exceptions import DatasetGenerationError
+    from datasets.table import CastError
+
+    try:
+        return load()
+    except (pa.ArrowException, DatasetGenerationError, CastError) as e:
+        raise UserError(f"{root}: split {split!r} cannot be read as a release of `emer build` output ({type(e).__name__}: {one_line(e)})") from None
 
 
 def iter_samples(
@@ -147,13 +163,13 @@ def iter_samples(
     """
     local = Path(os.path.expanduser(repo_or_dir))
     if (local / MANIFEST).is_file():
-        root, manifest = local, _parse_manifest((local / MANIFEST).read_bytes(), str(local))
+        root, manifest = local.absolute(), _parse_manifest((local / MANIFEST).read_bytes(), str(local))
+        # each shard against the manifest's sha256, as load_split does (a download killed before its check
+        # leaves its copies unchecked): recorded outside the folder, so later reads do not hash again
+        _check_local(root, manifest, _select(manifest, [split], "media"), _local_cache(root, cache_dir))
     else:
         root, manifest = _fetch_release(repo_or_dir, version, split, "media", endpoint, cache_dir, token)
     shards = [root / p for p in _select(manifest, [split], "media")]
-    missing = [str(p) for p in shards if not p.is_file()]
-    if missing:
-        raise UserError(f"shards of split {split!r} missing from {root}: {', '.join(missing)}")
     return _samples(shards, set(manifest["keys"].get(split, [])))
 
 
@@ -161,7 +177,7 @@ def check_shard(path: str | os.PathLike[str], keys: set[str]) -> None:
     """Raise ValueError unless every member of the tar is a regular file named `{key}.{suffix}`, with `key` in
     `keys` (the manifest's keys of the shard's split) and a suffix the builder writes; a sample's members must be
     adjacent (else readers split it in two) and include its json. Reads the headers only."""
-    names: set[str] = set()
+    names: set[str] = set()  # key.suffix, the suffix lower-cased as webdataset reads it
     finished: set[str] = set()  # samples whose members are all behind us
     current, has_json = None, False
     try:
@@ -176,9 +192,10 @@ def check_shard(path: str | os.PathLike[str], keys: set[str]) -> None:
                     raise ValueError(f"{where} is not named {{key}}.{{suffix}} with a safe key")
                 if key not in keys:
                     raise ValueError(f"{where}: key {key!r} is not one of the manifest's keys for this split")
-                if not SAFE_SUFFIX.fullmatch(suffix) or suffix.rsplit(".", 1)[-1].lower() in PICKLED_SUFFIXES:
+                parts = set(suffix.lower().split("."))
+                if not SAFE_SUFFIX.fullmatch(suffix) or parts & (PICKLED_SUFFIXES | COMPRESSED_SUFFIXES):
                     raise ValueError(f"{where}: suffix {suffix!r} is not one the builder (or a plug-in stage) writes")
-                if member.name in names or key in finished:
+                if f"{key}.{suffix.lower()}" in names or key in finished:
                     raise ValueError(f"{where} repeats a member or splits sample {key!r}")
                 if key != current:
                     if current is not None:
@@ -186,7 +203,7 @@ def check_shard(path: str | os.PathLike[str], keys: set[str]) -> None:
                             raise ValueError(f"{path}: sample {current!r} has no json member")
                         finished.add(current)
                     current, has_json = key, False
-                names.add(member.name)
+                names.add(f"{key}.{suffix.lower()}")
                 has_json = has_json or suffix == "json"
     except tarfile.TarError as e:
         raise ValueError(f"{path}: not a readable tar ({e})") from None
@@ -216,6 +233,8 @@ def _download(store: Store, label: str, version: str, revision: str, to: Path, s
     raw = store.read(revision, MANIFEST)
     manifest = _parse_manifest(raw, f"{label} v{version}")
     selected = {p: manifest["files"][p]["sha256"] for p in _select(manifest, splits or None, config)}
+    if to.exists() and not to.is_dir():
+        raise UserError(f"{to} is a file, not a folder: download into a folder")
     to.mkdir(parents=True, exist_ok=True)
     if (to / MANIFEST).is_file() and (to / MANIFEST).read_bytes() != raw:
         raise UserError(f"{to} already holds another release (its {MANIFEST} differs from v{version}'s): download into an empty folder")
@@ -228,9 +247,10 @@ def _download(store: Store, label: str, version: str, revision: str, to: Path, s
     redownloaded = []
     for path in bad:
         log.warning("%s: sha256 does not match the manifest; fetching it again", path)
-        store.refetch(revision, path, to)
+        store.refetch(revision, path, to, selected[path])
         redownloaded.append(path)
-    still_bad, _ = _verify(to, {p: selected[p] for p in bad}, {})
+    still_bad, left_out = _verify(to, {p: selected[p] for p in bad}, {})
+    still_bad = sorted(still_bad + left_out)  # a store that hashes while it copies left the bad copy out
     for path in still_bad:
         (to / path).unlink(missing_ok=True)  # nothing may read it by mistake
     if still_bad or missing:
@@ -306,8 +326,8 @@ def _parse_manifest(raw: bytes, label: str) -> dict[str, Any]:
     """The manifest, refused unless its paths, splits, keys and checksums are well formed: it decides what is written where."""
     try:
         manifest = json.loads(raw)
-    except ValueError as e:
-        raise UserError(f"{MANIFEST} of {label} is not JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
+        raise UserError(f"{MANIFEST} of {label} is not JSON: {one_line(e)}") from None
     if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "splits", "keys")):
         raise UserError(f"{MANIFEST} of {label} lacks its files, splits or keys")
     for path, entry in manifest["files"].items():
@@ -315,6 +335,10 @@ def _parse_manifest(raw: bytes, label: str) -> dict[str, Any]:
             raise UserError(f"{MANIFEST} of {label} lists an unsafe path {path!r}: only data/..., media/... and {', '.join(ROOT_FILES)} are allowed")
         if not (isinstance(entry, dict) and re.fullmatch(r"[0-9a-f]{64}", str(entry.get("sha256"))) and isinstance(entry.get("bytes"), int)):
             raise UserError(f"{MANIFEST} of {label}: {path} has no valid sha256 and bytes")
+    folders = {str(parent) for path in manifest["files"] for parent in PurePosixPath(path).parents}
+    nested = sorted(set(manifest["files"]) & folders)
+    if nested:
+        raise UserError(f"{MANIFEST} of {label} lists {nested[0]!r} both as a file and as a folder of other files")
     for split, keys in manifest["keys"].items():
         if split not in manifest["splits"] or not isinstance(keys, list) or not all(isinstance(k, str) and KEY.fullmatch(k) for k in keys):
             raise UserError(f"{MANIFEST} of {label}: bad keys for split {split!r}")
@@ -369,7 +393,8 @@ def _verify(to: Path, files: dict[str, str], known: dict[str, str], record_path:
     for path, want in sorted(files.items()):
         file = to / path
         if not file.is_file():
-            missing.append(path)
+            # a copy left out for its sha256 (its hash known) is bad, not missing: it is fetched again
+            (bad if known.get(path) not in (None, want) else missing).append(path)
             continue
         st = file.stat()
         stamp = [st.st_size, st.st_mtime_ns]
@@ -406,14 +431,18 @@ def _media_features(root: Path) -> datasets.Features:
     import yaml
 
     card = root / "media" / "README.md"
-    text = card.read_text() if card.is_file() else ""
+    text = card.read_text(errors="replace") if card.is_file() else ""
     end = text.find("\n---", 3)
-    front = yaml.safe_load(text[3:end]) if text.startswith("---") and end > 0 else None
-    info = front.get("dataset_info") if isinstance(front, dict) else None
-    features = info.get("features") if isinstance(info, dict) else None
-    if not features:
-        raise UserError(f"{root}/media/README.md has no dataset_info features: not a release of `emer build` output")
-    return datasets.DatasetInfo._from_yaml_dict({"features": features}).features
+    not_ours = f"{root}/media/README.md has no readable dataset_info features: not a release of `emer build` output"
+    try:
+        front = yaml.safe_load(text[3:end]) if text.startswith("---") and end > 0 else None
+        info = front.get("dataset_info") if isinstance(front, dict) else None
+        features = info.get("features") if isinstance(info, dict) else None
+        if not features:
+            raise UserError(not_ours)
+        return datasets.DatasetInfo._from_yaml_dict({"features": features}).features
+    except (yaml.YAMLError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:  # the card is not in the manifest: anyone's text
+        raise UserError(f"{not_ours} ({type(e).__name__}: {one_line(e)})") from None
 
 
 def _files(n: int) -> str:

@@ -129,7 +129,7 @@ class FsspecStore:
                 hashes[path] = have
                 continue
             try:
-                hashes[path] = self._copy(f"{revision}/{path}", dest)
+                hashes[path] = self._copy(f"{revision}/{path}", dest, want)
             except FileNotFoundError:
                 continue  # reported by the verification as missing from the release
         for name in optional:
@@ -139,8 +139,8 @@ class FsspecStore:
                 self._copy(f"{revision}/{name}", to / name)
         return hashes
 
-    def refetch(self, revision: str, path: str, to: Path) -> None:
-        self._copy(f"{revision}/{path}", to / path)
+    def refetch(self, revision: str, path: str, to: Path, want: str) -> None:
+        self._copy(f"{revision}/{path}", to / path, want)
 
     # -- helpers -------------------------------------------------------------------------------------------------------
 
@@ -203,9 +203,24 @@ class FsspecStore:
         self.fs.pipe_file(f"{path}.tmp", data)
         self.fs.mv(f"{path}.tmp", path)
 
-    def _copy(self, src: str, dest: Path) -> str:
-        """Stream to a partial file, then rename: an interrupted copy never sits under the real name."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    def _copy(self, src: str, dest: Path, want: str | None = None) -> str:
+        """Stream to a partial file, then rename: an interrupted copy never sits under the real name, nor one
+        whose sha256 is not `want` (the digest returned says so; a killed run leaves no unchecked file). Only a
+        regular file is read: a link in a folder release would copy a file from outside it (the reader's own),
+        a FIFO or device would never end."""
+        try:
+            info = self.fs.info(src)
+        except FileNotFoundError:
+            raise  # the caller's: reported by the verification as missing
+        except error_types() as e:
+            raise UserError(f"reading {self._url(src)} failed ({type(e).__name__}: {reason(e)})") from None
+        if info.get("islink") or info.get("type") != "file":
+            what = "a link" if info.get("islink") else "a folder" if info.get("type") == "directory" else "not a regular file"
+            raise UserError(f"{self._url(src)} is {what}: a release holds regular files only; refused")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"cannot write {dest}: a file stands where its folder should be") from None
         partial = dest.with_name(f".{dest.name}.partial")
         h = hashlib.sha256()
         try:
@@ -213,7 +228,11 @@ class FsspecStore:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
                     out.write(block)
-            os.replace(partial, dest)
+            if want is not None and h.hexdigest() != want:
+                partial.unlink()
+                dest.unlink(missing_ok=True)  # an older copy under the name is not this release's either
+            else:
+                os.replace(partial, dest)
         except FileNotFoundError:
             partial.unlink(missing_ok=True)
             raise

@@ -122,7 +122,7 @@ class HubStore:
         self._call(snapshot_download, revision=revision, local_dir=to, allow_patterns=sorted(files) + optional)
         return {}
 
-    def refetch(self, revision: str, path: str, to: Path) -> None:
+    def refetch(self, revision: str, path: str, to: Path, want: str) -> None:  # noqa: ARG002 (the verification follows)
         from huggingface_hub import hf_hub_download
 
         self._call(hf_hub_download, filename=path, revision=revision, local_dir=to, force_download=True)
@@ -149,14 +149,14 @@ class HubStore:
             return fn(self.target, repo_type=REPO_TYPE, endpoint=self.endpoint, token=self.token, **kwargs)
         except LocalEntryNotFoundError as e:  # "could not reach the Hub", a subclass of the next one
             raise UserError(
-                f"cannot read {kwargs.get('filename')} of {self.target} ({one_line(e)}): run the same command again when the Hub is reachable"
+                f"cannot read {kwargs.get('filename')} of {self.target} ({reason(e)}): run the same command again when the Hub is reachable"
             ) from None
         except EntryNotFoundError:
             raise UserError(f"commit {kwargs['revision']} of {self.target} has no {kwargs.get('filename')}: not a release made by `emer publish`") from None
         except OfflineModeIsEnabled:
             raise UserError(f"HF_HUB_OFFLINE is set: unset it to download from {self.target}") from None
         except (*error_types(), ValueError) as e:  # ValueError: huggingface_hub's "force download failed"
-            raise UserError(f"download from {self.target} failed ({type(e).__name__}: {one_line(e)}); run the same command again to resume") from None
+            raise UserError(f"download from {self.target} failed ({type(e).__name__}: {reason(e)}); run the same command again to resume") from None
 
 
 def _addition(f: ReleaseFile) -> Any:

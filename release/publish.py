@@ -140,7 +140,7 @@ def _history(store: Store, published: dict[Version, str]) -> History:
             revision, where = published[version], store.location(version_tag(version))
             try:
                 manifest = json.loads(store.read(revision, MANIFEST))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise UserError(f"{MANIFEST} of {where} is not valid JSON: that release is damaged; publish to another target") from None
             seen[version] = manifest, read_index(store.read(revision, RELEASES), f"{RELEASES} of {where}")
         return seen[version]

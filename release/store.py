@@ -102,11 +102,13 @@ class Store(Protocol):
     def fetch(self, revision: str, files: dict[str, str], optional: list[str], to: Path) -> dict[str, str]:
         """Bring `files` (path -> expected sha256) and, where the release has them, `optional` into `to`.
 
-        Returns the sha256 of the files it hashed on the way, so they are not read twice."""
+        Returns the sha256 of the files it hashed on the way, so they are not read twice; a store that hashes
+        while it copies leaves a copy that differs from its sha256 out of `to` (its hash says so)."""
         ...
 
-    def refetch(self, revision: str, path: str, to: Path) -> None:
-        """Fetch one file again, replacing the local copy (after a checksum mismatch)."""
+    def refetch(self, revision: str, path: str, to: Path, want: str) -> None:
+        """Fetch one file again, replacing the local copy (after a checksum mismatch); as in `fetch`, a copy
+        whose sha256 is not `want` may be left out."""
         ...
 
 
@@ -172,9 +174,14 @@ def status_of(e: BaseException) -> int | None:
     return getattr(getattr(e, "response", None), "status_code", None)
 
 
+# A credential an HTTP client may echo in its error (a header it refused to send shows its value).
+CREDENTIAL_TEXT = re.compile(r"(Bearer|Basic|token=|Authorization:)\s*[^\s'\",]+|\bhf_[A-Za-z0-9]{8,}", re.IGNORECASE)
+
+
 def reason(e: BaseException) -> str:
-    """An error's first line (a Hub error's later lines repeat the request id and the URL)."""
-    text = str(e).strip()
+    """An error's first line (a Hub error's later lines repeat the request id and the URL), any credential
+    in it masked: the line is printed."""
+    text = CREDENTIAL_TEXT.sub(lambda m: f"{m.group(1) or ''} ***".strip(), str(e).strip())
     return one_line(text.splitlines()[0]) if text else type(e).__name__
 
 

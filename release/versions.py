@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from emer_builder.core.errors import UserError
+from emer_builder.core.errors import UserError, one_line
 
 RELEASES = "releases.json"
 SEMVER = re.compile(r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")  # what a user may type
@@ -49,8 +49,8 @@ def read_index(raw: bytes, where: str) -> list[dict[str, Any]]:
     A damaged index is refused rather than guessed at: publishing over it could reuse a version number."""
     try:
         entries = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{where} is not valid JSON ({e}): the release index is damaged (each version keeps the index it was published with)") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
+        raise UserError(f"{where} is not valid JSON ({one_line(e)}): the release index is damaged (each version keeps the index it was published with)") from None
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("version"), str) and SEMVER.fullmatch(e["version"]) for e in entries):
         raise UserError(f"{where} is not a release index (a list of entries with a semantic `version`): it is damaged or was not written by `emer publish`")
     return entries

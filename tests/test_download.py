@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from emer_builder.core.errors import UserError
-from emer_builder.release.download import download, iter_samples, load_split
+from emer_builder.release.download import check_shard, download, iter_samples, load_split
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 
 from tests.hub_loopback import HubLoopback, hub_server, online_hub, wait_until
@@ -282,12 +282,15 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     ],
 )
 def test_bad_tar_members_raise(tmp_path: Path, release_builds: tuple[Path, Path], split: str, members: list[tarfile.TarInfo], message: str) -> None:
-    out = tmp_path / "out"  # a local folder: its shards are read as they are, but still validated
+    out = tmp_path / "out"  # a local folder whose shard is not the manifest's: refused by its sha256, and its members by check_shard
     (out / "media").mkdir(parents=True)
     shutil.copyfile(release_builds[1] / "manifest.json", out / "manifest.json")
-    _tar(out / "media" / f"{split}-00000-of-00001.tar", members)
+    shard = out / "media" / f"{split}-00000-of-00001.tar"
+    _tar(shard, members)
+    with pytest.raises(UserError, match=f"{split}-00000-of-00001.tar differ from the sha256"):
+        list(iter_samples(out, split=split, cache_dir=tmp_path / "cache"))
     with pytest.raises(ValueError, match=message) as exc:
-        list(iter_samples(out, split=split))
+        check_shard(shard, set(json.loads((out / "manifest.json").read_text())["keys"][split]))
     assert f"{split}-00000-of-00001.tar" in str(exc.value)
 
 
