@@ -128,8 +128,9 @@ def _read_jsonl(p: Path, text: str, what: str) -> Table:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            raise UserError(f"{_where(what, p)}: line {number} is not JSON ({one_line(e)})") from None
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate (`"\ud800"`) is JSON, but no text can hold it
+        except (ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+            raise UserError(f"{_where(what, p)}: line {number} is not JSON of valid text ({one_line(e)})") from None
         if not isinstance(obj, dict):
             raise UserError(f"{_where(what, p)}: line {number} is not a JSON object")
         columns.update(dict.fromkeys(k for k in obj if k not in columns))

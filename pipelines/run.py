@@ -8,6 +8,7 @@ Inputs -> ClipStages -> SpillMedia -> Explain -> MakeRecords -> WriteShards
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from emer_builder.core.config import BuildConfig
-from emer_builder.core.errors import UserError
+from emer_builder.core.errors import UserError, one_line
 from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.paths import emer_home
 from emer_builder.pipelines.envelope import Envelope
@@ -45,6 +46,8 @@ from emer_builder.schemas import RecordSchema
 from emer_builder.transforms.clip import Stage
 from emer_builder.transforms.clip_cache import ClipCache, chain_digests, entry_address, input_identity
 from emer_builder.transforms.segment import Segmentation
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 4096  # rows of a Parquet table read at a time by the driver's checks
 
@@ -101,7 +104,10 @@ def produce(job: GraphJob, staged: Staged, workers: int, beam_args: list[str], s
         area.remove(hidden)
     wall, cpu = round(time.monotonic() - started, 2), clock.account(written["stats"], seconds)  # over the same span
     manifest = _write_records(job, local, written["files"], wall, seconds, loads, counts, cpu)
-    write_report(local, manifest=manifest, media_from=staged.url)
+    try:
+        write_report(local, manifest=manifest, media_from=staged.url)
+    except Exception as e:  # noqa: BLE001 (the report is read by people; the records must not be lost with it)
+        log.error("report.html was not written (%s: %s); the records are complete: `emer report OUT` writes it again", type(e).__name__, one_line(e))
     record_cache_use(config, job.stages, local, clips, job.label)
     return Produced(manifest, wall, seconds, loads, counts, cpu)
 

@@ -10,6 +10,7 @@ from where it was published, and the changelog of every release.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +219,21 @@ def _schema_changes(changes: dict[str, Any]) -> str:
     return "; ".join(said) or "no change"
 
 
+def _code(value: Any) -> str:
+    """A config value as one Markdown code span: a backtick or a line break in it cannot end the span and add
+    links or headings to the card."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
 def _body(manifest: dict[str, Any], schema: RecordSchema, loading: str, changelog: str) -> str:
     split_rows = "\n".join(f"| {s} | {manifest['splits'][s]} | {manifest['shards'][s]} |" for s in _ordered(manifest["splits"]))
     skip = ("config_hash", "tool", "schema_version")
-    models = "\n".join(f"- {k}: `{v}`" if v is not None else f"- {k}: not used" for k, v in manifest["models"].items() if k not in skip)
+    models = "\n".join(f"- {k}: {_code(v)}" if v is not None else f"- {k}: not used" for k, v in manifest["models"].items() if k not in skip)
     llm = manifest["config"]["explanation"]["llm"]
     if "llm" in manifest["models"].get("explanation_sources", ""):
-        models += f"\n- LLM explainer: prompts `{llm['prompt_version']}`, model `{llm['model']}`, vision model `{llm['vision_model'] or llm['model']}`"
+        models += f"\n- LLM explainer: prompts {_code(llm['prompt_version'])}, model {_code(llm['model'])}, vision model {_code(llm['vision_model'] or llm['model'])}"
     packages = ", ".join(f"{name} {v}" for name, v in manifest["packages"].items())
     return f"""# EMER dataset
 

@@ -15,6 +15,7 @@ from emer_builder.core.failures import FAILURES_FILE
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.version import __version__
 from emer_builder.schemas import RecordSchema
+from emer_builder.transforms.keys import display_path
 
 MANIFEST = "manifest.json"
 BUILD_OUTPUTS = ("data", "media", FAILURES_FILE, "README.md", "report.html", "report", "build.json", MANIFEST)  # what a build writes into OUT; the manifest last: the commit
@@ -120,7 +121,7 @@ def write_manifest(
         "schema_version": schema.version,
         "field_groups": [g.name for g in schema.groups],
         "fields": schema.field_types(),  # dotted path -> type: releases compare it to choose the version bump
-        "videos_dir": str(videos_dir),
+        "videos_dir": display_path(str(videos_dir)),  # a folder name that is not UTF-8 cannot be written as it is
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
         "models": prov,

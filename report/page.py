@@ -118,8 +118,9 @@ def overview_html(data: BuildData, notes: list[str]) -> str:
     config = json.dumps(m.get("config", {}), indent=2, sort_keys=True, ensure_ascii=False)
     parts.append(f"<details><summary>Build config (hash <code>{escape(str(m.get('config_hash', '?')))}</code>)</summary><pre>{escape(config)}</pre></details>")
     skipped = m.get("skipped_files") or []
-    if skipped:
-        parts.append(f"<details><summary>{len(skipped)} skipped non-video files</summary><pre>{escape(chr(10).join(skipped))}</pre></details>")
+    if skipped:  # the first hundred: a folder of extracted frames next to the videos would make the page megabytes
+        listed = chr(10).join(map(str, skipped[:100])) + (f"{chr(10)}… and {len(skipped) - 100} more (manifest.json lists them all)" if len(skipped) > 100 else "")
+        parts.append(f"<details><summary>{len(skipped)} skipped non-video files</summary><pre>{escape(listed)}</pre></details>")
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -132,7 +133,7 @@ def _splits_table(data: BuildData) -> str:
         present, faces, hours = (t.records, t.faces, t.audio_s / 3600) if t else (0, 0, 0.0)
         expected = m.get("splits", {}).get(split, present)
         rows.append(
-            f'<tr><td>{escape(split)}</td><td class="n" data-split-count="{escape(split)}">{expected}</td><td class="n">{m.get("shards", {}).get(split, "")}</td>'
+            f'<tr><td>{escape(split)}</td><td class="n" data-split-count="{escape(split)}">{escape(str(expected))}</td><td class="n">{escape(str(m.get("shards", {}).get(split, "")))}</td>'
             f'<td class="n">{present}</td><td class="n">{faces}</td><td class="n">{hours:.3f}</td></tr>'
         )
     head = '<tr><th>split</th><th class="n">records</th><th class="n">shards</th><th class="n">here</th><th class="n">with face</th><th class="n">audio h</th></tr>'
@@ -143,7 +144,7 @@ def _failures_tables(data: BuildData) -> str:
     by_stage = data.manifest.get("failures_by_stage") or dict(data.failure_tally.stages)
     if not by_stage:
         return '<h3>Failures</h3><p data-stat="failures-none">None: every input became a record.</p>'
-    rows = "".join(f'<tr><td>{escape(s)}</td><td class="n" data-failure-stage="{escape(s)}">{n}</td></tr>' for s, n in sorted(by_stage.items()))
+    rows = "".join(f'<tr><td>{escape(s)}</td><td class="n" data-failure-stage="{escape(s)}">{escape(str(n))}</td></tr>' for s, n in sorted(by_stage.items()))
     parts = [f'<h3>Failures by stage</h3><table><tr><th>stage</th><th class="n">inputs</th></tr>{rows}</table>']
     groups = data.failure_tally.reasons
     if groups:
@@ -244,7 +245,7 @@ def _sources_table(data: BuildData) -> str:
     columns = sorted({s for c in sources.values() for s in c}, key=lambda s: (s == "null", s))
     head = "<tr><th>field</th>" + "".join(f'<th class="n">{escape(c)}</th>' for c in columns) + "</tr>"
     rows = "".join(
-        f"<tr><td>{escape(name)}</td>" + "".join(f'<td class="n">{counts.get(c, "")}</td>' for c in columns) + "</tr>" for name, counts in sorted(sources.items())
+        f"<tr><td>{escape(name)}</td>" + "".join(f'<td class="n">{escape(str(counts.get(c, "")))}</td>' for c in columns) + "</tr>" for name, counts in sorted(sources.items())
     )
     return f'<h3>Explanation sources per field</h3><table>{head}{rows}</table><p class="muted">Records per source; null: no configured source gave a value.</p>'
 
@@ -263,12 +264,12 @@ def _annotations_html(m: dict[str, Any]) -> str:
     files = ann.get("files") or []
     if files:
         rows = "".join(
-            f'<tr><td><code>{escape(str(f.get("path")))}</code></td><td>{escape(str(f.get("format")))}</td><td class="n">{f.get("rows")}</td></tr>' for f in files
+            f'<tr><td><code>{escape(str(f.get("path")))}</code></td><td>{escape(str(f.get("format")))}</td><td class="n">{escape(str(f.get("rows")))}</td></tr>' for f in files
         )
         parts.append(f'<h3>Annotation tables</h3><table><tr><th>file</th><th>format</th><th class="n">rows</th></tr>{rows}</table>')
         for key, label in (("names_without_video", "names without a video"), ("videos_without_annotation", "videos without an annotation")):
             names = ann.get(key) or []
-            listed = ", ".join(names[:20]) + (f" … and {len(names) - 20} more" if len(names) > 20 else "")
+            listed = ", ".join(map(str, names[:20])) + (f" … and {len(names) - 20} more" if len(names) > 20 else "")
             parts.append(f"<p>{len(names)} {label}{': ' + escape(listed) if names else ''}</p>")
     return "".join(parts)
 

@@ -4,6 +4,8 @@ text) so the same build gives byte-identical plots. Figures are made without pyp
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ FAILURE_COLOUR = "#9a9a9a"
 RC = {
     "svg.hashsalt": "emer-report",  # ids derived from content, not random
     "svg.fonttype": "none",  # text stays text: smaller files, selectable, and no glyph paths whose ids vary
+    "text.parse_math": False,  # labels are data: `$$` or `$_$` is text, not mathtext (which failed the whole build)
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -27,6 +30,7 @@ RC = {
     "legend.frameon": False,
 }
 TOP_LABELS = 20
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,11 @@ def _wheel(fig: Any, by_split: Groups, colours: dict[str, str], failures: int) -
     return "Normalised labels mapped to level-1 categories of emotion wheel 1; a clip counts once per category."
 
 
+def _shown(text: str) -> str:
+    """A label as drawn: control characters (which SVG, an XML file, cannot hold) as U+FFFD."""
+    return CONTROL.sub("\ufffd", text)
+
+
 def _counts_axis(axis: Any) -> None:
     """Clips are whole: no 0.5 ticks on a count axis."""
     from matplotlib.ticker import MaxNLocator
@@ -189,7 +198,10 @@ def _counts_axis(axis: Any) -> None:
 def _stacked_hist(ax: Any, values: dict[str, Any], colours: dict[str, str]) -> None:
     import numpy as np
 
+    values = {s: [x for x in v if math.isfinite(x)] for s, v in values.items()}  # a NaN or inf has no bin
     names = [s for s, v in values.items() if v]
+    if not names:
+        return
     every = np.concatenate([np.asarray(values[s], dtype=float) for s in names])
     edges = np.histogram_bin_edges(every, bins=min(30, max(5, int(np.sqrt(len(every))))))
     ax.hist([values[s] for s in names], bins=edges, stacked=True, color=[colours[s] for s in names], label=names)
@@ -205,7 +217,7 @@ def _stacked_barh(ax: Any, names: list[str], counts: dict[str, Counter[str]], co
         if any(widths):
             ax.barh(positions, widths, left=left, color=colours[s], label=s)
             left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.set_yticks(positions, names)
+    ax.set_yticks(positions, [_shown(n) for n in names])
     _counts_axis(ax.xaxis)
     ax.legend()
     fig = ax.figure

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from emer_builder.core.errors import UserError
+from emer_builder.core.errors import UserError, one_line
 from emer_builder.core.urls import local_copy
 from emer_builder.report.collect import BuildData, load_build, samples, shard_stem, shards
 from emer_builder.report.media import SampleMedia, write_sample
@@ -44,12 +44,12 @@ def write_report(
     assets = target.with_suffix("")
     if assets.exists() and not (assets / MARKER).is_file():
         raise UserError(f"{assets} exists and was not written by `emer report`: the report's files would replace it; choose another --to")
-    data = load_build(root, manifest, media_from)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{assets.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
+        data = load_build(root, manifest, media_from)
         (staging / MARKER).write_text(MARKER_TEXT)
         media, notes = _media(data, staging, assets.name, audio, media_from)
         plots = draw_plots(data.tally, data.splits, data.failure_tally.count, staging, assets.name)
@@ -57,6 +57,9 @@ def write_report(
         if assets.exists():
             shutil.rmtree(assets)
         staging.rename(assets)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:  # a folder from elsewhere (a release edited by hand)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{root}: its manifest.json or tables hold values `emer build` does not write, so no report ({type(e).__name__}: {one_line(e)})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
