@@ -96,7 +96,7 @@ def read_table(path: str | Path, format: str | None = None, what: str = "table")
 def _header(p: Path, cells: list[Any], what: str) -> list[str]:
     columns = ["" if c is None else str(c).strip() for c in cells]
     named = [c for c in columns if c]
-    if len(set(named)) != len(named):
+    if len({c.lower() for c in named}) != len(named):  # columns are found without case: `start` and `START` are one
         raise UserError(f"{_where(what, p)}: its header repeats a column ({','.join(named)})")
     return columns
 

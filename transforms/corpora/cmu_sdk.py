@@ -14,6 +14,7 @@ or `folds.csv` (video_id, split) to use them as the split table.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ def read_folds(path: Path) -> dict[str, str]:
 def labels(name: str, video: str, n: int, features: list[float], fold: str | None) -> dict[str, Any]:
     """First feature -> sentiment_score on [-3, 3]; MOSEI's next six -> emotion_scores."""
     row = [float(x) for x in (features if isinstance(features, list) else [features])]
+    if not all(math.isfinite(x) for x in row):
+        raise ValueError(f"a label value is not a finite number ({row})")
     values: dict[str, Any] = {"corpus": name, "sample_id": f"{video}_{n}", "official_split": fold, "score_min": -3.0, "score_max": 3.0}
     if row:
         values["sentiment_score"] = row[0]
@@ -142,22 +145,34 @@ class CmuSdkLayout(CorpusAdapter):
                 self.unmatch(f"{file_name} {video_id}: {why} named {video_id}.* under the corpus folder ({len(intervals)} segments)")
                 continue
             video = found[0]
+            try:
+                pairs = [(float(start), float(end)) for start, end in intervals]
+                ordered = sorted(zip(pairs, features, strict=True), key=lambda item: item[0])
+            except (TypeError, ValueError):  # not (start, end) pairs, or not one feature row per interval
+                raise UserError(f"corpus {name}: {file_name} {video_id}: its intervals are not one (start, end) pair per feature row") from None
+            if not ordered:  # no utterance: the video is left out and listed, not used
+                self.unmatch(f"{file_name} {video_id}: no labelled interval")
+                continue
             self.use(video)
-            ordered = sorted(zip(intervals, features, strict=True), key=lambda item: (item[0][0], item[0][1]))
             for n, ((start, end), feats) in enumerate(ordered, 1):
                 sid = f"{video_id}_{n}"
+                try:
+                    values, problem = corpus_labels(**labels(name, video_id, n, feats, folds.get(video_id))), None
+                except ValueError as e:
+                    values, problem = None, f"{file_name} {sid}: {e}"
                 yield Utterance(
                     video,
-                    float(start),
-                    float(end),
+                    start,
+                    end,
                     f"{file_name} {sid}",
                     id=sid,
                     key=key_for(sid),
-                    text=segment_text(words.get(video_id), float(start), float(end)),
+                    text=segment_text(words.get(video_id), start, end) if math.isfinite(start) and math.isfinite(end) else None,
                     dialogue=video.key,
                     order=(n,),
-                    labels=corpus_labels(**labels(name, video_id, n, feats, folds.get(video_id))),
+                    labels=values,
                     split=split_name(folds.get(video_id)),
+                    problem=problem,
                 )
 
 

@@ -156,6 +156,7 @@ class Meld(CorpusAdapter):
                 except (TypeError, ValueError):
                     raise UserError(f"{where}: Dialogue_ID, Utterance_ID, Season and Episode must be whole numbers") from None
                 start, end, problem = _times(row)
+                problem = f"{where}: {problem}" if problem else None
                 clip = clips.get((table_split, sid))
                 source = clip or episodes.get(episode)
                 if source is None:

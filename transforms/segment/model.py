@@ -3,9 +3,10 @@ yet checked) -> `assemble` -> `Segment`s plus one failure row per utterance or v
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from emer_builder.core.config import SegmentConfig as SegmentOptions
@@ -199,6 +200,18 @@ def _line_key(u: Utterance, number: int) -> str:
     return key_for(f"{u.video.key}__line{u.line or number:06d}")
 
 
+def _with_window_problem(u: Utterance) -> Utterance:
+    """The utterance, with a problem where its times are no window of a video: not finite (NaN from a
+    corpus file) or negative (a subtitle cue before 0; ffmpeg would read the window from 0)."""
+    if u.problem is not None or not u.seek or u.start_s is None or u.end_s is None:
+        return u
+    if not (math.isfinite(u.start_s) and math.isfinite(u.end_s)):
+        return replace(u, problem=f"{u.where}: segment {u.start_s!r} to {u.end_s!r} is not a finite time")
+    if u.start_s < 0:
+        return replace(u, problem=f"{u.where}: segment starts at {u.start_s:g} s, before the video")
+    return u
+
+
 def _check(u: Utterance, duration: float | None, tolerance: float) -> str | None:
     """Why the utterance's window cannot be cut, or None. Already-cut clips are decoded whole: their times only document where they lie."""
     if not u.seek:
@@ -239,9 +252,18 @@ def assemble(
             durations[video.path] = probe(video)
         return durations[video.path]
 
-    # keys: a key rule's keys and ids must be unique; repeated time windows in one video are numbered in input order
+    # keys: a key rule's keys and ids must be unique; repeated time windows in one video are numbered in input order,
+    # past any key an id already gives (an id may be a derived key, from a table an earlier build wrote)
+    items = [_with_window_problem(u) for u in items]
     keys: dict[int, str] = {}
     by_key: dict[str, Utterance] = {}
+    for u in items:
+        if u.record and (u.key is not None or u.id is not None):
+            key = _key_of(u)
+            if key in by_key:
+                first = by_key[key]
+                raise UserError(f"{u.where}: id {u.key or u.id!r} gives key {key!r}, as {first.where} does (id {first.key or first.id!r}); ids must be unique")
+            by_key[key] = u
     seen: defaultdict[str, int] = defaultdict(int)
     timed: list[tuple[int, Utterance]] = []
     for number, u in enumerate(items, 1):
@@ -249,17 +271,17 @@ def assemble(
             timed.append((number, u))  # counts in its dialogue's index and context, nothing more
             continue
         cut = u.problem is None and (not u.seek or (u.start_s is not None and u.end_s is not None))
-        explicit = u.key is not None or u.id is not None
-        key = _key_of(u) if explicit or cut else _line_key(u, number)
-        if explicit:
-            if key in by_key:
-                first = by_key[key]
-                raise UserError(f"{u.where}: id {u.key or u.id!r} gives key {key!r}, as {first.where} does (id {first.key or first.id!r}); ids must be unique")
-            by_key[key] = u
+        if u.key is not None or u.id is not None:
+            key = _key_of(u)
         else:
-            seen[key] += 1
-            if seen[key] > 1:
-                key = key_for(f"{key}_{seen[key]}")
+            base = _key_of(u) if cut else _line_key(u, number)
+            n = seen[base]
+            while True:  # base, base_2, base_3, ...: the first that no id gives
+                n += 1
+                key = base if n == 1 else key_for(f"{base}_{n}")
+                if key not in by_key:
+                    break
+            seen[base] = n
         keys[number] = key
         if cut:
             timed.append((number, u))

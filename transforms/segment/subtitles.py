@@ -139,6 +139,12 @@ def vtt_voices(text: str) -> list[str | None]:
     return voices
 
 
+def without_vtt_notes(text: str) -> str:
+    """A WebVTT text without its comment blocks (a block whose first line is `NOTE`, alone or before a space)."""
+    blocks = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return "\n\n".join(b for b in blocks if not re.match(r"NOTE(?:[ \t]|\n|$)", b.lstrip("\n")))
+
+
 def read_subtitle_file(path: str | Path, encoding: str = "utf-8") -> list[Cue]:
     """The cues of an SRT, WebVTT or ASS/SSA file (pysubs2; format from the extension); SubtitleError
     when it cannot be read or holds no cue."""
@@ -152,17 +158,19 @@ def read_subtitle_file(path: str | Path, encoding: str = "utf-8") -> list[Cue]:
         raise SubtitleError(f"subtitle file {name}: cannot read ({e.strerror or e})") from None
     if size == 0:
         raise SubtitleError(f"subtitle file {name} is empty")
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
     try:
-        subs = pysubs2.load(
-            str(p), encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding, format_=SUBTITLE_EXTENSIONS[p.suffix.lower()]
-        )
+        if p.suffix.lower() == ".vtt":  # pysubs2 reads a NOTE block after a cue as that cue's text
+            subs = pysubs2.SSAFile.from_string(without_vtt_notes(p.read_bytes().decode(codec)), format_="vtt")
+        else:
+            subs = pysubs2.load(str(p), encoding=codec, format_=SUBTITLE_EXTENSIONS[p.suffix.lower()])
     except UnicodeDecodeError as e:
         raise SubtitleError(f"subtitle file {name} is not {encoding} text ({e.reason} at byte {e.start}); set segment.subtitle_encoding") from None
     except Exception as e:  # pysubs2 raises its own errors and ValueError / IndexError for malformed lines
         raise SubtitleError(f"subtitle file {name} cannot be parsed ({one_line(e)})") from None
     voices = None
     if p.suffix.lower() == ".vtt":
-        found = vtt_voices(p.read_bytes().decode(encoding, errors="replace"))
+        found = vtt_voices(without_vtt_notes(p.read_bytes().decode(encoding, errors="replace")))
         voices = found if len(found) == len(subs.events) else None  # a cue pysubs2 skipped: names cannot be matched
     cues = _events_to_cues(subs, voices)
     if not cues:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from emer_builder.core.errors import UserError
 from emer_builder.core.hashing import sha256_file
 from emer_builder.core.labels import parse_labels
 from emer_builder.core.tables import Table, read_table
-from emer_builder.transforms.keys import VideoInput, display_path, key_for
+from emer_builder.transforms.keys import VideoInput, display_path
 from emer_builder.transforms.segment.model import (
     DEFAULT_OPTIONS,
     Segmentation,
@@ -21,7 +22,7 @@ from emer_builder.transforms.segment.model import (
     assemble,
     segment_failure,
 )
-from emer_builder.transforms.segment.times import parse_time
+from emer_builder.transforms.segment.times import id_key, parse_time
 
 # Column name -> what it holds; matched without case, the first present wins.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -68,8 +69,10 @@ class VideoIndex:
                 self.by_name.setdefault(stem, found[0])
 
     def find(self, name: str) -> VideoInput | None:
-        name = name.strip().replace("\\", "/")
-        return self.by_name.get(name) or self.by_name.get(name.lstrip("./"))
+        """By the name as written, without one leading `./`, and in NFC (keys and file names are; a table
+        written on macOS may be NFD). `../x`, `.x` or `..x` name no input."""
+        name = unicodedata.normalize("NFC", name.strip().replace("\\", "/"))
+        return self.by_name.get(name) or (self.by_name.get(name[2:]) if name.startswith("./") else None)
 
 
 def _number(text: str | None, where: str, what: str) -> float | None:
@@ -93,9 +96,13 @@ def table_labels(row: Mapping[str, Any], columns: Mapping[str, str | None], wher
     sentiment = _cell(row, columns.get("sentiment"))
     if sentiment:
         try:
-            values["sentiment_score"] = float(sentiment)
+            number = float(sentiment)
         except ValueError:
             values["sentiment"] = sentiment.lower()
+        else:
+            if not math.isfinite(number):  # `nan` and `inf` parse as floats: no score
+                raise ValueError(f"{where}: sentiment {sentiment!r} is not a finite number")
+            values["sentiment_score"] = number
     score = _number(_cell(row, columns.get("score")), where, "score")
     if score is not None:
         values["sentiment_score"] = score
@@ -181,7 +188,7 @@ def table_utterances(
                 id=_cell(row, columns["id"]),
                 speaker=_cell(row, columns["speaker"]),
                 text=_cell(row, columns["text"]),
-                dialogue=key_for(f"{video.key}__{dialogue}") if dialogue else None,  # dialogue ids restart per video
+                dialogue=id_key(f"{video.key}__{dialogue}") if dialogue else None,  # dialogue ids restart per video; `scene.1` keeps its `.1`
                 group=_cell(row, columns["group"]),
                 labels=labels,
                 split=SPLIT_ALIASES.get(split.lower(), split.lower()) if split else None,
@@ -205,8 +212,11 @@ def segments_from_table(
     utterances, unmatched, table = table_utterances(path, videos, mapping, options.group_column)
     result = assemble(utterances, "table", options, duration_of)
     named = {u.video.key for u in utterances}
+    taken = {s.key: s for s in result.segments} | {f["key"]: f for f in result.failures}
     for video in sorted(videos, key=lambda v: v.key):
         if video.key not in named:
+            if video.key in taken:  # an id that is another input's key: two inputs would share it
+                raise UserError(f"segment table {display_path(table.path.name)}: an utterance's key {video.key!r} is the key of input {video.source_path}, which the table names no utterance in; rename the id")
             result.failures.append(segment_failure(video.key, video.source_path, f"segment table {display_path(table.path.name)} names no utterance in this video"))
     result.unmatched += unmatched
     result.files.append({"path": str(table.path), "rows": len(table.rows), "sha256": sha256_file(str(table.path))})

@@ -18,6 +18,16 @@ def parse_time(value: Any) -> float:
         raise ValueError("an empty cell is not a time")
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time")
+    try:
+        seconds = _seconds(value)
+    except OverflowError:  # a number or an hour count too large for a float
+        raise ValueError(f"{str(value)[:40]!r}{'...' if len(str(value)) > 40 else ''} is not a time (too large)") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a time (negative or not finite)")
+    return seconds
+
+
+def _seconds(value: Any) -> float:
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -33,8 +43,6 @@ def parse_time(value: Any) -> float:
                 seconds = float(text)
             except ValueError:
                 raise ValueError(f"{text!r} is not a time (seconds, or HH:MM:SS,mmm)") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{value!r} is not a time (negative or not finite)")
     return seconds
 
 
