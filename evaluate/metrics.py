@@ -60,8 +60,10 @@ def set_precision_recall(pairs: list[tuple[set[str], set[str]]]) -> dict[str, An
         hit = len(gt & pred)
         precision.append(hit / len(pred) if pred else 0.0)
         recall.append(hit / len(gt) if pred else 0.0)
-    p = sum(precision) / len(precision) if precision else 0.0
-    r = sum(recall) / len(recall) if recall else 0.0
+    if not precision:  # no pair to score: no score (a 0.0 would read as a real one)
+        return {"f": None, "p": None, "r": None, "evaluated": 0, "skipped": len(pairs)}
+    p = sum(precision) / len(precision)
+    r = sum(recall) / len(recall)
     f = 2 * p * r / (p + r) if p + r else 0.0
     return {"f": f, "p": p, "r": r, "evaluated": len(precision), "skipped": len(pairs) - len(precision)}
 
@@ -72,7 +74,8 @@ def wheel_metric(name2gt: dict[str, list[str]], name2pred: dict[str, list[str]],
     for name in WHEELS:
         pairs = [(wheel.categories(_normal(gt), name, level), wheel.categories(_normal(name2pred.get(key, [])), name, level)) for key, gt in name2gt.items()]
         per_wheel[name] = set_precision_recall(pairs)
-    mean = {k: sum(s[k] for s in per_wheel.values()) / len(per_wheel) for k in ("f", "p", "r")}
+    scored = [s for s in per_wheel.values() if s["evaluated"]]  # a wheel no gold maps to is left out of the mean, as for the hit rate
+    mean = {k: (sum(s[k] for s in scored) / len(scored) if scored else None) for k in ("f", "p", "r")}
     return {**mean, "wheels": per_wheel}
 
 

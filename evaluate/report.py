@@ -65,8 +65,8 @@ def format_report(result: dict[str, Any]) -> str:
         rows = []
         for level in ("level1", "level2"):
             for name, s in ew[level]["wheels"].items():
-                rows.append([f"{level} {name}", f"{s['f']:.4f}", f"{s['p']:.4f}", f"{s['r']:.4f}", str(s["evaluated"]), str(s["skipped"])])
-            rows.append([f"{level} mean", f"{ew[level]['f']:.4f}", f"{ew[level]['p']:.4f}", f"{ew[level]['r']:.4f}", "", ""])
+                rows.append([f"{level} {name}", _num(s["f"]), _num(s["p"]), _num(s["r"]), str(s["evaluated"]), str(s["skipped"])])
+            rows.append([f"{level} mean", _num(ew[level]["f"]), _num(ew[level]["p"]), _num(ew[level]["r"]), "", ""])
         lines += ["", f"emotion-wheel metric (tables: {ew['origin']})", *_table(["", "F", "P", "R", "evaluated", "skipped"], rows)]
     if "mer2024" in result:
         m = result["mer2024"]

@@ -68,11 +68,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 def restricted_loads(data: bytes, where: str = "pickle") -> Any:
     """`pickle.loads` through `RestrictedUnpickler`; a damaged stream is one line too."""
     try:
-        return RestrictedUnpickler(io.BytesIO(data), where).load()
+        value = RestrictedUnpickler(io.BytesIO(data), where).load()
     except UnsafePickle:
         raise
     except Exception as e:  # a truncated or malformed stream: pickle raises many kinds
         raise UserError(f"{where}: cannot read its pickle ({type(e).__name__}: {e})") from None
+    _check_dtypes(value, where)
+    return value
 
 
 def _read_member(raw: bytes, where: str) -> Any:
@@ -95,6 +97,29 @@ def _read_member(raw: bytes, where: str) -> Any:
     if not isinstance(array, np.ndarray):
         raise UserError(f"{where}: its pickle holds a {type(array).__name__}, not an array")
     return array
+
+
+def _check_dtypes(value: Any, where: str) -> None:
+    """Refuse arrays whose dtype's pickled state disagrees with the dtype it names: a pickle may set a dtype's
+    flags, and an object array that says it holds no objects has its bytes read as pointers (a crash, or
+    worse). Checked before any element is read; the elements of object arrays are checked in turn."""
+    import numpy as np
+
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, np.ndarray):
+            dtype = item.dtype
+            canonical = np.dtype(dtype.descr) if dtype.fields is not None else np.dtype(dtype.str)
+            if dtype.flags != canonical.flags or dtype.hasobject != canonical.hasobject or dtype.itemsize != canonical.itemsize:
+                raise UnsafePickle(f"{where}: its pickle gives an array a dtype whose state is not NumPy's own ({dtype.str}, flags {dtype.flags}); not loaded")
+            if dtype.hasobject:
+                pending.extend(item.ravel(order="K").tolist() if item.dtype.fields is None else [])
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
 
 
 def load_npz(path: str | Path) -> dict[str, Any]:

@@ -60,12 +60,15 @@ def parse_sentiment_answer(answer: str) -> str:
 def read_sentiment(answer: str, fmt: str = "text") -> tuple[str, str]:
     """(sentiment word, how it was read): the JSON object's `sentiment` where the answer is one, else the
     plain-text reading of `parse_sentiment_answer` (never raises)."""
+    body = answer.strip().strip("`").strip()
+    if body[:4].lower() == "json":  # a fence's tag, or a bare `JSON` line, in any case
+        body = body[4:]
     try:
-        value = json.loads(answer.strip().strip("`").removeprefix("json").strip())
+        value = json.loads(body.strip())
     except ValueError:
         value = None
-    if isinstance(value, dict) and isinstance(value.get("sentiment"), str):
-        return value["sentiment"].strip().lower(), {"json_schema": "schema", "json_object": "json_object"}.get(fmt, "json")
+    if isinstance(value, dict) and isinstance(value.get("sentiment"), str):  # read as the plain text is: `Positive.` is positive
+        return parse_sentiment_answer(value["sentiment"]), {"json_schema": "schema", "json_object": "json_object"}.get(fmt, "json")
     return parse_sentiment_answer(answer), "text"
 
 

@@ -25,6 +25,7 @@ does, file for file, without their GPU and without `allow_pickle=True`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,9 @@ def _emotion(value: Any, ds: Dataset, where: str) -> str:
         return value.decode("latin1")
     try:
         index = int(value)
-    except (TypeError, ValueError):
+        if isinstance(value, bool) or index != value:  # True is not index 1, 2.9 is not index 2
+            raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{where}: emotion {value!r} is neither a word nor an index") from None
     if not 0 <= index < len(ds.emotions):
         raise UserError(f"{where}: emotion index {index} has no word for {ds.title} (known: {', '.join(ds.emotions) or 'none'})")
@@ -121,8 +124,19 @@ def _from_npz(path: Path, ds: Dataset) -> dict[str, Any]:
         key = "val" if ds.procedure == "sentiment" else "emo"
         if key not in entry:
             raise UserError(f"{where}: no {key!r}")
-        gold[name] = float(entry[key]) if key == "val" else _emotion(entry[key], ds, where)
+        gold[name] = _score(entry[key], where) if key == "val" else _emotion(entry[key], ds, where)
     return gold
+
+
+def _score(value: Any, where: str) -> float:
+    """A gold sentiment score: a finite number, as the table readers require."""
+    try:
+        score = float(value)
+        if isinstance(value, bool) or not math.isfinite(score):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: sentiment {value!r} is not a finite number") from None
+    return score
 
 
 def _from_table(path: Path, ds: Dataset) -> dict[str, Any]:
@@ -196,10 +210,21 @@ def read_result_npz(path: Path) -> dict[str, Any]:
     data = load_npz(path)
     if "filenames" not in data or "fileitems" not in data:
         raise UserError(f"{path}: needs arrays filenames and fileitems (found: {', '.join(sorted(data)) or 'nothing'})")
-    names, items = list(data["filenames"]), list(data["fileitems"])
+    import numpy as np
+
+    arrays = data["filenames"], data["fileitems"]
+    if not all(isinstance(a, np.ndarray) and a.ndim == 1 for a in arrays):
+        raise UserError(f"{path}: filenames and fileitems must be one-dimensional arrays (one entry per sample)")
+    names, items = list(arrays[0]), list(arrays[1])
     if len(names) != len(items):
         raise UserError(f"{path}: {len(names)} filenames but {len(items)} fileitems")
-    return {_text(n): i for n, i in zip(names, items, strict=True)}
+    out: dict[str, Any] = {}
+    for n, i in zip(names, items, strict=True):
+        name = _text(n)
+        if name in out:
+            raise UserError(f"{path}: sample {name!r} appears more than once in filenames")
+        out[name] = i
+    return out
 
 
 # ---------------------------------------------------------------- scoring

@@ -52,25 +52,34 @@ def _unfence(answer: str) -> str:
 
 
 def _string_list(value: Any, key: str) -> list[str] | None:
-    """A list of strings, or an object whose `key` holds one."""
-    if isinstance(value, dict) and set(value) == {key}:
-        value = value[key]
+    """A list of strings, or an object whose `key` holds one (its other keys, a reasoning or an example, are
+    not the answer; an object without `key` holds no labels)."""
+    if isinstance(value, dict):
+        value = value.get(key)
     if isinstance(value, list) and all(isinstance(x, str) for x in value):
         return [x.strip() for x in value if x.strip()]
     return None
 
 
 def _json_values(text: str) -> list[Any]:
-    """Every JSON object or array that starts somewhere in `text` and parses from there."""
+    """Every JSON object or array that starts somewhere in `text` and parses from there, outside those
+    already found (the lists inside an object are that object's, not answers of their own)."""
     decoder = json.JSONDecoder()
-    found = []
+    found, end = [], 0
     for m in re.finditer(r"[\[{]", text):
+        if m.start() < end:
+            continue
         try:
-            value, _ = decoder.raw_decode(text, m.start())
+            value, end = decoder.raw_decode(text, m.start())
         except ValueError:
             continue
         found.append(value)
     return found
+
+
+_THINKING = re.compile(r"<think>.*?(?:</think>|$)", flags=re.S)  # a reasoning model's block: its lists are candidates
+_REFUSAL = re.compile(r"\b(sorry|apolog\w*|can't|cannot|unable|as an ai)\b", flags=re.I)
+_NON_LABELS = frozenset({"null", "none", "true", "false", "n/a", "na", "error", "unknown", "no", "yes", "not sure"})
 
 
 def _bare_items(text: str) -> list[str] | None:
@@ -85,18 +94,38 @@ def _bare_items(text: str) -> list[str] | None:
     return items
 
 
+MAX_LABELS, MAX_LABEL_CHARS = 50, 80  # open-vocabulary labels are words: more, or longer, is not a label list
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f<>]+")
+
+
 def read_labels(answer: str, fmt: str = "text", key: str = "labels") -> tuple[list[str], str]:
-    """The label list in an answer and how it was read; ValueError when nothing list-like is in it."""
-    body = _unfence(answer)
+    """The label list in an answer and how it was read; ValueError when nothing list-like is in it. Labels
+    are kept clean and bounded: control characters and `<>` become spaces, a label over MAX_LABEL_CHARS is
+    dropped, at most MAX_LABELS are kept."""
+    labels, how = _read_labels(answer, fmt, key)
+    cleaned = (" ".join(_UNPRINTABLE.sub(" ", label).split()) for label in labels)
+    return [label for label in cleaned if label and len(label) <= MAX_LABEL_CHARS][:MAX_LABELS], how
+
+
+def _read_labels(answer: str, fmt: str, key: str) -> tuple[list[str], str]:
+    body = _unfence(_THINKING.sub("", answer))
     try:
-        labels = _string_list(json.loads(body), key)
+        parsed = json.loads(body)
     except ValueError:
-        labels = None
+        parsed = labels = None
+    else:
+        if parsed is None or isinstance(parsed, (bool, int, float)):  # null, true, 42: no list of labels
+            raise ValueError(f"labels answer is unusable: a JSON {type(parsed).__name__}, not a list")
+        strict = isinstance(parsed, list) or (isinstance(parsed, dict) and set(parsed) == {key})  # as asked; other keys: tolerant
+        labels = _string_list(parsed, key) if strict else None
     if labels is not None:
         return labels, _HOW_ASKED[fmt]
-    for value in _json_values(body):  # JSON inside prose: `The labels are ["calm", "shy"].`
+    values = _json_values(body)  # JSON inside prose: `The labels are ["calm", "shy"].`
+    if sum(isinstance(v, dict) and key in v for v in values) > 1:  # the prompt's examples echoed, or several answers
+        raise ValueError(f"labels answer is unusable: several {key!r} objects in it, no one answer")
+    for value in values:
         labels = _string_list(value, key)
-        if labels is not None:
+        if labels:  # an empty list in prose is more likely the prompt's own example, echoed, than the answer
             return labels, "tolerant"
     for m in re.finditer(r"\[[^\[\]]*\]", body):  # a Python-style list: ['calm', 'shy']
         try:
@@ -104,19 +133,29 @@ def read_labels(answer: str, fmt: str = "text", key: str = "labels") -> tuple[li
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             continue
         labels = _string_list(value, key)
-        if labels is not None:
+        if labels:
             return labels, "tolerant"
     cut = re.search(r"\[([^\]]*)$", body)  # JSON cut at max_tokens: keep the strings that closed
     if cut is not None:
-        strings = re.findall(r'"((?:[^"\\]|\\.)*)"\s*(?:,|$)', cut.group(1))
-        if strings:
+        strings = [_unescaped(s) for s in re.findall(r'"((?:[^"\\]|\\.)*)"\s*(?:,|$)', cut.group(1))]
+        if any(s.strip() for s in strings):
             return [s.strip() for s in strings if s.strip()], "tolerant"
+    if _REFUSAL.search(body):
+        raise ValueError("labels answer is unusable: a refusal, not labels")
     last = body.splitlines()[-1] if body.splitlines() else body
     for candidate in (body, re.sub(r"^\s*(output|labels?|emotions?)\s*:\s*", "", last, flags=re.I)):
         items = _bare_items(candidate)
-        if items is not None:
+        if items is not None and not all(i.lower().strip(".!") in _NON_LABELS for i in items):
             return items, "tolerant"
     raise ValueError("labels answer is unusable: no JSON, quoted or comma-separated list in it")
+
+
+def _unescaped(text: str) -> str:
+    """A JSON string's content with its escapes read (`\\u5feb` is 快); as it is where they do not parse."""
+    try:
+        return json.loads(f'"{text}"')
+    except ValueError:
+        return text
 
 
 def read_text(answer: str, finish_reason: str | None) -> tuple[str, str]:
