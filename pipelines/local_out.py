@@ -41,7 +41,7 @@ class LocalOut(Out):
     def entries(self) -> list[str]:
         if not self.path.is_dir():
             return []
-        return sorted(e.name for e in self.path.iterdir() if not e.name.startswith(STAGING_PREFIX) and e.name not in (LOCK_FILE, JOURNAL))
+        return sorted(e.name for e in self.path.iterdir() if not e.name.startswith(STAGING_PREFIX) and e.name not in (LOCK_FILE, JOURNAL, JOURNAL + ".tmp"))
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         try:
@@ -114,6 +114,7 @@ def _remove_stale_staging(out: Path) -> None:
         return
     for entry in out.glob(f"{STAGING_PREFIX}*"):
         shutil.rmtree(entry, ignore_errors=True)  # called after `recover`, so no journal names one
+    (out / (JOURNAL + ".tmp")).unlink(missing_ok=True)  # a build killed before its journal was in place: nothing committed
 
 
 def _discard(staging: Path) -> None:
@@ -178,5 +179,12 @@ def recover(out: Path) -> bool:
     except ValueError:  # killed while writing the journal's temporary file cannot leave this; be safe
         path.unlink()
         return False
-    _finish_commit(out, journal)
+    staging = journal.get("staging") if isinstance(journal, dict) else None
+    outputs = journal.get("outputs") if isinstance(journal, dict) else None
+    # only a journal `commit` could have written: a staging folder directly in OUT, outputs of a build
+    if not (isinstance(staging, str) and staging.startswith(STAGING_PREFIX) and "/" not in staging and staging not in (".", "..")
+            and isinstance(outputs, list) and set(outputs) <= set(BUILD_OUTPUTS)):
+        path.unlink()
+        return False
+    _finish_commit(out, {"staging": staging, "outputs": outputs, "overwrite": bool(journal.get("overwrite"))})
     return True

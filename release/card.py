@@ -286,7 +286,7 @@ def build_schema(root: Path, manifest: dict[str, Any]) -> RecordSchema:
     Why not this code's schema: a release card must describe the files it ships, also when another
     version of emer-builder (or a plug-in stage not installed here) wrote them.
     """
-    tables = sorted((root / "data").glob("*.parquet"))
+    tables = [root / p for p in sorted(manifest.get("files", {})) if p.startswith("data/") and p.endswith(".parquet")]  # the files it ships, not leftovers
     if not tables:
         raise UserError(f"{root} holds no records (data/*.parquet): nothing to publish")
     docs = {path: f.doc for path, f in _documented_schema(manifest).field_paths()}

@@ -192,11 +192,22 @@ class FsspecStore:
             self._folders.add(folder)
 
     def _put(self, f: ReleaseFile, path: str) -> None:
+        """One file to the target, hashed as it is sent: a build file changed since it was checked (a build
+        committing into OUT meanwhile) is refused before the version is indexed, not published under the old sha256."""
         self._makedirs(path)
         if isinstance(f.source, bytes):
             self.fs.pipe_file(path, f.source)
-        else:
-            self.fs.put_file(str(f.source), path)
+            return
+        h = hashlib.sha256()
+        with open(f.source, "rb") as src, self.fs.open(path, "wb") as out:
+            while block := src.read(1 << 20):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != f.sha256:
+            self.fs.rm(path)
+            raise UserError(
+                f"{f.path} changed while it was being published (another build in its folder?); nothing was published: re-run when the build is finished"
+            )
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         """Write then move: a rename on a disk, a server-side copy on an object store; readers never see half a file."""

@@ -61,9 +61,8 @@ class HubStore:
         """Files already at the head with the same content; files an earlier release owned that this one lacks
         (a README note or paper added by hand stays); and whether the head is this version's release commit,
         made by a run that died before the tag."""
-        from huggingface_hub import RepoFile, get_token
+        from huggingface_hub import RepoFile
 
-        _refuse_token_in(files, self.token if isinstance(self.token, str) else get_token())
         refs = self._read_refs()
         head = next((b.target_commit for b in refs.branches if b.name == "main"), None) if refs else None
         self._head = head
@@ -178,12 +177,3 @@ def _same_content(f: ReleaseFile, remote: Any) -> bool:
     if remote.lfs is not None:
         return remote.lfs.sha256 == f.sha256
     return remote.blob_id == git_hash(f.data())
-
-
-def _refuse_token_in(files: list[ReleaseFile], token: str | None) -> None:
-    """The texts we publish (manifest, card, releases.json) must not hold the Hub token, whatever put it there."""
-    if not token:
-        return
-    for f in files:
-        if f.path.endswith((".json", ".md")) and token.encode() in f.data():
-            raise UserError(f"{f.path} holds your Hugging Face token; remove it from the build (nothing was published)")

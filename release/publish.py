@@ -107,6 +107,7 @@ def publish(
     latest = max(published, default=None)
     owned = set(GENERATED) | (set(history(latest)[0].get("files", {})) if latest else set())  # what an earlier release put there
     tag = version_tag(wanted)
+    refuse_token_in(release.files, token)
     existing = store.existing(tag, release.files, build.paths, owned)
     files = [replace(f, present=f.path in existing.present) for f in release.files]
     entry = release.entry
@@ -129,6 +130,20 @@ def publish(
     store.tag(tag, commit, release)
     result.commit = commit
     return result
+
+
+def refuse_token_in(files: list[ReleaseFile], token: str | None) -> None:
+    """The texts a release holds (manifest, card, releases.json, the report) must not hold the Hugging Face token
+    (given, HF_TOKEN or the saved login), whatever the target: a folder or bucket is read by others too."""
+    if token is None:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token:
+        return
+    for f in files:
+        if f.path.endswith((".json", ".md", ".html")) and token.encode() in f.data():
+            raise UserError(f"{f.path} holds your Hugging Face token; remove it from the build (nothing was published)")
 
 
 def _history(store: Store, published: dict[Version, str]) -> History:
@@ -190,8 +205,10 @@ def read_build(out: str | Path) -> Build:
 
 
 def _report_files(root: Path) -> list[Path]:
-    report = [root / "report.html"] if (root / "report.html").is_file() else []
-    if report and (root / "report").is_dir():
+    """report.html and its folder, when neither is a link (a link would publish a file from outside the build)."""
+    html, folder = root / "report.html", root / "report"
+    report = [html] if html.is_file() and not html.is_symlink() else []
+    if report and folder.is_dir() and not folder.is_symlink():
         report += sorted(p for p in (root / "report").rglob("*") if p.is_file() and not p.is_symlink())
     return report
 

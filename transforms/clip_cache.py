@@ -13,12 +13,15 @@ name and moved into place, so a reader never sees half an entry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import io
 import json
+import logging
 import os
+import re
 import stat
 import tarfile
 import time
@@ -32,9 +35,12 @@ from emer_builder.core.hashing import sha256_file
 from emer_builder.core.urls import is_url, sha256_location, stamp
 from emer_builder.transforms.clip import Stage
 
+log = logging.getLogger(__name__)
+
 FIELDS_MEMBER = "fields.json"
+DIGEST_MEMBER = "sha256"  # of the other members: a cut or damaged entry (a crash, a full disk) is a miss, not a result
 IGNORED_SETTINGS = ("cpu_threads",)  # how fast, not what: never part of an address
-SAFE_MEMBER = "abcdefghijklmnopqrstuvwxyz0123456789_."
+SAFE_MEMBER = "abcdefghijklmnopqrstuvwxyz0123456789_.-"  # what shards.SAFE_SUFFIX allows a media name (a plug-in's `spec-gram.png`)
 
 
 def _plain(value: Any, ignored: tuple[str, ...]) -> Any:
@@ -120,6 +126,7 @@ def encode_entry(group: Any, media_files: dict[str, bytes]) -> bytes:
         # key order kept: whatever reads a restored group (an LLM prompt) sees it as the stage made it
         members = {FIELDS_MEMBER: json.dumps({"group": group}, default=_json_default, allow_nan=True).encode()}
         members.update({f"media/{name}": data for name, data in media_files.items()})
+        members[DIGEST_MEMBER] = _digest(members).encode()
         for name in sorted(members):
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(members[name]), 0, 0o644
@@ -127,22 +134,32 @@ def encode_entry(group: Any, media_files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _digest(members: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(members):
+        h.update(f"{name}\x00{len(members[name])}\x00".encode())
+        h.update(members[name])
+    return h.hexdigest()
+
+
 def decode_entry(data: bytes) -> tuple[Any, dict[str, bytes]]:
-    """The group and media files of an entry; members are checked (regular files with plain names)."""
-    group, media = None, {}
+    """The group and media files of an entry; members are checked (regular files with plain names), and
+    the whole against its digest: an entry cut at a member boundary reads as a shorter tar, not an error."""
+    members: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for member in tar.getmembers():
             name = member.name
-            if not member.isfile() or ".." in name or name.startswith("/"):
+            safe = name in (FIELDS_MEMBER, DIGEST_MEMBER) or (name.startswith("media/") and name[6:].strip(".") and set(name[6:].lower()) <= set(SAFE_MEMBER))
+            if not member.isfile() or not safe or name in members:
                 raise ValueError(f"cache entry holds an unexpected member {name!r}")
-            payload = tar.extractfile(member).read()
-            if name == FIELDS_MEMBER:
-                group = json.loads(payload)["group"]
-            elif name.startswith("media/") and set(name[6:].lower()) <= set(SAFE_MEMBER):
-                media[name[6:]] = payload
-            else:
-                raise ValueError(f"cache entry holds an unexpected member {name!r}")
-    return group, media
+            members[name] = tar.extractfile(member).read()
+    digest = members.pop(DIGEST_MEMBER, b"").decode("ascii", "replace")
+    if FIELDS_MEMBER not in members or digest != _digest(members):
+        raise ValueError("cache entry is incomplete or damaged (its digest does not match)")
+    fields = json.loads(members.pop(FIELDS_MEMBER))
+    if not isinstance(fields, dict) or "group" not in fields:
+        raise ValueError("cache entry's fields.json is not an object with a group")
+    return fields["group"], {name[6:]: payload for name, payload in members.items()}
 
 
 class ClipCache:
@@ -167,16 +184,22 @@ class ClipCache:
             return None
         try:
             return decode_entry(data)
-        except (ValueError, tarfile.TarError, KeyError):
+        except (ValueError, tarfile.TarError, KeyError, RecursionError):
             return None  # a damaged entry is recomputed (and overwritten)
 
     def put(self, address: str, group: Any, media_files: dict[str, bytes]) -> None:
+        """Write an entry; a cache that cannot be written (a full disk) only costs the reuse: the build goes on."""
         final = self._entry(address)
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(encode_entry(group, media_files))
-        self.fs.mv(tmp, final)
+        try:
+            self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(tmp, "wb") as f:
+                f.write(encode_entry(group, media_files))
+            self.fs.mv(tmp, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self.fs.rm(tmp)
+            log.warning("the clip cache at %s could not be written (%s); this clip's results are not cached", self.root, e)
 
     def input_sha256(self, path: str) -> str:
         """The input file's sha256, memoised by (path, size, mtime) so an unchanged corpus is not re-read."""
@@ -191,30 +214,41 @@ class ClipCache:
         where = f"{self.path}/inputs/{memo[:2]}/{memo}"
         try:
             with self.fs.open(where, "rb") as f:
-                known = f.read().decode().strip()
-            if len(known) == 64:
+                known = f.read().decode("ascii").strip()
+            if re.fullmatch(r"[0-9a-f]{64}", known):  # anything else (zeros from a crash) is hashed again
                 return known
-        except (FileNotFoundError, OSError):
+        except (OSError, ValueError):
             pass
         digest = sha256_location(path) if is_url(path) else sha256_file(path)
-        self.fs.makedirs(where.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{where}.tmp-{uuid.uuid4().hex}"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(digest.encode())
-        self.fs.mv(tmp, where)
+        try:
+            self.fs.makedirs(where.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(tmp, "wb") as f:
+                f.write(digest.encode())
+            self.fs.mv(tmp, where)
+        except OSError:  # a cache that cannot be written: the file is hashed again next time
+            with contextlib.suppress(OSError):
+                self.fs.rm(tmp)
         return digest
 
     def record_use(self, addresses: Iterable[str], label: str) -> None:
         """Remember which entries a build used, for `emer cache --prune`. The addresses are written as they
         come (in the order of the build's tables; a repeat is harmless, readers make a set of them), so a
         build of any size records its use without holding the list."""
-        self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"  # sorts in the order builds finished
-        with self.fs.open(f"{self.path}/builds/{name}", "w") as f:
-            f.write(f'{{"label": {json.dumps(label)}, "addresses": [')
-            for n, address in enumerate(addresses):
-                f.write(f"{', ' if n else ''}{json.dumps(address)}")
-            f.write("]}")
+        tmp = f"{self.path}/builds/.{name}.tmp"  # a build killed while recording leaves no half record
+        try:
+            self.fs.makedirs(f"{self.path}/builds", exist_ok=True)
+            with self.fs.open(tmp, "w") as f:
+                f.write(f'{{"label": {json.dumps(label)}, "addresses": [')
+                for n, address in enumerate(addresses):
+                    f.write(f"{', ' if n else ''}{json.dumps(address)}")
+                f.write("]}")
+            self.fs.mv(tmp, f"{self.path}/builds/{name}")
+        except OSError as e:  # the build's records are complete; only `emer cache --prune` loses what it used
+            with contextlib.suppress(OSError):
+                self.fs.rm(tmp)
+            log.warning("the clip cache at %s could not record this build's entries (%s): a prune may remove them", self.root, e)
 
     def stats(self, keep_builds: int) -> dict[str, Any]:
         """Entries, bytes, builds recorded, and how many entries the last `keep_builds` builds did not use."""
@@ -250,11 +284,14 @@ class ClipCache:
 
     def _builds(self) -> list[str]:
         base = f"{self.path}/builds"
-        return sorted(self.fs.find(base)) if self.fs.exists(base) else []
+        return sorted(p for p in self.fs.find(base) if p.endswith(".json") and not Path(p).name.startswith(".")) if self.fs.exists(base) else []
 
     def _used(self, keep_builds: int) -> set[str]:
         used: set[str] = set()
         for path in self._builds()[-keep_builds:] if keep_builds > 0 else []:
-            with self.fs.open(path, "r") as f:
-                used.update(json.load(f)["addresses"])
+            try:
+                with self.fs.open(path, "r") as f:
+                    used.update(str(a) for a in json.load(f)["addresses"])
+            except (OSError, ValueError, KeyError, TypeError):  # a record cut short (a build killed while writing it)
+                log.warning("skipping the unreadable build record %s", path)
         return used
