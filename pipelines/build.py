@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 from contextlib import nullcontext
@@ -130,7 +131,7 @@ def gather(plan: BuildPlan, beam_args: list[str]) -> Gathered:
         inputs, collisions, skipped = match_videos(plan.videos, config.follow_external_links)
     segmentation = segment_inputs(config, plan.videos, inputs)
     if segmentation is not None:
-        skipped = sorted((set(skipped) - sidecar_files(inputs)) | set(segmentation.skipped))
+        skipped = sorted((set(skipped) - sidecar_files(inputs, _inside(config, plan.videos))) | set(segmentation.skipped))
     tables = [*plan.explain.annotations.files, *(segmentation.files if segmentation else [])]
     return Gathered(inputs, collisions, skipped, segmentation, inputs_fingerprint(config, plan.stages, inputs, tables, beam_args))
 
@@ -232,7 +233,12 @@ def segment_inputs(config: BuildConfig, videos: Path, inputs: list[VideoInput]) 
     """Utterances of the inputs (subtitles, a table, speech) or of a corpus' own layout; None: one file = one record."""
     if config.corpus:
         return load_corpus(config.corpus, videos, config.segment, config.follow_external_links)
-    return segment_videos(inputs, config.segment)
+    return segment_videos(inputs, config.segment, inside=_inside(config, videos))
+
+
+def _inside(config: BuildConfig, videos: Any) -> str | None:
+    """The input folder, resolved, that links may not leave (None: they may, or the inputs are stored objects)."""
+    return None if config.follow_external_links or not isinstance(videos, Path) else os.path.realpath(videos)
 
 
 def split_settings(config: BuildConfig, segmented: bool) -> BuildConfig:

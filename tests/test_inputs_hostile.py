@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from emer_builder.schemas.fields import RecordSchema
 from emer_builder.schemas.segments import LABELS, SEGMENT
 from emer_builder.transforms.annotations import load_annotations
 from emer_builder.transforms.corpora import load_corpus
-from emer_builder.transforms.keys import MAX_KEY_BYTES, VideoInput, key_for
+from emer_builder.transforms.keys import MAX_KEY_BYTES, VideoInput, key_for, match_videos
 from emer_builder.transforms.segment import (
     SegmentOptions,
     merge_cues,
@@ -457,3 +458,27 @@ def test_split_tables_odd_but_handled(tmp_path: Path) -> None:
             SplitAssigner({"train": 1.0}, split_table=str(_table(tmp_path, text, "bad.csv")))
     with pytest.raises(UserError, match="puts 'a' in"):
         load_split_table(_table(tmp_path, "key,split\na,train\na,test\n", "twice.csv"))
+
+
+def test_sidecar_subtitle_linked_from_outside_the_input_folder_is_not_read(tmp_path: Path) -> None:
+    """A video link leaving VIDEOS_DIR is skipped unless follow_external_links; a sidecar `ep1.srt` linking to a
+    file anywhere on the machine was read and its text went into segment.text. A link inside the folder is
+    still a sidecar, and with follow_external_links (no `inside`) the outside one is read as before."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nPrivate words.\n")
+    folder = tmp_path / "videos"
+    _video(folder)
+    os.symlink(outside / "private.srt", folder / "ep1.srt")
+    inputs, _, _ = match_videos(folder)
+    inside = os.path.realpath(folder)
+    refused = segments_from_subtitles(inputs, SegmentOptions(mode="subtitles"), duration_of=TEN_S, inside=inside)
+    assert not refused.segments and "no subtitles" in refused.failures[0]["message"]
+    followed = segments_from_subtitles(inputs, SegmentOptions(mode="subtitles"), duration_of=TEN_S)
+    assert [s.text for s in followed.segments] == ["Private words."]
+    (folder / "ep1.srt").unlink()
+    (folder / "subs").mkdir()
+    (folder / "subs" / "ep1.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nOur words.\n")
+    os.symlink(folder / "subs" / "ep1.srt", folder / "ep1.srt")
+    inputs, _, _ = match_videos(folder)
+    assert [s.text for s in segments_from_subtitles(inputs, SegmentOptions(mode="subtitles"), duration_of=TEN_S, inside=inside).segments] == ["Our words."]

@@ -63,21 +63,24 @@ def check_options(options: SegmentOptions) -> None:
 
 
 def segment_videos(
-    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None
+    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None, inside: str | None = None
 ) -> Segmentation | None:
-    """The build's segmentation for `options.mode`; None for `none` (one file = one record)."""
+    """The build's segmentation for `options.mode`; None for `none` (one file = one record). `inside`: the
+    input folder, resolved, when links leading outside it are not followed (subtitle sidecars)."""
     check_options(options)
+    if options.mode == "subtitles":
+        return segments_from_subtitles(videos, options, duration_of, inside)
     segmenter = SEGMENTERS.get(options.mode)
     return None if segmenter is None else segmenter(videos, options, duration_of)
 
 
-def sidecar_files(videos: Sequence[VideoInput]) -> set[str]:
+def sidecar_files(videos: Sequence[VideoInput], inside: str | None = None) -> set[str]:
     """Subtitle files beside input videos, as paths relative to the input folder (the form `match_videos`
-    lists skipped files in): they are read with their video, not skipped."""
+    lists skipped files in): they are read with their video, not skipped (a link leading outside `inside` is not one)."""
     out = set()
     for v in videos:
         folder = PurePosixPath(v.source_path).parent
-        out |= {(folder / display_path(p.name)).as_posix() for p in subtitle_sidecars(v.path)}
+        out |= {(folder / display_path(p.name)).as_posix() for p in subtitle_sidecars(v.path, inside=inside)}
     return out
 
 

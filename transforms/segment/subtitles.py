@@ -85,9 +85,11 @@ class SubtitleError(Exception):
     """A video's subtitles cannot be used: one failure row for the video."""
 
 
-def subtitle_sidecars(video_path: str | Path, language: str | None = None) -> list[Path]:
+def subtitle_sidecars(video_path: str | Path, language: str | None = None, inside: str | None = None) -> list[Path]:
     """Subtitle files beside the video with its stem: `{stem}.srt|.vtt|.ass|.ssa`, or `{stem}.{lang}.srt` etc.
-    With `language`, only `{stem}.{language}.*` (and the untagged ones when none is tagged so)."""
+    With `language`, only `{stem}.{language}.*` (and the untagged ones when none is tagged so). With `inside`
+    (the input folder, resolved), a link leading outside it is not a sidecar, as a video's link is not an
+    input (`follow_external_links`)."""
     video = Path(video_path)
     try:
         names = sorted(os.listdir(video.parent))
@@ -98,6 +100,8 @@ def subtitle_sidecars(video_path: str | Path, language: str | None = None) -> li
         p = video.parent / name
         ext = p.suffix.lower()
         if ext not in SUBTITLE_EXTENSIONS or name.startswith("."):
+            continue
+        if inside is not None and p.is_symlink() and not (os.path.realpath(p) + os.sep).startswith(inside.rstrip(os.sep) + os.sep):
             continue
         stem = name[: -len(p.suffix)]
         if stem == video.stem:
@@ -271,10 +275,10 @@ def merge_cues(cues: Sequence[Cue], options: SegmentOptions, name: str = "") -> 
     return kept, notes
 
 
-def subtitle_utterances(video: VideoInput, options: SegmentOptions) -> tuple[list[Utterance], list[str], Path | None]:
+def subtitle_utterances(video: VideoInput, options: SegmentOptions, inside: str | None = None) -> tuple[list[Utterance], list[str], Path | None]:
     """One video's utterances from its sidecar subtitle file, else its embedded subtitle stream:
     (utterances, notes, sidecar used). SubtitleError when it has none usable."""
-    sidecars = subtitle_sidecars(video.path, options.subtitle_language)
+    sidecars = subtitle_sidecars(video.path, options.subtitle_language, inside)
     if len(sidecars) > 1:
         names = ", ".join(display_path(p.name) for p in sidecars)
         raise SubtitleError(f"several subtitle files ({names}); keep one or set segment.subtitle_language")
@@ -298,14 +302,15 @@ def subtitle_utterances(video: VideoInput, options: SegmentOptions) -> tuple[lis
 
 
 def segments_from_subtitles(
-    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None
+    videos: Sequence[VideoInput], options: SegmentOptions, duration_of: Callable[[VideoInput], float | None] | None = None, inside: str | None = None
 ) -> Segmentation:
-    """Every video cut at its subtitle cues; a video without usable subtitles is one failure row (key = the video's key)."""
+    """Every video cut at its subtitle cues; a video without usable subtitles is one failure row (key = the video's key).
+    `inside`: the input folder, resolved, when sidecar links leading outside it are not followed."""
     utterances: list[Utterance] = []
     result = Segmentation()
     for video in sorted(videos, key=lambda v: v.key):
         try:
-            found, notes, sidecar = retry_faults(lambda video=video: subtitle_utterances(video, options), video.source_path, STAGE)
+            found, notes, sidecar = retry_faults(lambda video=video: subtitle_utterances(video, options, inside), video.source_path, STAGE)
         except SubtitleError as e:
             result.failures.append(segment_failure(video.key, video.source_path, str(e)))
             continue
