@@ -28,6 +28,8 @@ from emer_builder.transforms.clip import Clip, Stage
 from emer_builder.transforms.clip_cache import ClipCache, encode_entry, entry_address
 from emer_builder.transforms.shards import sample_members
 
+from tests.small_disk import small_disk
+
 FAST = {"transcript": {"model": "tiny.en"}, "video": {"mode": "none"}}
 ADDR = "ab" * 32
 
@@ -295,12 +297,7 @@ def test_two_builds_sharing_one_cache_at_once_give_the_uncached_bytes(tmp_path: 
 def test_a_full_cache_disk_does_not_fail_the_build_nor_blame_out(tmp_path: Path):
     from emer_builder.pipelines.build import build
 
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "small", "16k") as mount:
         videos = tmp_path / "videos"
         _tiny_clip(videos / "a.mp4")
         out = tmp_path / "out"  # on the big disk
@@ -310,27 +307,18 @@ def test_a_full_cache_disk_does_not_fail_the_build_nor_blame_out(tmp_path: Path)
         except UserError as e:
             pytest.fail(f"a full cache disk failed the build: {e}")
         assert summary.records == 1
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_put_on_a_full_disk_leaves_no_temporary_file(tmp_path: Path):
     """`put` writes `<address>.tar.tmp-<uuid>` and never removes it when the write fails; `emer cache` does not
     count it and `--prune` never deletes it (it does not end in .tar), so the cache disk stays full."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "small", "16k") as mount:
         cache = ClipCache(str(mount / "cache"))
         cache.put(ADDR, {"v": 1}, {"flac": os.urandom(40_000)})  # a cache that cannot be written: a warning, the build goes on
         assert cache.get(ADDR) is None
         cache.prune(1)
         left = sorted(p.name for p in (mount / "cache").rglob("*") if p.is_file())
         assert left == [], f"left behind on the full disk after a failed put and a prune: {left}"
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 # -- 2. OUT: commit journal --------------------------------------------------------------------------------------------

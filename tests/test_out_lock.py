@@ -19,6 +19,8 @@ from emer_builder.pipelines.local_out import JOURNAL, LOCK_FILE, STAGING_PREFIX,
 from emer_builder.pipelines.summary import BuildSummary
 from emer_builder.release.manifest import BUILD_OUTPUTS, MANIFEST
 
+from tests.small_disk import small_disk
+
 EMER = str(Path(sys.executable).parent / "emer")
 
 
@@ -241,17 +243,10 @@ def test_read_only_out_is_one_line(demo_videos: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_commits_nothing(demo_videos: Path, tmp_path: Path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "small", "400k") as mount:
         videos = _tiny_corpus(demo_videos, tmp_path)
         out = mount / "out"
         run = subprocess.run([EMER, "build", str(videos), "--out", str(out), "--config", str(_config(tmp_path)), "--workers", "1", "--quiet"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 2, run.stderr[-2000:]
         assert run.stderr.startswith(f"emer: error: no space left on the device of {out}") and run.stderr.count("\n") == 1, run.stderr[-2000:]
         assert not (out / MANIFEST).exists() and not list(out.glob(f"{STAGING_PREFIX}*"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)

@@ -108,18 +108,23 @@ class _Walk:
     skipped: list[str]
 
 
+def resolves_outside(path: str | Path, folder: str) -> str | None:
+    """Where `path` resolves to, when that lies outside `folder` (a resolved path); None when inside it."""
+    target = os.path.realpath(path)
+    return None if (target + os.sep).startswith(folder.rstrip(os.sep) + os.sep) else target
+
+
 def walk_inputs(videos_dir: str | Path, follow_external_links: bool = False) -> _Walk:
     """Every entry under `videos_dir`, following symlinked folders once each (loops and repeats are
     listed as skipped with the reason). Hidden entries (`.git`, `.DS_Store`) are not inputs. A link to a
     folder or regular video file outside `videos_dir` is listed as skipped unless `follow_external_links`;
     links to devices, pipes or nothing stay inputs, so that decode names what they are."""
     root = os.path.abspath(os.fspath(videos_dir))
-    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
+    inside = os.path.realpath(root)
 
     def leaves(path: str) -> str | None:
         """Where the link `path` resolves to, when that lies outside the input folder and must not be followed."""
-        target = os.path.realpath(path)
-        return None if follow_external_links or (target + os.sep).startswith(inside) else target
+        return None if follow_external_links else resolves_outside(path, inside)
 
     files: list[tuple[str, str]] = []
     skipped: list[str] = []
@@ -224,4 +229,4 @@ def match_videos(videos_dir: str | Path, follow_external_links: bool = False) ->
     return inputs, collisions, found.skipped
 
 
-__all__ = ["OUTSIDE_INPUT", "VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "list_stored_inputs", "match_videos", "walk_inputs"]
+__all__ = ["OUTSIDE_INPUT", "VIDEO_EXTENSIONS", "KeyCollision", "VideoInput", "display_path", "key_for", "list_stored_inputs", "match_videos", "resolves_outside", "walk_inputs"]

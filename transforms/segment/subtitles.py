@@ -15,7 +15,7 @@ from emer_builder.core.cpu import run_child
 from emer_builder.core.errors import ProcessFault, exit_fault, one_line
 from emer_builder.core.failures import retry_faults
 from emer_builder.core.hashing import sha256_file
-from emer_builder.transforms.keys import VideoInput, display_path
+from emer_builder.transforms.keys import VideoInput, display_path, resolves_outside
 from emer_builder.transforms.probe import PROBE_TIMEOUT_S, ffprobe_json
 from emer_builder.transforms.segment.model import (
     STAGE,
@@ -101,7 +101,7 @@ def subtitle_sidecars(video_path: str | Path, language: str | None = None, insid
         ext = p.suffix.lower()
         if ext not in SUBTITLE_EXTENSIONS or name.startswith("."):
             continue
-        if inside is not None and p.is_symlink() and not (os.path.realpath(p) + os.sep).startswith(inside.rstrip(os.sep) + os.sep):
+        if inside is not None and p.is_symlink() and resolves_outside(p, inside):
             continue
         stem = name[: -len(p.suffix)]
         if stem == video.stem:
